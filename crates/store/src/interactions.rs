@@ -1,0 +1,361 @@
+//! Training interactions: one table, one meaning per row, unique on
+//! `(user_id, item_id, timestamp, interaction_type)`.
+//!
+//! Two ways to write, both idempotent:
+//! - [`Store::insert_interactions`] for append-only feeds (CSV imports, events):
+//!   a row already present is a duplicate and is left alone.
+//! - [`Store::reconcile_origins`] for rows derived from a shop record (an order,
+//!   the image table): the rows of each `origin` become exactly the derived set,
+//!   so re-deriving after the record changed updates rows instead of doubling them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::{now_ms, Result, Store};
+
+/// The user id of item-level signals that belong to no one (design-image views).
+/// Models must treat it as popularity, never as one customer's history.
+pub const ANONYMOUS_USER: &str = "anonymous";
+
+/// Where an interaction came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Derived from the shop's database (orders, images).
+    ExistingData,
+    /// From a Shoplazza webhook.
+    Webhook,
+    /// From storefront behaviour events.
+    Realtime,
+    /// A public data set (MovieLens…) brought in for pre-training or benchmarks.
+    Public,
+}
+
+impl Source {
+    /// Every source, in a stable order.
+    pub const ALL: [Source; 4] = [
+        Source::ExistingData,
+        Source::Webhook,
+        Source::Realtime,
+        Source::Public,
+    ];
+
+    /// The name stored in the database and printed in summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::ExistingData => "existing_data",
+            Source::Webhook => "webhook",
+            Source::Realtime => "realtime",
+            Source::Public => "public",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Source::ALL
+            .into_iter()
+            .find(|src| src.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown source {s:?}; expected one of existing_data, webhook, realtime, public")
+            })
+    }
+}
+
+/// The identity of an interaction: what the unique constraint is on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InteractionKey {
+    /// User (a keyed hash of an email, a session or device id, or [`ANONYMOUS_USER`]).
+    pub user_id: String,
+    /// Item (a product id).
+    pub item_id: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// `purchase`, `view`, `image_view`, `add_to_cart`, …
+    pub interaction_type: String,
+}
+
+/// One training interaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interaction {
+    /// What makes it unique.
+    pub key: InteractionKey,
+    /// Signal strength (purchase 5.0 … image view 1.0).
+    pub rating: f64,
+    /// Where it came from.
+    pub source: Source,
+    /// Simulated rather than observed; never enters an evaluation test set.
+    pub synthetic: bool,
+    /// Units (line-item quantity, image view count).
+    pub quantity: i64,
+    /// The record it was derived from (`order:<id>`, `images`), if any.
+    pub origin: Option<String>,
+}
+
+/// The complete set of rows one origin should have.
+#[derive(Debug, Clone)]
+pub struct OriginRows {
+    /// The origin (`order:<id>`, `images`).
+    pub origin: String,
+    /// Its rows.
+    pub rows: Vec<Interaction>,
+}
+
+/// Which of an origin's stored rows a reconciliation may remove when they are no
+/// longer derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconcileScope {
+    /// Every row of the origin.
+    All,
+    /// Only observed rows; simulated ones are kept (simulation switched off).
+    RealOnly,
+}
+
+/// What a reconciliation did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReconcileCounts {
+    /// New rows.
+    pub inserted: u64,
+    /// Rows whose rating or quantity changed.
+    pub updated: u64,
+    /// Rows no longer derived, deleted.
+    pub removed: u64,
+    /// Rows already present as they are.
+    pub unchanged: u64,
+}
+
+impl Store {
+    /// Appends rows in one transaction; rows already present (by key) are counted
+    /// as duplicates and left as they are. Returns `(inserted, duplicates)`.
+    pub fn insert_interactions(&mut self, rows: &[Interaction]) -> Result<(u64, u64)> {
+        let tx = self.conn.transaction()?;
+        let created_at = now_ms();
+        let mut inserted = 0;
+        {
+            let mut stmt = tx.prepare_cached(INSERT_SQL)?;
+            for row in rows {
+                inserted += stmt.execute(insert_params(row, created_at))? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok((inserted, rows.len() as u64 - inserted))
+    }
+
+    /// Makes the stored rows of each origin exactly the given rows (within `scope`),
+    /// in one transaction for the whole batch.
+    pub fn reconcile_origins(
+        &mut self,
+        batches: &[OriginRows],
+        scope: ReconcileScope,
+    ) -> Result<ReconcileCounts> {
+        let tx = self.conn.transaction()?;
+        let created_at = now_ms();
+        let mut counts = ReconcileCounts::default();
+        {
+            let mut existing_stmt = tx.prepare_cached(
+                "SELECT id, user_id, item_id, timestamp, interaction_type, rating, quantity, synthetic
+                 FROM training_interactions WHERE origin = ?1",
+            )?;
+            let mut insert = tx.prepare_cached(INSERT_SQL)?;
+            let mut update = tx.prepare_cached(
+                "UPDATE training_interactions SET rating = ?2, quantity = ?3 WHERE id = ?1",
+            )?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM training_interactions WHERE id = ?1")?;
+            for batch in batches {
+                let mut existing: HashMap<InteractionKey, (i64, f64, i64, bool)> = existing_stmt
+                    .query_map([&batch.origin], |r| {
+                        Ok((
+                            InteractionKey {
+                                user_id: r.get(1)?,
+                                item_id: r.get(2)?,
+                                timestamp: r.get(3)?,
+                                interaction_type: r.get(4)?,
+                            },
+                            (r.get(0)?, r.get(5)?, r.get(6)?, r.get(7)?),
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                for row in &batch.rows {
+                    match existing.remove(&row.key) {
+                        Some((id, rating, quantity, _)) => {
+                            if rating != row.rating || quantity != row.quantity {
+                                update.execute(params![id, row.rating, row.quantity])?;
+                                counts.updated += 1;
+                            } else {
+                                counts.unchanged += 1;
+                            }
+                        }
+                        None => {
+                            // A conflict here means another origin already holds the
+                            // same event: it stays single.
+                            match insert.execute(insert_params(row, created_at))? {
+                                0 => counts.unchanged += 1,
+                                _ => counts.inserted += 1,
+                            }
+                        }
+                    }
+                }
+                for (_, (id, _, _, synthetic)) in existing {
+                    if scope == ReconcileScope::All || !synthetic {
+                        delete.execute([id])?;
+                        counts.removed += 1;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// Calls `f` on every interaction of `source` (all sources when `None`), ordered by
+    /// timestamp then key, so exports are byte-for-byte reproducible.
+    pub fn for_each_interaction(
+        &self,
+        source: Option<Source>,
+        mut f: impl FnMut(&Interaction) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare(
+            "SELECT user_id, item_id, timestamp, interaction_type, rating, source, synthetic,
+                    quantity, origin
+             FROM training_interactions
+             WHERE ?1 IS NULL OR source = ?1
+             ORDER BY timestamp, user_id, item_id, interaction_type",
+        )?;
+        let mut rows = stmt.query([source.map(Source::as_str)])?;
+        while let Some(r) = rows.next()? {
+            let source: String = r.get(5)?;
+            let row = Interaction {
+                key: InteractionKey {
+                    user_id: r.get(0)?,
+                    item_id: r.get(1)?,
+                    timestamp: r.get(2)?,
+                    interaction_type: r.get(3)?,
+                },
+                rating: r.get(4)?,
+                source: source.parse().unwrap_or(Source::ExistingData),
+                synthetic: r.get(6)?,
+                quantity: r.get(7)?,
+                origin: r.get(8)?,
+            };
+            f(&row)?;
+        }
+        Ok(())
+    }
+
+    /// Interaction counts by `(source, interaction_type, synthetic)`.
+    pub fn interaction_counts(&self) -> Result<Vec<(String, String, bool, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT source, interaction_type, synthetic, COUNT(*) FROM training_interactions
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}
+
+const INSERT_SQL: &str = "INSERT INTO training_interactions
+    (user_id, item_id, rating, timestamp, interaction_type, source, synthetic, quantity, origin, created_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+    ON CONFLICT (user_id, item_id, timestamp, interaction_type) DO NOTHING";
+
+fn insert_params(row: &Interaction, created_at: i64) -> impl rusqlite::Params + '_ {
+    (
+        &row.key.user_id,
+        &row.key.item_id,
+        row.rating,
+        row.key.timestamp,
+        &row.key.interaction_type,
+        row.source.as_str(),
+        row.synthetic,
+        row.quantity,
+        &row.origin,
+        created_at,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(item: &str, ts: i64, synthetic: bool) -> Interaction {
+        Interaction {
+            key: InteractionKey {
+                user_id: "u".into(),
+                item_id: item.into(),
+                timestamp: ts,
+                interaction_type: if synthetic { "view" } else { "purchase" }.into(),
+            },
+            rating: if synthetic { 3.0 } else { 5.0 },
+            source: Source::ExistingData,
+            synthetic,
+            quantity: 1,
+            origin: Some("order:1".into()),
+        }
+    }
+
+    #[test]
+    fn insert_counts_duplicates_instead_of_doubling() {
+        let mut store = Store::open_in_memory().unwrap();
+        let rows = vec![row("a", 1, false), row("b", 2, false), row("a", 1, false)];
+        assert_eq!(store.insert_interactions(&rows).unwrap(), (2, 1));
+        assert_eq!(store.insert_interactions(&rows).unwrap(), (0, 3));
+    }
+
+    #[test]
+    fn reconcile_replaces_an_origins_rows_within_scope() {
+        let mut store = Store::open_in_memory().unwrap();
+        let first = OriginRows {
+            origin: "order:1".into(),
+            rows: vec![row("a", 10, false), row("a", 5, true)],
+        };
+        let c = store
+            .reconcile_origins(std::slice::from_ref(&first), ReconcileScope::All)
+            .unwrap();
+        assert_eq!((c.inserted, c.removed), (2, 0));
+        let c = store
+            .reconcile_origins(std::slice::from_ref(&first), ReconcileScope::All)
+            .unwrap();
+        assert_eq!((c.inserted, c.unchanged, c.removed), (0, 2, 0));
+
+        // The simulated view moved: with simulation off it is kept ...
+        let real_only = OriginRows {
+            origin: "order:1".into(),
+            rows: vec![row("a", 10, false)],
+        };
+        let c = store
+            .reconcile_origins(&[real_only], ReconcileScope::RealOnly)
+            .unwrap();
+        assert_eq!((c.inserted, c.removed), (0, 0));
+        // ... with it on it is replaced.
+        let moved = OriginRows {
+            origin: "order:1".into(),
+            rows: vec![row("a", 10, false), row("a", 7, true)],
+        };
+        let c = store
+            .reconcile_origins(&[moved], ReconcileScope::All)
+            .unwrap();
+        assert_eq!((c.inserted, c.removed, c.unchanged), (1, 1, 1));
+        let mut n = 0;
+        store
+            .for_each_interaction(None, |_| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+}

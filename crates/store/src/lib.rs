@@ -1,0 +1,42 @@
+//! manirec's persistence layer.
+//!
+//! Two stores, each behind one type so that the rest of manirec never names a
+//! database engine or a bucket:
+//!
+//! - [`Store`]: the relational store (SQLite today, PostgreSQL later). It owns the
+//!   schema and its migrations, the shop mirror (orders, products, images,
+//!   accounts), behaviour events, training interactions and small state. Every
+//!   idempotency guarantee lives in its constraints and transactions, never in a
+//!   caller's memory.
+//! - [`Objects`]: the object store (a local folder by default, S3/R2/MinIO by
+//!   configuration) for exported files, datasets and model artifacts.
+#![deny(missing_docs)]
+
+mod db;
+mod error;
+mod events;
+mod interactions;
+mod migrations;
+mod objects;
+mod shop;
+mod state;
+
+pub use db::{Store, TableCounts};
+pub use error::{Error, Result};
+pub use events::BehaviorEvent;
+pub use interactions::{
+    Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
+    ANONYMOUS_USER,
+};
+pub use objects::Objects;
+pub use shop::{
+    Account, BaseProduct, CatalogItem, EndProduct, Image, OrderLine, ShopOrder, UpsertCounts,
+};
+
+/// Milliseconds since the Unix epoch, the store's clock for bookkeeping columns.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

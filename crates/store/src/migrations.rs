@@ -1,0 +1,109 @@
+//! Versioned schema migrations.
+//!
+//! Migration `i` (1-based) moves the database from `user_version = i - 1` to `i`.
+//! Migrations are append-only: a released one is never edited, a change is a new
+//! entry. Each runs in its own transaction together with the version bump.
+
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the shop mirror, behaviour events, training interactions, state.
+    r#"
+    CREATE TABLE shop_orders (
+        order_id         TEXT PRIMARY KEY,
+        email            TEXT,
+        customer_id      TEXT,
+        financial_status TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,      -- Unix seconds
+        line_items       TEXT NOT NULL,         -- the raw JSON as the shop holds it
+        attributes       TEXT,                  -- columns we do not model, as a JSON object
+        source           TEXT NOT NULL,         -- import | webhook | poll
+        updated_at       INTEGER NOT NULL       -- Unix ms of the last change to this row
+    );
+    CREATE TABLE shop_order_items (
+        order_id   TEXT NOT NULL REFERENCES shop_orders(order_id) ON DELETE CASCADE,
+        line_no    INTEGER NOT NULL,
+        product_id TEXT NOT NULL,
+        variant_id TEXT,
+        quantity   INTEGER NOT NULL,
+        price      REAL,
+        title      TEXT,
+        PRIMARY KEY (order_id, line_no)
+    );
+    CREATE INDEX shop_order_items_product ON shop_order_items(product_id);
+    CREATE TABLE shop_base_products (
+        id          TEXT PRIMARY KEY,
+        title       TEXT,
+        category_id TEXT,
+        price       REAL,
+        attributes  TEXT,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX shop_base_products_category ON shop_base_products(category_id);
+    CREATE TABLE shop_end_products (
+        id              TEXT PRIMARY KEY,
+        base_product_id TEXT,
+        designer_id     TEXT,
+        title           TEXT,
+        attributes      TEXT,
+        updated_at      INTEGER NOT NULL
+    );
+    CREATE TABLE shop_images (
+        id         TEXT PRIMARY KEY,
+        type       TEXT,
+        entity_id  TEXT,
+        view_count INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER,
+        attributes TEXT,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE shop_accounts (
+        id         TEXT PRIMARY KEY,
+        email      TEXT,
+        created_at INTEGER,
+        attributes TEXT,
+        updated_at INTEGER NOT NULL
+    );
+
+    -- Storefront behaviour, in arrival order: `seq` is the ingestion sequence
+    -- number that sync uses as its watermark (never a clock).
+    CREATE TABLE behavior_events (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id     TEXT NOT NULL UNIQUE,
+        event_type   TEXT NOT NULL,
+        product_id   TEXT NOT NULL,
+        user_id      TEXT,
+        session_id   TEXT,
+        device_id    TEXT,
+        timestamp_ms INTEGER NOT NULL,
+        request_id   TEXT,
+        properties   TEXT,
+        received_at  INTEGER NOT NULL,
+        CHECK (user_id IS NOT NULL OR session_id IS NOT NULL OR device_id IS NOT NULL)
+    );
+
+    -- One row, one meaning. `origin` names what produced the row (an order, the
+    -- image table, an event) so a writer can reconcile exactly its own rows.
+    CREATE TABLE training_interactions (
+        id               INTEGER PRIMARY KEY,
+        user_id          TEXT NOT NULL,
+        item_id          TEXT NOT NULL,
+        rating           REAL NOT NULL,
+        timestamp        INTEGER NOT NULL,      -- Unix seconds
+        interaction_type TEXT NOT NULL,
+        source           TEXT NOT NULL,         -- existing_data | webhook | realtime | import
+        synthetic        INTEGER NOT NULL DEFAULT 0,
+        quantity         INTEGER NOT NULL DEFAULT 1,
+        origin           TEXT,
+        created_at       INTEGER NOT NULL,      -- Unix ms when the row was written
+        UNIQUE (user_id, item_id, timestamp, interaction_type)
+    );
+    CREATE INDEX training_interactions_origin ON training_interactions(origin);
+    CREATE INDEX training_interactions_created ON training_interactions(created_at);
+    CREATE INDEX training_interactions_time ON training_interactions(timestamp);
+
+    CREATE TABLE state (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    "#,
+];

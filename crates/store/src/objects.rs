@@ -1,0 +1,137 @@
+//! The object store: exported files, datasets and model artifacts.
+//!
+//! One URL configures it: `file:///path` (the default, a folder in the data dir)
+//! or `s3://bucket/prefix` (AWS S3, Cloudflare R2, MinIO; credentials, region and
+//! endpoint from the usual `AWS_*` environment variables). Keys are `/`-separated
+//! and relative to the configured prefix.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use url::Url;
+
+use crate::{Error, Result};
+
+/// A configured object store.
+#[derive(Clone)]
+pub struct Objects {
+    inner: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    url: String,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Objects").field("url", &self.url).finish()
+    }
+}
+
+impl Objects {
+    /// Opens the store named by `url` (`file:///…` or `s3://bucket/prefix`).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = Url::parse(url).map_err(|e| {
+            Error::Objects(format!(
+                "MANIREC_OBJECT_STORE {url:?} is not a URL ({e}); use file:///PATH or s3://BUCKET/PREFIX"
+            ))
+        })?;
+        match parsed.scheme() {
+            "file" => {
+                let dir = parsed.to_file_path().map_err(|()| {
+                    Error::Objects(format!("{url:?} is not an absolute file:// path"))
+                })?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    Error::Objects(format!(
+                        "cannot create object folder {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| Error::Objects(e.to_string()))?;
+                Ok(Objects {
+                    inner: Arc::new(fs),
+                    prefix: ObjectPath::default(),
+                    url: url.to_owned(),
+                })
+            }
+            "s3" => {
+                let bucket = parsed
+                    .host_str()
+                    .ok_or_else(|| Error::Objects(format!("{url:?} names no bucket")))?;
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| Error::Objects(format!("S3 configuration: {e}")))?;
+                Ok(Objects {
+                    inner: Arc::new(s3),
+                    prefix: ObjectPath::from(parsed.path().trim_matches('/')),
+                    url: url.to_owned(),
+                })
+            }
+            other => Err(Error::Objects(format!(
+                "unsupported object store scheme {other:?} in {url:?}; use file:// or s3://"
+            ))),
+        }
+    }
+
+    /// The URL it was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        let key = ObjectPath::from(key);
+        self.prefix.parts().chain(key.parts()).collect()
+    }
+
+    /// Writes `bytes` under `key`, atomically (readers see all of it or nothing).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.inner
+            .put(&self.path(key), PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| Error::Objects(format!("writing {key}: {e}")))?;
+        Ok(())
+    }
+
+    /// Reads the object under `key`.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let got = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(|e| Error::Objects(format!("reading {key}: {e}")))?;
+        got.bytes()
+            .await
+            .map_err(|e| Error::Objects(format!("reading {key}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_folder_round_trips_nested_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/objects", dir.path().display());
+        let objects = Objects::from_url(&url).unwrap();
+        objects
+            .put("training-data/a.csv", Bytes::from_static(b"x,y\n"))
+            .await
+            .unwrap();
+        assert_eq!(
+            objects.get("training-data/a.csv").await.unwrap(),
+            Bytes::from_static(b"x,y\n")
+        );
+        assert!(dir.path().join("objects/training-data/a.csv").is_file());
+    }
+
+    #[test]
+    fn unknown_schemes_are_named_in_the_error() {
+        let err = Objects::from_url("ftp://x/y").unwrap_err().to_string();
+        assert!(err.contains("ftp"), "{err}");
+    }
+}

@@ -1,0 +1,506 @@
+//! The shop mirror: manirec's copy of the shop's orders, catalogue, images and
+//! accounts. Raw emails live here and nowhere else.
+//!
+//! All five tables share one upsert mechanism ([`MirrorRow`]): a row is keyed by
+//! the shop's id, re-importing an unchanged row touches nothing, a changed row is
+//! updated in place, so an import can be repeated at will.
+
+use rusqlite::types::Value;
+use rusqlite::{params, Transaction};
+use serde::Serialize;
+
+use crate::{now_ms, Result, Store};
+
+/// What an upsert did, per row.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UpsertCounts {
+    /// Rows that were new.
+    pub inserted: u64,
+    /// Rows that existed and changed.
+    pub updated: u64,
+    /// Rows that existed and were identical.
+    pub unchanged: u64,
+}
+
+impl UpsertCounts {
+    /// Rows accepted, whatever happened to them.
+    pub fn total(&self) -> u64 {
+        self.inserted + self.updated + self.unchanged
+    }
+}
+
+/// An order of the shop, with its line items parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShopOrder {
+    /// The shop's order id (Shoplazza: a string like `11218-00000001`).
+    pub order_id: String,
+    /// The customer's email exactly as the shop holds it.
+    pub email: Option<String>,
+    /// The shop's customer id, where known.
+    pub customer_id: Option<String>,
+    /// Lower-case financial status (`paid`, `refunded`, …); unknown values are kept.
+    pub financial_status: String,
+    /// Order time, Unix seconds.
+    pub created_at: i64,
+    /// `line_items` exactly as received, so nothing the shop sent is lost.
+    pub line_items_raw: String,
+    /// The line items that could be understood.
+    pub lines: Vec<OrderLine>,
+    /// Columns manirec does not model, as a JSON object.
+    pub attributes: Option<String>,
+    /// Where the row came from: `import`, `webhook`, `poll`.
+    pub source: String,
+}
+
+/// One line item of an order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderLine {
+    /// The product bought (the training item id).
+    pub product_id: String,
+    /// The variant, where given.
+    pub variant_id: Option<String>,
+    /// Units bought (at least 1).
+    pub quantity: i64,
+    /// Unit price.
+    pub price: Option<f64>,
+    /// Title shown at checkout.
+    pub title: Option<String>,
+}
+
+/// A base product (the blank: a t-shirt, a mug…).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseProduct {
+    /// Shop id.
+    pub id: String,
+    /// Title.
+    pub title: Option<String>,
+    /// Category id.
+    pub category_id: Option<String>,
+    /// Price.
+    pub price: Option<f64>,
+    /// Columns manirec does not model, as a JSON object.
+    pub attributes: Option<String>,
+}
+
+/// An end product: a designer's design printed on a base product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndProduct {
+    /// Shop id.
+    pub id: String,
+    /// The base product it is printed on.
+    pub base_product_id: Option<String>,
+    /// The designer.
+    pub designer_id: Option<String>,
+    /// Title.
+    pub title: Option<String>,
+    /// Columns manirec does not model, as a JSON object.
+    pub attributes: Option<String>,
+}
+
+/// An image of the shop (designs, mockups…), with its view counter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// Shop id.
+    pub id: String,
+    /// Image type (`design`, …).
+    pub kind: Option<String>,
+    /// The product the image shows.
+    pub entity_id: Option<String>,
+    /// How often it was viewed.
+    pub view_count: i64,
+    /// Upload time, Unix seconds.
+    pub created_at: Option<i64>,
+    /// Columns manirec does not model, as a JSON object.
+    pub attributes: Option<String>,
+}
+
+/// A customer account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    /// Shop id.
+    pub id: String,
+    /// Email as the shop holds it.
+    pub email: Option<String>,
+    /// Sign-up time, Unix seconds.
+    pub created_at: Option<i64>,
+    /// Columns manirec does not model, as a JSON object.
+    pub attributes: Option<String>,
+}
+
+/// A sellable item with its category, as extraction sees the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogItem {
+    /// Item id (a base or an end product id).
+    pub item_id: String,
+    /// `base` or `end`: same-category views stay within one kind of product.
+    pub kind: &'static str,
+    /// Category (an end product inherits its base product's).
+    pub category_id: String,
+}
+
+/// A mirror table's row: its table, key and columns, in one place.
+trait MirrorRow {
+    const TABLE: &'static str;
+    /// Column names; the first is the primary key.
+    const COLUMNS: &'static [&'static str];
+    fn values(&self) -> Vec<Value>;
+}
+
+fn text(v: &Option<String>) -> Value {
+    v.clone().map(Value::Text).unwrap_or(Value::Null)
+}
+fn int(v: Option<i64>) -> Value {
+    v.map(Value::Integer).unwrap_or(Value::Null)
+}
+fn real(v: Option<f64>) -> Value {
+    v.map(Value::Real).unwrap_or(Value::Null)
+}
+
+impl MirrorRow for ShopOrder {
+    const TABLE: &'static str = "shop_orders";
+    const COLUMNS: &'static [&'static str] = &[
+        "order_id",
+        "email",
+        "customer_id",
+        "financial_status",
+        "created_at",
+        "line_items",
+        "attributes",
+        "source",
+    ];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            Value::Text(self.order_id.clone()),
+            text(&self.email),
+            text(&self.customer_id),
+            Value::Text(self.financial_status.clone()),
+            Value::Integer(self.created_at),
+            Value::Text(self.line_items_raw.clone()),
+            text(&self.attributes),
+            Value::Text(self.source.clone()),
+        ]
+    }
+}
+
+impl MirrorRow for BaseProduct {
+    const TABLE: &'static str = "shop_base_products";
+    const COLUMNS: &'static [&'static str] = &["id", "title", "category_id", "price", "attributes"];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            Value::Text(self.id.clone()),
+            text(&self.title),
+            text(&self.category_id),
+            real(self.price),
+            text(&self.attributes),
+        ]
+    }
+}
+
+impl MirrorRow for EndProduct {
+    const TABLE: &'static str = "shop_end_products";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "base_product_id",
+        "designer_id",
+        "title",
+        "attributes",
+    ];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            Value::Text(self.id.clone()),
+            text(&self.base_product_id),
+            text(&self.designer_id),
+            text(&self.title),
+            text(&self.attributes),
+        ]
+    }
+}
+
+impl MirrorRow for Image {
+    const TABLE: &'static str = "shop_images";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "type",
+        "entity_id",
+        "view_count",
+        "created_at",
+        "attributes",
+    ];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            Value::Text(self.id.clone()),
+            text(&self.kind),
+            text(&self.entity_id),
+            Value::Integer(self.view_count),
+            int(self.created_at),
+            text(&self.attributes),
+        ]
+    }
+}
+
+impl MirrorRow for Account {
+    const TABLE: &'static str = "shop_accounts";
+    const COLUMNS: &'static [&'static str] = &["id", "email", "created_at", "attributes"];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            Value::Text(self.id.clone()),
+            text(&self.email),
+            int(self.created_at),
+            text(&self.attributes),
+        ]
+    }
+}
+
+/// What happened to one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upserted {
+    Inserted,
+    Updated,
+    Unchanged,
+}
+
+/// Inserts or updates one mirror row; a row identical to the stored one is not written.
+fn upsert_row<R: MirrorRow>(tx: &Transaction<'_>, row: &R) -> Result<Upserted> {
+    let cols = R::COLUMNS;
+    let key = cols[0];
+    let placeholders: Vec<String> = (1..=cols.len() + 1).map(|i| format!("?{i}")).collect();
+    let set: Vec<String> = cols[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let differs: Vec<String> = cols[1..]
+        .iter()
+        .map(|c| format!("{c} IS NOT excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} ({cols}, updated_at) VALUES ({ph})
+         ON CONFLICT ({key}) DO UPDATE SET {set}, updated_at = excluded.updated_at
+         WHERE {differs}",
+        table = R::TABLE,
+        cols = cols.join(", "),
+        ph = placeholders.join(", "),
+        set = set.join(", "),
+        differs = differs.join(" OR "),
+    );
+    let exists_sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE {key} = ?1)",
+        R::TABLE
+    );
+    let mut values = row.values();
+    let existed: bool = tx
+        .prepare_cached(&exists_sql)?
+        .query_row([&values[0]], |r| r.get(0))?;
+    values.push(Value::Integer(now_ms()));
+    let changed = tx
+        .prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(values))?;
+    Ok(match (existed, changed) {
+        (false, _) => Upserted::Inserted,
+        (true, 0) => Upserted::Unchanged,
+        (true, _) => Upserted::Updated,
+    })
+}
+
+fn upsert_all<R: MirrorRow>(
+    store: &mut Store,
+    rows: &[R],
+    mut after: impl FnMut(&Transaction<'_>, &R, Upserted) -> Result<()>,
+) -> Result<UpsertCounts> {
+    let tx = store.conn.transaction()?;
+    let mut counts = UpsertCounts::default();
+    for row in rows {
+        let outcome = upsert_row(&tx, row)?;
+        match outcome {
+            Upserted::Inserted => counts.inserted += 1,
+            Upserted::Updated => counts.updated += 1,
+            Upserted::Unchanged => counts.unchanged += 1,
+        }
+        after(&tx, row, outcome)?;
+    }
+    tx.commit()?;
+    Ok(counts)
+}
+
+impl Store {
+    /// Upserts orders and, for every new or changed order, replaces its line items.
+    /// One transaction for the whole batch.
+    pub fn upsert_orders(&mut self, orders: &[ShopOrder]) -> Result<UpsertCounts> {
+        upsert_all(self, orders, |tx, order, outcome| {
+            if outcome == Upserted::Unchanged {
+                return Ok(());
+            }
+            tx.execute(
+                "DELETE FROM shop_order_items WHERE order_id = ?1",
+                [&order.order_id],
+            )?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO shop_order_items
+                 (order_id, line_no, product_id, variant_id, quantity, price, title)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (line_no, line) in order.lines.iter().enumerate() {
+                insert.execute(params![
+                    order.order_id,
+                    line_no as i64,
+                    line.product_id,
+                    line.variant_id,
+                    line.quantity,
+                    line.price,
+                    line.title
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Upserts base products.
+    pub fn upsert_base_products(&mut self, rows: &[BaseProduct]) -> Result<UpsertCounts> {
+        upsert_all(self, rows, |_, _, _| Ok(()))
+    }
+
+    /// Upserts end products.
+    pub fn upsert_end_products(&mut self, rows: &[EndProduct]) -> Result<UpsertCounts> {
+        upsert_all(self, rows, |_, _, _| Ok(()))
+    }
+
+    /// Upserts images.
+    pub fn upsert_images(&mut self, rows: &[Image]) -> Result<UpsertCounts> {
+        upsert_all(self, rows, |_, _, _| Ok(()))
+    }
+
+    /// Upserts accounts.
+    pub fn upsert_accounts(&mut self, rows: &[Account]) -> Result<UpsertCounts> {
+        upsert_all(self, rows, |_, _, _| Ok(()))
+    }
+
+    /// Orders with the given financial status, with their line items, by order id.
+    pub fn orders_with_status(&self, status: &str) -> Result<Vec<ShopOrder>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT order_id, email, customer_id, financial_status, created_at, line_items,
+                    attributes, source
+             FROM shop_orders WHERE financial_status = ?1 ORDER BY order_id",
+        )?;
+        let mut orders: Vec<ShopOrder> = stmt
+            .query_map([status], |r| {
+                Ok(ShopOrder {
+                    order_id: r.get(0)?,
+                    email: r.get(1)?,
+                    customer_id: r.get(2)?,
+                    financial_status: r.get(3)?,
+                    created_at: r.get(4)?,
+                    line_items_raw: r.get(5)?,
+                    lines: Vec::new(),
+                    attributes: r.get(6)?,
+                    source: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut lines = self.conn.prepare(
+            "SELECT product_id, variant_id, quantity, price, title
+             FROM shop_order_items WHERE order_id = ?1 ORDER BY line_no",
+        )?;
+        for order in &mut orders {
+            order.lines = lines
+                .query_map([&order.order_id], |r| {
+                    Ok(OrderLine {
+                        product_id: r.get(0)?,
+                        variant_id: r.get(1)?,
+                        quantity: r.get(2)?,
+                        price: r.get(3)?,
+                        title: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        Ok(orders)
+    }
+
+    /// Every product that has a category: base products, and end products through
+    /// their base product. Sorted by item id so that consumers are deterministic.
+    pub fn catalog(&self) -> Result<Vec<CatalogItem>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, 'base', category_id FROM shop_base_products WHERE category_id IS NOT NULL
+             UNION ALL
+             SELECT e.id, 'end', b.category_id FROM shop_end_products e
+               JOIN shop_base_products b ON b.id = e.base_product_id
+              WHERE b.category_id IS NOT NULL
+             ORDER BY 1",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                let kind: String = r.get(1)?;
+                Ok(CatalogItem {
+                    item_id: r.get(0)?,
+                    kind: if kind == "base" { "base" } else { "end" },
+                    category_id: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Design images that were viewed: `(image id, entity id, created_at, view_count)`,
+    /// by image id.
+    pub fn viewed_design_images(&self) -> Result<Vec<(String, String, i64, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, entity_id, created_at, view_count FROM shop_images
+             WHERE type = 'design' AND entity_id IS NOT NULL AND view_count > 0
+               AND created_at IS NOT NULL
+             ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(status: &str, lines: &[&str]) -> ShopOrder {
+        ShopOrder {
+            order_id: "o-1".into(),
+            email: Some("A@x.com".into()),
+            customer_id: None,
+            financial_status: status.into(),
+            created_at: 1_700_000_000,
+            line_items_raw: "[]".into(),
+            lines: lines
+                .iter()
+                .map(|p| OrderLine {
+                    product_id: p.to_string(),
+                    variant_id: None,
+                    quantity: 1,
+                    price: Some(9.5),
+                    title: None,
+                })
+                .collect(),
+            attributes: None,
+            source: "import".into(),
+        }
+    }
+
+    #[test]
+    fn upsert_inserts_then_ignores_identical_then_updates_changed() {
+        let mut store = Store::open_in_memory().unwrap();
+        let o = order("paid", &["p1", "p2"]);
+        let c = store.upsert_orders(&[o.clone()]).unwrap();
+        assert_eq!((c.inserted, c.updated, c.unchanged), (1, 0, 0));
+        let c = store.upsert_orders(&[o.clone()]).unwrap();
+        assert_eq!((c.inserted, c.updated, c.unchanged), (0, 0, 1));
+        let mut changed = order("paid", &["p3"]);
+        changed.line_items_raw = "[{\"product_id\":\"p3\"}]".into();
+        let c = store.upsert_orders(&[changed]).unwrap();
+        assert_eq!((c.inserted, c.updated, c.unchanged), (0, 1, 0));
+        let paid = store.orders_with_status("paid").unwrap();
+        assert_eq!(paid.len(), 1);
+        assert_eq!(
+            paid[0].lines.len(),
+            1,
+            "line items are replaced, not appended"
+        );
+        assert_eq!(paid[0].lines[0].product_id, "p3");
+    }
+}
