@@ -1,1 +1,43 @@
+//! manirec's data pipeline: the shop's data in, clean training interactions out.
+//!
+//! - [`import`]: the shop's SQLite file or D1 dump into the store's shop mirror,
+//!   and interaction CSV files (the seed's format, public data sets) into
+//!   training interactions.
+//! - [`extract`]: the shop mirror into training interactions (purchases,
+//!   simulated views, design-image views), plus the seed's CSV in the object store.
+//! - [`identity`]: the keyed hash that replaces emails before anything leaves
+//!   the shop mirror.
+//!
+//! Every stage reports what it did as a serialisable summary, counts what it
+//! could not use with a reason, and can be run again without changing the result.
+#![deny(missing_docs)]
 
+pub mod export;
+pub mod extract;
+pub mod identity;
+pub mod import;
+mod progress;
+mod report;
+pub mod time;
+
+pub use progress::{NoProgress, Progress};
+pub use report::{Problems, Rejection, RowProblem};
+
+/// Errors a pipeline stage stops on (row-level problems are counted, not raised).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input file cannot be used at all.
+    #[error("{path}: {message}")]
+    Input {
+        /// The file.
+        path: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] manirec_store::Error),
+}
+
+/// Result of a pipeline stage.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

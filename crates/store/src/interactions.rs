@@ -17,9 +17,15 @@ use serde::Serialize;
 
 use crate::{now_ms, Result, Store};
 
-/// The user id of item-level signals that belong to no one (design-image views).
-/// Models must treat it as popularity, never as one customer's history.
-pub const ANONYMOUS_USER: &str = "anonymous";
+/// The prefix of user ids that stand for no one: item-level signals such as
+/// design-image views (`anonymous:image:<id>`). Models must treat such rows as
+/// popularity, never as a customer's history; see [`is_anonymous`].
+pub const ANONYMOUS_PREFIX: &str = "anonymous:";
+
+/// Whether a training user id stands for no one (see [`ANONYMOUS_PREFIX`]).
+pub fn is_anonymous(user_id: &str) -> bool {
+    user_id.starts_with(ANONYMOUS_PREFIX)
+}
 
 /// Where an interaction came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

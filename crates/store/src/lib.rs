@@ -25,8 +25,8 @@ pub use db::{Store, TableCounts};
 pub use error::{Error, Result};
 pub use events::BehaviorEvent;
 pub use interactions::{
-    Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
-    ANONYMOUS_USER,
+    is_anonymous, Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
+    ANONYMOUS_PREFIX,
 };
 pub use objects::Objects;
 pub use shop::{

@@ -486,9 +486,9 @@ mod tests {
     fn upsert_inserts_then_ignores_identical_then_updates_changed() {
         let mut store = Store::open_in_memory().unwrap();
         let o = order("paid", &["p1", "p2"]);
-        let c = store.upsert_orders(&[o.clone()]).unwrap();
+        let c = store.upsert_orders(std::slice::from_ref(&o)).unwrap();
         assert_eq!((c.inserted, c.updated, c.unchanged), (1, 0, 0));
-        let c = store.upsert_orders(&[o.clone()]).unwrap();
+        let c = store.upsert_orders(std::slice::from_ref(&o)).unwrap();
         assert_eq!((c.inserted, c.updated, c.unchanged), (0, 0, 1));
         let mut changed = order("paid", &["p3"]);
         changed.line_items_raw = "[{\"product_id\":\"p3\"}]".into();

@@ -1,0 +1,151 @@
+//! `manirec demo`: a realistic shop, every stage that exists, end to end.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use manirec_demo::{generate, ShopSpec};
+use manirec_pipeline::import::shop::import_shop;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::Context;
+use crate::cli::DemoArgs;
+use crate::progress::Bars;
+
+#[derive(Serialize)]
+struct DemoSummary {
+    seed: u64,
+    data_dir: String,
+    shop_file: String,
+    stages: BTreeMap<&'static str, Value>,
+    /// Wall time of each stage, seconds.
+    seconds: BTreeMap<&'static str, f64>,
+}
+
+pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
+    let mut stages = BTreeMap::new();
+    let mut seconds = BTreeMap::new();
+    let mut human = String::new();
+    let mut timed = |name: &'static str, started: Instant| {
+        seconds.insert(
+            name,
+            (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        );
+    };
+
+    // 1. A shop: the seed's scale, history ending today (midnight UTC) so that a
+    // rerun on the same day gives the same shop.
+    let started = Instant::now();
+    let day = 86_400;
+    let now = chrono::Utc::now().timestamp().div_euclid(day) * day;
+    let shop = generate(&ShopSpec::seed_scale(args.seed, now));
+    let shop_file = ctx.settings.data_dir.join("demo").join("shop.db");
+    std::fs::create_dir_all(shop_file.parent().expect("has a parent"))?;
+    shop.write_sqlite(&shop_file)
+        .with_context(|| format!("writing the demo shop {}", shop_file.display()))?;
+    let generated = json!({
+        "accounts": shop.accounts.len(),
+        "base_products": shop.base_products.len(),
+        "end_products": shop.end_products.len(),
+        "orders": shop.orders.len(),
+        "images": shop.images.len(),
+        "storefront_events": shop.events.len(),
+    });
+    let _ = writeln!(
+        human,
+        "1. Generated a demo shop (seed {}): {} accounts, {} base products, {} end products, \
+         {} orders, {} images, {} storefront events\n   -> {}",
+        args.seed,
+        shop.accounts.len(),
+        shop.base_products.len(),
+        shop.end_products.len(),
+        shop.orders.len(),
+        shop.images.len(),
+        shop.events.len(),
+        shop_file.display()
+    );
+    stages.insert("generate", generated);
+    timed("generate", started);
+
+    // 2. Import the shop file into the mirror.
+    let started = Instant::now();
+    let mut store = ctx.settings.open_store()?;
+    let imported = import_shop(&mut store, &shop_file, &Bars::default())?;
+    let _ = writeln!(human, "\n2. Import");
+    human.push_str(&indent(&super::import::render_shop(
+        &shop_file.display().to_string(),
+        &imported,
+    )));
+    stages.insert("import", serde_json::to_value(&imported)?);
+    timed("import", started);
+
+    // 3. Extract training interactions.
+    let started = Instant::now();
+    let extraction = super::extract::run_extract(ctx, args.seed, true).await?;
+    let _ = writeln!(human, "\n3. Extract");
+    human.push_str(&indent(&super::extract::render(&extraction)));
+    stages.insert("extract", serde_json::to_value(&extraction)?);
+    timed("extract", started);
+
+    // 4. Four weeks of storefront behaviour, stored as the tracking endpoint stores it.
+    let started = Instant::now();
+    let (accepted, duplicates) = store.insert_events(&shop.events)?;
+    let by_type: BTreeMap<String, i64> = store.event_counts()?.into_iter().collect();
+    let _ = writeln!(
+        human,
+        "\n4. Storefront events: {accepted} stored, {duplicates} already there (funnel: {})",
+        [
+            "product_view",
+            "product_click",
+            "add_to_cart",
+            "add_to_wishlist",
+            "purchase"
+        ]
+        .iter()
+        .map(|t| format!("{t} {}", by_type.get(*t).copied().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+    );
+    stages.insert(
+        "events",
+        json!({"accepted": accepted, "duplicates": duplicates, "by_type": by_type}),
+    );
+    timed("events", started);
+
+    let totals = store.table_counts()?;
+    let _ = writeln!(
+        human,
+        "\nStore {}: {} training interactions, {} behaviour events",
+        ctx.settings.database_url, totals["training_interactions"], totals["behavior_events"]
+    );
+    let _ = writeln!(
+        human,
+        "Stage times: {}",
+        seconds
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !args.no_serve {
+        let _ = writeln!(
+            human,
+            "\nServing is not part of this build yet; the data above is ready in {}.",
+            ctx.settings.data_dir.display()
+        );
+    }
+    let summary = DemoSummary {
+        seed: args.seed,
+        data_dir: ctx.settings.data_dir.display().to_string(),
+        shop_file: shop_file.display().to_string(),
+        stages,
+        seconds,
+    };
+    ctx.print(&summary, || human)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("   {l}\n")).collect()
+}

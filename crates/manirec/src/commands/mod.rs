@@ -1,0 +1,46 @@
+//! One module per command. Each computes a serialisable summary, then prints it
+//! as JSON (`--json`) or for a person.
+
+mod demo;
+mod extract;
+mod import;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::{Cli, Command};
+use crate::config::Settings;
+
+/// What every command gets.
+pub struct Context {
+    pub settings: Settings,
+    pub json: bool,
+}
+
+impl Context {
+    /// Prints a command's result: its JSON summary, or the text for a person.
+    pub fn print(&self, summary: &impl Serialize, human: impl FnOnce() -> String) -> Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string(summary)?);
+        } else {
+            print!("{}", human());
+        }
+        Ok(())
+    }
+}
+
+/// Runs the command `cli` names.
+pub fn run(cli: Cli) -> Result<()> {
+    let ctx = Context {
+        settings: Settings::load(&cli.data_dir)?,
+        json: cli.json,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Demo(args) => runtime.block_on(demo::run(&ctx, args)),
+        Command::Import(args) => import::run(&ctx, args),
+        Command::Extract(args) => runtime.block_on(extract::run(&ctx, args)),
+    }
+}

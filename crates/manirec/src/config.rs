@@ -1,0 +1,128 @@
+//! Settings: defaults, then `<data-dir>/manirec.toml`, then `MANIREC_*`
+//! environment variables, then flags. Validated once, here, so commands can
+//! trust what they get.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use manirec_pipeline::identity::UserKey;
+use manirec_store::{Objects, Store};
+use serde::Deserialize;
+
+/// What `<data-dir>/manirec.toml` may set. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    database_url: Option<String>,
+    object_store: Option<String>,
+    shoplazza_secret: Option<String>,
+    admin_token: Option<String>,
+    user_key: Option<String>,
+    notify_url: Option<String>,
+}
+
+/// Resolved settings.
+#[derive(Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub object_store: String,
+    // Read by the live-data and serving commands.
+    #[allow(dead_code)]
+    pub shoplazza_secret: Option<String>,
+    #[allow(dead_code)]
+    pub admin_token: Option<String>,
+    #[allow(dead_code)]
+    pub notify_url: Option<String>,
+    user_key: Option<String>,
+}
+
+impl Settings {
+    /// Loads the settings of `data_dir` (created if missing).
+    pub fn load(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+        let file_path = data_dir.join("manirec.toml");
+        let file: FileSettings = match std::fs::read_to_string(&file_path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("{} is not valid settings", file_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileSettings::default(),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", file_path.display()))
+            }
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Ok(Settings {
+            database_url: env("MANIREC_DATABASE_URL")
+                .or(file.database_url)
+                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("manirec.db").display())),
+            object_store: env("MANIREC_OBJECT_STORE")
+                .or(file.object_store)
+                .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display())),
+            shoplazza_secret: env("MANIREC_SHOPLAZZA_SECRET").or(file.shoplazza_secret),
+            admin_token: env("MANIREC_ADMIN_TOKEN").or(file.admin_token),
+            notify_url: env("MANIREC_NOTIFY_URL").or(file.notify_url),
+            user_key: env("MANIREC_USER_KEY").or(file.user_key),
+            data_dir,
+        })
+    }
+
+    /// Opens the configured database.
+    pub fn open_store(&self) -> Result<Store> {
+        let url = &self.database_url;
+        let path = if let Some(p) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            PathBuf::from(p)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            bail!("PostgreSQL is not supported by this build yet; set MANIREC_DATABASE_URL=sqlite://PATH")
+        } else {
+            bail!("MANIREC_DATABASE_URL {url:?} is neither sqlite://PATH nor postgres://…")
+        };
+        Ok(Store::open(&path)?)
+    }
+
+    /// Opens the configured object store.
+    pub fn objects(&self) -> Result<Objects> {
+        Ok(Objects::from_url(&self.object_store)?)
+    }
+
+    /// The key of the user-id hash: configured, or generated once and kept in
+    /// `<data-dir>/user.key` (losing it changes every user id).
+    pub fn user_key(&self) -> Result<UserKey> {
+        if let Some(hex_key) = &self.user_key {
+            return UserKey::from_hex(hex_key)
+                .map_err(|e| anyhow::anyhow!("MANIREC_USER_KEY: {e}"));
+        }
+        let path = self.data_dir.join("user.key");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                UserKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = UserKey::from_bytes(rand::random());
+                write_private(&path, &key.to_hex())?;
+                tracing::info!(path = %path.display(), "generated the user key; back it up with the database");
+                Ok(key)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Bringing outside data into the store.
+//!
+//! - [`shop`]: the shop's database (a SQLite file, or a D1 SQL dump read through
+//!   [`dump`]) into the shop mirror, table by table, row by row: a bad row is
+//!   counted with its reason, never the end of the import.
+//! - [`interactions_csv`]: interaction files in the seed's CSV format (and the
+//!   MovieLens shapes) into training interactions.
+
+pub mod dump;
+pub mod interactions_csv;
+pub mod shop;
