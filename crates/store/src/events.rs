@@ -90,7 +90,10 @@ mod tests {
             request_id: None,
             properties: None,
         };
-        assert_eq!(store.insert_events(std::slice::from_ref(&e)).unwrap(), (1, 0));
+        assert_eq!(
+            store.insert_events(std::slice::from_ref(&e)).unwrap(),
+            (1, 0)
+        );
         assert_eq!(store.insert_events(&[e]).unwrap(), (0, 1));
     }
 }
