@@ -79,16 +79,32 @@ pub struct DemoArgs {
     /// Stop after the pipeline instead of serving.
     #[arg(long)]
     pub no_serve: bool,
+    /// The day the shop's history ends (YYYY-MM-DD, UTC); default today. Same
+    /// seed and day, same shop.
+    #[arg(long, value_name = "DATE", value_parser = parse_day)]
+    pub as_of: Option<i64>,
+}
+
+fn parse_day(s: &str) -> Result<i64, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| {
+            d.and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc()
+                .timestamp()
+        })
+        .map_err(|e| format!("{s:?} is not a YYYY-MM-DD date: {e}"))
 }
 
 #[derive(Debug, Args)]
-#[group(id = "input", required = true, multiple = false)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["store", "interactions"])))]
 pub struct ImportArgs {
     /// The shop's SQLite file or D1 SQL dump.
-    #[arg(long, value_name = "FILE", group = "input")]
+    #[arg(long, value_name = "FILE")]
     pub store: Option<PathBuf>,
     /// An interaction CSV file.
-    #[arg(long, value_name = "FILE.csv", group = "input")]
+    #[arg(long, value_name = "FILE.csv")]
     pub interactions: Option<PathBuf>,
     /// Source recorded for --interactions rows: existing_data, webhook, realtime, public.
     #[arg(long, default_value = "existing_data", requires = "interactions")]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{textbook_shop, DataDir};
+use common::{textbook_shop, DataDir, Row};
 
 #[test]
 fn import_and_extract_give_exactly_the_expected_rows() {
@@ -133,9 +133,7 @@ fn same_key_and_seed_give_identical_rows_and_another_seed_moves_only_simulated_o
     assert_eq!(a, run("7"));
     let b = run("8");
     assert_ne!(a, b, "the seed drives the simulation");
-    let real = |rows: &Vec<(String, String, f64, i64, String, String, bool, i64)>| {
-        rows.iter().filter(|r| !r.6).cloned().collect::<Vec<_>>()
-    };
+    let real = |rows: &Vec<Row>| rows.iter().filter(|r| !r.6).cloned().collect::<Vec<_>>();
     assert_eq!(
         real(&a),
         real(&b),

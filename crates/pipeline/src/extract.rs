@@ -75,7 +75,7 @@ pub struct Extraction {
     pub removed: u64,
     /// Rows already stored as derived.
     pub unchanged: u64,
-    /// Paid orders that gave no rows, with reasons.
+    /// Paid orders and viewed images that gave no rows, with reasons.
     pub skipped: Problems,
     /// The CSV written to the object store.
     pub export: Option<ExportedFile>,
@@ -198,7 +198,16 @@ pub fn derive(
         batches.push(OriginRows { origin, rows });
     }
 
-    let images = store.viewed_design_images()?;
+    let mut images = Vec::new();
+    for image in store.viewed_design_images()? {
+        match (image.entity_id, image.created_at) {
+            (Some(item), Some(ts)) => images.push((image.id, item, ts, image.view_count)),
+            _ => summary.skipped.add(
+                format!("image {:?}", image.id),
+                "viewed design image without a created_at",
+            ),
+        }
+    }
     summary.image_views = images.len() as u64;
     batches.push(OriginRows {
         origin: "images".into(),

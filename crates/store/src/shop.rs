@@ -439,17 +439,24 @@ impl Store {
         Ok(rows)
     }
 
-    /// Design images that were viewed: `(image id, entity id, created_at, view_count)`,
-    /// by image id.
-    pub fn viewed_design_images(&self) -> Result<Vec<(String, String, i64, i64)>> {
+    /// Design images of a product that were viewed, by image id.
+    pub fn viewed_design_images(&self) -> Result<Vec<Image>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, entity_id, created_at, view_count FROM shop_images
+            "SELECT id, type, entity_id, view_count, created_at, attributes FROM shop_images
              WHERE type = 'design' AND entity_id IS NOT NULL AND view_count > 0
-               AND created_at IS NOT NULL
              ORDER BY id",
         )?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map([], |r| {
+                Ok(Image {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    entity_id: r.get(2)?,
+                    view_count: r.get(3)?,
+                    created_at: r.get(4)?,
+                    attributes: r.get(5)?,
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }

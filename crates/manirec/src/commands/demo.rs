@@ -39,7 +39,9 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     // rerun on the same day gives the same shop.
     let started = Instant::now();
     let day = 86_400;
-    let now = chrono::Utc::now().timestamp().div_euclid(day) * day;
+    let now = args
+        .as_of
+        .unwrap_or_else(|| chrono::Utc::now().timestamp().div_euclid(day) * day);
     let shop = generate(&ShopSpec::seed_scale(args.seed, now));
     let shop_file = ctx.settings.data_dir.join("demo").join("shop.db");
     std::fs::create_dir_all(shop_file.parent().expect("has a parent"))?;

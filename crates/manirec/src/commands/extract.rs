@@ -44,7 +44,7 @@ pub fn render(s: &Extraction) -> String {
     render_problems(
         &mut out,
         "Skipped",
-        &std::iter::once(("orders".to_owned(), s.skipped.clone()))
+        &std::iter::once(("extract".to_owned(), s.skipped.clone()))
             .filter(|(_, p)| !p.is_empty())
             .collect(),
     );

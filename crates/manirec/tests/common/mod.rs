@@ -10,6 +10,10 @@ use serde_json::Value;
 /// A fixed user key, so that two data dirs hash emails the same way.
 pub const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
+/// A training interaction as a comparable tuple:
+/// `(user_id, item_id, rating, timestamp, interaction_type, source, synthetic, quantity)`.
+pub type Row = (String, String, f64, i64, String, String, bool, i64);
+
 pub struct DataDir {
     pub dir: tempfile::TempDir,
 }
@@ -69,7 +73,7 @@ impl DataDir {
     }
 
     /// Every training interaction, sorted, as comparable tuples.
-    pub fn interactions(&self) -> Vec<(String, String, f64, i64, String, String, bool, i64)> {
+    pub fn interactions(&self) -> Vec<Row> {
         let db = self.db();
         let mut stmt = db
             .prepare(

@@ -48,18 +48,31 @@ pub fn statements(dump: &str) -> Vec<Statement<'_>> {
 }
 
 fn push<'a>(out: &mut Vec<Statement<'a>>, dump: &'a str, start: usize, text: &'a str) {
-    let sql = text.trim();
-    if sql.is_empty() || sql == ";" || is_only_comments(sql) {
+    let leading = leading_trivia(text);
+    let sql = text[leading..].trim_end();
+    if sql.is_empty() || sql == ";" {
         return;
     }
-    let leading = text.len() - text.trim_start().len();
     let line = dump[..start + leading].matches('\n').count() + 1;
     out.push(Statement { line, sql });
 }
 
-fn is_only_comments(sql: &str) -> bool {
-    sql.lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+/// Length of the whitespace and comments before a statement, so that its line
+/// number is that of its first keyword.
+fn leading_trivia(text: &str) -> usize {
+    let mut i = 0;
+    loop {
+        let rest = &text[i..];
+        let trimmed = rest.trim_start();
+        i += rest.len() - trimmed.len();
+        if trimmed.starts_with("--") {
+            i += trimmed.find('\n').map_or(trimmed.len(), |n| n + 1);
+        } else if let Some(body) = trimmed.strip_prefix("/*") {
+            i += body.find("*/").map_or(trimmed.len(), |n| n + 4);
+        } else {
+            return i;
+        }
+    }
 }
 
 /// Replays `dump` into a fresh in-memory database. Failed statements are recorded

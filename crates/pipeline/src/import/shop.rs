@@ -219,7 +219,7 @@ impl ShopReader<'_> {
         }
         self.progress.end();
         if !rejected.is_empty() {
-            tracing::warn!(table, rejected = rejected.count, "rows rejected");
+            tracing::info!(table, rejected = rejected.count, "rows rejected");
             self.report.rejected.insert(table.to_owned(), rejected);
         }
         if !warnings.is_empty() {
