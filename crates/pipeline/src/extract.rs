@@ -1,13 +1,9 @@
 //! The shop mirror into training interactions (ORIGIN §2, without its flaws).
 //!
-//! - Purchases: one `purchase` row (5.0) per product of each paid order, user =
-//!   keyed hash of the normalised email, quantity summed over the order's lines.
-//! - Simulated views (switchable off, flagged `synthetic`): one pre-purchase
-//!   `view` (3.0) 60–3,660 s before the purchase, and up to three same-category
-//!   `view`s (2.0), each of three draws taken with 30 % chance, 300–7,500 s before.
-//!   The random stream is seeded by `(seed, order, product)`, so the same shop and
-//!   seed give the same rows in any order and on any machine, and a new order
-//!   never changes an old order's rows.
+//! - Purchases and simulated views of each paid (or partially refunded) order, as
+//!   [`crate::orders`] defines them: user = keyed hash of the normalised email;
+//!   one pre-purchase `view` (3.0) 60–3,660 s before, and up to three
+//!   same-category `view`s (2.0), flagged `synthetic`, switchable off.
 //! - Design-image views: one `image_view` (1.0) per viewed design image, at its
 //!   upload time, quantity = its view count, for the user `anonymous:image:<id>`
 //!   (see [`ANONYMOUS_PREFIX`]): an item-level popularity signal that every
@@ -18,20 +14,16 @@
 //! `images`) are reconciled, not appended: a second run inserts nothing, and a
 //! changed shop updates exactly what changed.
 
-use std::collections::{HashMap, HashSet};
-
 use bytes::Bytes;
 use manirec_store::{
     Interaction, InteractionKey, Objects, OriginRows, ReconcileCounts, ReconcileScope, Source,
     Store, ANONYMOUS_PREFIX,
 };
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::export::{interactions_csv, sha256_hex};
 use crate::identity::UserKey;
+use crate::orders::{order_rows, Catalog, Simulation, PAID_STATUSES};
 use crate::report::Problems;
 use crate::{Progress, Result};
 
@@ -99,19 +91,14 @@ pub fn derive(
     options: ExtractOptions,
 ) -> Result<(Vec<OriginRows>, Extraction)> {
     let mut summary = Extraction::default();
-    let catalog = store.catalog()?;
-    let mut category_of: HashMap<&str, (&str, &str)> = HashMap::new();
-    let mut members: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
-    for item in &catalog {
-        category_of.insert(&item.item_id, (item.kind, &item.category_id));
-        members
-            .entry((item.kind, &item.category_id))
-            .or_default()
-            .push(&item.item_id);
-    }
-
+    let catalog = Catalog::new(store.catalog()?);
+    let simulation = options.simulate.then(|| Simulation {
+        seed: options.seed,
+        view_before: 60..=3660,
+        similar_views: true,
+    });
     let mut batches = Vec::new();
-    for order in store.orders_with_status("paid")? {
+    for order in store.orders_with_status(PAID_STATUSES)? {
         let label = format!("order {:?}", order.order_id);
         let Some(email) = order.email.as_deref() else {
             summary.skipped.add(label, "paid order without an email");
@@ -124,78 +111,18 @@ pub fn derive(
             continue;
         }
         let user_id = key.user_id_for_email(email);
-        let origin = format!("order:{}", order.order_id);
-        // One purchase per product, in the order's own line order.
-        let mut quantities: Vec<(&str, i64)> = Vec::new();
-        for line in &order.lines {
-            match quantities.iter_mut().find(|(p, _)| *p == line.product_id) {
-                Some((_, q)) => *q += line.quantity,
-                None => quantities.push((&line.product_id, line.quantity)),
-            }
-        }
-        let mut rows = Vec::new();
-        let mut keys = HashSet::new();
-        let mut push = |row: Interaction, counter: &mut u64| {
-            if keys.insert(row.key.clone()) {
-                *counter += 1;
-                rows.push(row);
-            }
-        };
-        let row = |item: &str, ts: i64, kind: &str, rating: f64, synthetic: bool, quantity: i64| {
-            Interaction {
-                key: InteractionKey {
-                    user_id: user_id.clone(),
-                    item_id: item.to_owned(),
-                    timestamp: ts,
-                    interaction_type: kind.to_owned(),
-                },
-                rating,
-                source: Source::ExistingData,
-                synthetic,
-                quantity,
-                origin: Some(origin.clone()),
-            }
-        };
-        for &(product, quantity) in &quantities {
-            let t = order.created_at;
-            push(
-                row(product, t, "purchase", 5.0, false, quantity),
-                &mut summary.purchases,
-            );
-            if !options.simulate {
-                continue;
-            }
-            let mut rng = simulation_rng(options.seed, &order.order_id, product);
-            let before = rng.random_range(60..=3660);
-            push(
-                row(product, t - before, "view", 3.0, true, 1),
-                &mut summary.views,
-            );
-            let Some(&(kind, category)) = category_of.get(product) else {
-                continue;
-            };
-            let candidates = &members[&(kind, category)];
-            let mut picked: Vec<&str> = Vec::new();
-            for _ in 0..3 {
-                if !rng.random_bool(0.3) {
-                    continue;
-                }
-                // A few tries to find an item not yet picked; small categories may have none.
-                for _ in 0..4 {
-                    let c = candidates[rng.random_range(0..candidates.len())];
-                    if c != product && !picked.contains(&c) {
-                        picked.push(c);
-                        let before = rng.random_range(300..=7500);
-                        push(
-                            row(c, t - before, "view", 2.0, true, 1),
-                            &mut summary.similar_views,
-                        );
-                        break;
-                    }
-                }
-            }
-        }
-        batches.push(OriginRows { origin, rows });
+        let (rows, counts) = order_rows(
+            &order,
+            &user_id,
+            order.created_at,
+            Source::ExistingData,
+            simulation.as_ref(),
+            &catalog,
+        );
+        summary.purchases += counts.purchases;
+        summary.views += counts.views;
+        summary.similar_views += counts.similar_views;
+        batches.push(rows);
     }
 
     let mut images = Vec::new();
@@ -229,17 +156,6 @@ pub fn derive(
             .collect(),
     });
     Ok((batches, summary))
-}
-
-/// The random stream of one purchase: a function of the seed, the order and the
-/// product only.
-fn simulation_rng(seed: u64, order_id: &str, product_id: &str) -> ChaCha8Rng {
-    let mut h = Sha256::new();
-    h.update(seed.to_le_bytes());
-    h.update((order_id.len() as u64).to_le_bytes());
-    h.update(order_id.as_bytes());
-    h.update(product_id.as_bytes());
-    ChaCha8Rng::from_seed(h.finalize().into())
 }
 
 /// Derives the shop's interactions, reconciles them into the store, and writes

@@ -16,6 +16,7 @@ pub mod export;
 pub mod extract;
 pub mod identity;
 pub mod import;
+pub mod orders;
 mod progress;
 mod report;
 pub mod time;

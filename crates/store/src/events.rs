@@ -27,37 +27,115 @@ pub struct BehaviorEvent {
     pub properties: Option<String>,
 }
 
+/// The training user id of an anonymous session.
+pub fn session_user(session_id: &str) -> String {
+    format!("session:{session_id}")
+}
+
+/// The training user id of an anonymous device.
+pub fn device_user(device_id: &str) -> String {
+    format!("device:{device_id}")
+}
+
 impl Store {
     /// Stores events in one transaction; an `event_id` already stored is a duplicate.
     /// Returns `(accepted, duplicates)`.
     pub fn insert_events(&mut self, events: &[BehaviorEvent]) -> Result<(u64, u64)> {
+        Ok(self.insert_event_batches(&[events])?[0])
+    }
+
+    /// Stores several requests' events in one transaction (group commit): one
+    /// `(accepted, duplicates)` per batch. An accepted event that carries a user id
+    /// and a session or device id links them (first link wins), so that anonymous
+    /// history can join the customer.
+    pub fn insert_event_batches(
+        &mut self,
+        batches: &[&[BehaviorEvent]],
+    ) -> Result<Vec<(u64, u64)>> {
         let tx = self.conn.transaction()?;
         let received_at = now_ms();
-        let mut accepted = 0;
+        let mut out = Vec::with_capacity(batches.len());
         {
-            let mut stmt = tx.prepare_cached(
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO behavior_events (event_id, event_type, product_id, user_id, session_id,
                     device_id, timestamp_ms, request_id, properties, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (event_id) DO NOTHING",
             )?;
-            for e in events {
-                accepted += stmt.execute(params![
-                    e.event_id,
-                    e.event_type,
-                    e.product_id,
-                    e.user_id,
-                    e.session_id,
-                    e.device_id,
-                    e.timestamp_ms,
-                    e.request_id,
-                    e.properties,
-                    received_at
-                ])? as u64;
+            let mut link = tx.prepare_cached(
+                "INSERT INTO identity_links (anonymous_id, user_id, linked_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (anonymous_id) DO NOTHING",
+            )?;
+            for events in batches {
+                let mut accepted = 0;
+                for e in events.iter() {
+                    let new = insert.execute(params![
+                        e.event_id,
+                        e.event_type,
+                        e.product_id,
+                        e.user_id,
+                        e.session_id,
+                        e.device_id,
+                        e.timestamp_ms,
+                        e.request_id,
+                        e.properties,
+                        received_at
+                    ])?;
+                    accepted += new as u64;
+                    if let (1, Some(user)) = (new, &e.user_id) {
+                        let anonymous = e
+                            .session_id
+                            .as_deref()
+                            .map(session_user)
+                            .into_iter()
+                            .chain(e.device_id.as_deref().map(device_user));
+                        for id in anonymous {
+                            link.execute(params![id, user, received_at])?;
+                        }
+                    }
+                }
+                out.push((accepted, events.len() as u64 - accepted));
             }
         }
         tx.commit()?;
-        Ok((accepted, events.len() as u64 - accepted))
+        Ok(out)
+    }
+
+    /// Up to `limit` events with a sequence number above `after`, in sequence order.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, BehaviorEvent)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, event_id, event_type, product_id, user_id, session_id, device_id,
+                    timestamp_ms, request_id, properties
+             FROM behavior_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                Ok((
+                    r.get(0)?,
+                    BehaviorEvent {
+                        event_id: r.get(1)?,
+                        event_type: r.get(2)?,
+                        product_id: r.get(3)?,
+                        user_id: r.get(4)?,
+                        session_id: r.get(5)?,
+                        device_id: r.get(6)?,
+                        timestamp_ms: r.get(7)?,
+                        request_id: r.get(8)?,
+                        properties: r.get(9)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The highest event sequence number (0 when there are none).
+    pub fn last_event_seq(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM behavior_events",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Event counts by type.

@@ -166,61 +166,7 @@ impl Store {
         scope: ReconcileScope,
     ) -> Result<ReconcileCounts> {
         let tx = self.conn.transaction()?;
-        let created_at = now_ms();
-        let mut counts = ReconcileCounts::default();
-        {
-            let mut existing_stmt = tx.prepare_cached(
-                "SELECT id, user_id, item_id, timestamp, interaction_type, rating, quantity, synthetic
-                 FROM training_interactions WHERE origin = ?1",
-            )?;
-            let mut insert = tx.prepare_cached(INSERT_SQL)?;
-            let mut update = tx.prepare_cached(
-                "UPDATE training_interactions SET rating = ?2, quantity = ?3 WHERE id = ?1",
-            )?;
-            let mut delete =
-                tx.prepare_cached("DELETE FROM training_interactions WHERE id = ?1")?;
-            for batch in batches {
-                let mut existing: HashMap<InteractionKey, (i64, f64, i64, bool)> = existing_stmt
-                    .query_map([&batch.origin], |r| {
-                        Ok((
-                            InteractionKey {
-                                user_id: r.get(1)?,
-                                item_id: r.get(2)?,
-                                timestamp: r.get(3)?,
-                                interaction_type: r.get(4)?,
-                            },
-                            (r.get(0)?, r.get(5)?, r.get(6)?, r.get(7)?),
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                for row in &batch.rows {
-                    match existing.remove(&row.key) {
-                        Some((id, rating, quantity, _)) => {
-                            if rating != row.rating || quantity != row.quantity {
-                                update.execute(params![id, row.rating, row.quantity])?;
-                                counts.updated += 1;
-                            } else {
-                                counts.unchanged += 1;
-                            }
-                        }
-                        None => {
-                            // A conflict here means another origin already holds the
-                            // same event: it stays single.
-                            match insert.execute(insert_params(row, created_at))? {
-                                0 => counts.unchanged += 1,
-                                _ => counts.inserted += 1,
-                            }
-                        }
-                    }
-                }
-                for (_, (id, _, _, synthetic)) in existing {
-                    if scope == ReconcileScope::All || !synthetic {
-                        delete.execute([id])?;
-                        counts.removed += 1;
-                    }
-                }
-            }
-        }
+        let counts = reconcile_in(&tx, batches, scope)?;
         tx.commit()?;
         Ok(counts)
     }
@@ -230,16 +176,27 @@ impl Store {
     pub fn for_each_interaction(
         &self,
         source: Option<Source>,
+        f: impl FnMut(&Interaction) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_interaction_since(source, None, f)
+    }
+
+    /// Like [`Store::for_each_interaction`], restricted to rows written after
+    /// `created_after` (Unix ms) when given: the increment since a point in time.
+    pub fn for_each_interaction_since(
+        &self,
+        source: Option<Source>,
+        created_after: Option<i64>,
         mut f: impl FnMut(&Interaction) -> Result<()>,
     ) -> Result<()> {
         let mut stmt = self.conn.prepare(
             "SELECT user_id, item_id, timestamp, interaction_type, rating, source, synthetic,
                     quantity, origin
              FROM training_interactions
-             WHERE ?1 IS NULL OR source = ?1
+             WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR created_at > ?2)
              ORDER BY timestamp, user_id, item_id, interaction_type",
         )?;
-        let mut rows = stmt.query([source.map(Source::as_str)])?;
+        let mut rows = stmt.query(rusqlite::params![source.map(Source::as_str), created_after])?;
         while let Some(r) = rows.next()? {
             let source: String = r.get(5)?;
             let row = Interaction {
@@ -260,6 +217,15 @@ impl Store {
         Ok(())
     }
 
+    /// Interactions written after `created_after` (Unix ms; all when `None`).
+    pub fn count_interactions_since(&self, created_after: Option<i64>) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM training_interactions WHERE ?1 IS NULL OR created_at > ?1",
+            [created_after],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
     /// Interaction counts by `(source, interaction_type, synthetic)`.
     pub fn interaction_counts(&self) -> Result<Vec<(String, String, bool, i64)>> {
         let mut stmt = self.conn.prepare(
@@ -273,12 +239,75 @@ impl Store {
     }
 }
 
-const INSERT_SQL: &str = "INSERT INTO training_interactions
+/// [`Store::reconcile_origins`] inside a caller's transaction.
+pub(crate) fn reconcile_in(
+    tx: &rusqlite::Transaction<'_>,
+    batches: &[OriginRows],
+    scope: ReconcileScope,
+) -> Result<ReconcileCounts> {
+    let created_at = now_ms();
+    let mut counts = ReconcileCounts::default();
+    {
+        let mut existing_stmt = tx.prepare_cached(
+            "SELECT id, user_id, item_id, timestamp, interaction_type, rating, quantity, synthetic
+                 FROM training_interactions WHERE origin = ?1",
+        )?;
+        let mut insert = tx.prepare_cached(INSERT_SQL)?;
+        let mut update = tx.prepare_cached(
+            "UPDATE training_interactions SET rating = ?2, quantity = ?3 WHERE id = ?1",
+        )?;
+        let mut delete = tx.prepare_cached("DELETE FROM training_interactions WHERE id = ?1")?;
+        for batch in batches {
+            let mut existing: HashMap<InteractionKey, (i64, f64, i64, bool)> = existing_stmt
+                .query_map([&batch.origin], |r| {
+                    Ok((
+                        InteractionKey {
+                            user_id: r.get(1)?,
+                            item_id: r.get(2)?,
+                            timestamp: r.get(3)?,
+                            interaction_type: r.get(4)?,
+                        },
+                        (r.get(0)?, r.get(5)?, r.get(6)?, r.get(7)?),
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            for row in &batch.rows {
+                match existing.remove(&row.key) {
+                    Some((id, rating, quantity, _)) => {
+                        if rating != row.rating || quantity != row.quantity {
+                            update.execute(params![id, row.rating, row.quantity])?;
+                            counts.updated += 1;
+                        } else {
+                            counts.unchanged += 1;
+                        }
+                    }
+                    None => {
+                        // A conflict here means another origin already holds the
+                        // same event: it stays single.
+                        match insert.execute(insert_params(row, created_at))? {
+                            0 => counts.unchanged += 1,
+                            _ => counts.inserted += 1,
+                        }
+                    }
+                }
+            }
+            for (_, (id, _, _, synthetic)) in existing {
+                if scope == ReconcileScope::All || !synthetic {
+                    delete.execute([id])?;
+                    counts.removed += 1;
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+pub(crate) const INSERT_SQL: &str = "INSERT INTO training_interactions
     (user_id, item_id, rating, timestamp, interaction_type, source, synthetic, quantity, origin, created_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
     ON CONFLICT (user_id, item_id, timestamp, interaction_type) DO NOTHING";
 
-fn insert_params(row: &Interaction, created_at: i64) -> impl rusqlite::Params + '_ {
+pub(crate) fn insert_params(row: &Interaction, created_at: i64) -> impl rusqlite::Params + '_ {
     (
         &row.key.user_id,
         &row.key.item_id,

@@ -20,10 +20,12 @@ mod migrations;
 mod objects;
 mod shop;
 mod state;
+mod sync;
+mod webhooks;
 
 pub use db::{Store, TableCounts};
 pub use error::{Error, Result};
-pub use events::BehaviorEvent;
+pub use events::{device_user, session_user, BehaviorEvent};
 pub use interactions::{
     is_anonymous, Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
     ANONYMOUS_PREFIX,
@@ -32,6 +34,8 @@ pub use objects::Objects;
 pub use shop::{
     Account, BaseProduct, CatalogItem, EndProduct, Image, OrderLine, ShopOrder, UpsertCounts,
 };
+pub use sync::Stitched;
+pub use webhooks::{DeliveryOutcome, WebhookDelivery};
 
 /// Milliseconds since the Unix epoch, the store's clock for bookkeeping columns.
 pub fn now_ms() -> i64 {

@@ -106,4 +106,27 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     "#,
+    // 2: live data: webhook deliveries (idempotency + order status history) and
+    // identity links (anonymous session/device -> customer).
+    r#"
+    CREATE TABLE webhook_deliveries (
+        delivery_id      TEXT PRIMARY KEY,      -- X-Shoplazza-Deduplication-ID
+        topic            TEXT NOT NULL,
+        shop_domain      TEXT,
+        order_id         TEXT,
+        financial_status TEXT,
+        order_updated_at INTEGER,               -- the order's updated_at (Unix s), to ignore stale deliveries
+        outcome          TEXT NOT NULL,         -- applied | stale | recorded
+        received_at      INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_order ON webhook_deliveries(order_id);
+
+    -- `linked_seq` orders links for re-attribution; the first link of an id wins.
+    CREATE TABLE identity_links (
+        linked_seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+        anonymous_id TEXT NOT NULL UNIQUE,      -- session:<id> | device:<id>
+        user_id      TEXT NOT NULL,
+        linked_at    INTEGER NOT NULL
+    );
+    "#,
 ];

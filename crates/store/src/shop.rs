@@ -253,7 +253,7 @@ impl MirrorRow for Account {
 
 /// What happened to one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Upserted {
+pub(crate) enum Upserted {
     Inserted,
     Updated,
     Unchanged,
@@ -321,33 +321,46 @@ fn upsert_all<R: MirrorRow>(
     Ok(counts)
 }
 
+/// Upserts one order and, when it is new or changed, replaces its line items.
+pub(crate) fn upsert_order_in(tx: &Transaction<'_>, order: &ShopOrder) -> Result<Upserted> {
+    let outcome = upsert_row(tx, order)?;
+    if outcome != Upserted::Unchanged {
+        replace_order_items(tx, order)?;
+    }
+    Ok(outcome)
+}
+
+fn replace_order_items(tx: &Transaction<'_>, order: &ShopOrder) -> Result<()> {
+    tx.execute(
+        "DELETE FROM shop_order_items WHERE order_id = ?1",
+        [&order.order_id],
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO shop_order_items
+                 (order_id, line_no, product_id, variant_id, quantity, price, title)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (line_no, line) in order.lines.iter().enumerate() {
+        insert.execute(params![
+            order.order_id,
+            line_no as i64,
+            line.product_id,
+            line.variant_id,
+            line.quantity,
+            line.price,
+            line.title
+        ])?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Upserts orders and, for every new or changed order, replaces its line items.
     /// One transaction for the whole batch.
     pub fn upsert_orders(&mut self, orders: &[ShopOrder]) -> Result<UpsertCounts> {
         upsert_all(self, orders, |tx, order, outcome| {
-            if outcome == Upserted::Unchanged {
-                return Ok(());
-            }
-            tx.execute(
-                "DELETE FROM shop_order_items WHERE order_id = ?1",
-                [&order.order_id],
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO shop_order_items
-                 (order_id, line_no, product_id, variant_id, quantity, price, title)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for (line_no, line) in order.lines.iter().enumerate() {
-                insert.execute(params![
-                    order.order_id,
-                    line_no as i64,
-                    line.product_id,
-                    line.variant_id,
-                    line.quantity,
-                    line.price,
-                    line.title
-                ])?;
+            if outcome != Upserted::Unchanged {
+                replace_order_items(tx, order)?;
             }
             Ok(())
         })
@@ -373,15 +386,17 @@ impl Store {
         upsert_all(self, rows, |_, _, _| Ok(()))
     }
 
-    /// Orders with the given financial status, with their line items, by order id.
-    pub fn orders_with_status(&self, status: &str) -> Result<Vec<ShopOrder>> {
-        let mut stmt = self.conn.prepare(
+    /// Orders with one of the given financial statuses, with their line items, by
+    /// order id.
+    pub fn orders_with_status(&self, statuses: &[&str]) -> Result<Vec<ShopOrder>> {
+        let placeholders = vec!["?"; statuses.len()].join(", ");
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT order_id, email, customer_id, financial_status, created_at, line_items,
                     attributes, source
-             FROM shop_orders WHERE financial_status = ?1 ORDER BY order_id",
-        )?;
+             FROM shop_orders WHERE financial_status IN ({placeholders}) ORDER BY order_id"
+        ))?;
         let mut orders: Vec<ShopOrder> = stmt
-            .query_map([status], |r| {
+            .query_map(rusqlite::params_from_iter(statuses), |r| {
                 Ok(ShopOrder {
                     order_id: r.get(0)?,
                     email: r.get(1)?,
@@ -501,7 +516,7 @@ mod tests {
         changed.line_items_raw = "[{\"product_id\":\"p3\"}]".into();
         let c = store.upsert_orders(&[changed]).unwrap();
         assert_eq!((c.inserted, c.updated, c.unchanged), (0, 1, 0));
-        let paid = store.orders_with_status("paid").unwrap();
+        let paid = store.orders_with_status(&["paid"]).unwrap();
         assert_eq!(paid.len(), 1);
         assert_eq!(
             paid[0].lines.len(),

@@ -499,10 +499,19 @@ pub fn parse_line_items(
             truncate(raw),
         ));
     };
+    Ok(line_items_from_json(&items, caveats))
+}
+
+/// Line items from their JSON objects. Items without a product are dropped with a
+/// caveat. (A line item's own `id` is not its product: it is never used as one.)
+pub fn line_items_from_json(
+    items: &[serde_json::Value],
+    caveats: &mut Vec<String>,
+) -> Vec<OrderLine> {
     let mut lines = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let field = |names: &[&str]| names.iter().find_map(|n| item.get(n)).and_then(json_text);
-        let Some(product_id) = field(&["product_id", "productId", "id"]) else {
+        let Some(product_id) = field(&["product_id", "productId"]) else {
             caveats.push(format!("line item {} has no product_id (dropped)", i + 1));
             continue;
         };
@@ -524,7 +533,7 @@ pub fn parse_line_items(
             title: field(&["title", "product_title", "name"]),
         });
     }
-    Ok(lines)
+    lines
 }
 
 fn truncate(s: &str) -> String {
@@ -534,7 +543,7 @@ fn truncate(s: &str) -> String {
     }
 }
 
-fn json_text(v: &serde_json::Value) -> Option<String> {
+pub(crate) fn json_text(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => {
             let s = s.trim();

@@ -1,0 +1,144 @@
+//! Webhook deliveries: each one recorded once, with what it did to the mirror and
+//! the interactions, in one transaction.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use crate::interactions::reconcile_in;
+use crate::shop::{upsert_order_in, Upserted};
+use crate::{now_ms, OriginRows, ReconcileCounts, ReconcileScope, Result, ShopOrder, Store};
+
+/// One webhook delivery, as the shop sent it.
+#[derive(Debug, Clone)]
+pub struct WebhookDelivery {
+    /// The idempotency key (`X-Shoplazza-Deduplication-ID`).
+    pub delivery_id: String,
+    /// `orders/paid`, `products/update`, …
+    pub topic: String,
+    /// `X-Shoplazza-Shop-Domain`.
+    pub shop_domain: Option<String>,
+    /// The order it is about, when it is about one.
+    pub order_id: Option<String>,
+    /// The order's financial status in this delivery.
+    pub financial_status: Option<String>,
+    /// The order's `updated_at` in this delivery (Unix s).
+    pub order_updated_at: Option<i64>,
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// This delivery id was already processed: nothing changed.
+    Duplicate,
+    /// An older state of an order than one already applied: recorded, not applied.
+    Stale,
+    /// A topic manirec does not use: recorded and counted.
+    Recorded,
+    /// The order was mirrored (and its interactions reconciled when it is paid).
+    Applied {
+        /// Whether the order row was new.
+        new_order: bool,
+        /// Whether the order row changed.
+        changed_order: bool,
+        /// What happened to its interactions.
+        interactions: ReconcileCounts,
+    },
+}
+
+impl Store {
+    /// Records a delivery and applies it: `order` is mirrored (source as given in the
+    /// order), and `rows`, when given, become the order's interactions. Everything in
+    /// one transaction; a delivery id seen before changes nothing.
+    pub fn apply_delivery(
+        &mut self,
+        delivery: &WebhookDelivery,
+        order: Option<&ShopOrder>,
+        rows: Option<&OriginRows>,
+    ) -> Result<DeliveryOutcome> {
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO webhook_deliveries (delivery_id, topic, shop_domain, order_id,
+                financial_status, order_updated_at, outcome, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'recorded', ?7)
+             ON CONFLICT (delivery_id) DO NOTHING",
+            params![
+                delivery.delivery_id,
+                delivery.topic,
+                delivery.shop_domain,
+                delivery.order_id,
+                delivery.financial_status,
+                delivery.order_updated_at,
+                now_ms()
+            ],
+        )?;
+        if inserted == 0 {
+            return Ok(DeliveryOutcome::Duplicate);
+        }
+        let Some(order) = order else {
+            tx.commit()?;
+            return Ok(DeliveryOutcome::Recorded);
+        };
+        let stale = match delivery.order_updated_at {
+            Some(at) => {
+                let newest: Option<i64> = tx
+                    .query_row(
+                        "SELECT MAX(order_updated_at) FROM webhook_deliveries
+                         WHERE order_id = ?1 AND outcome = 'applied'",
+                        [&order.order_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .flatten();
+                newest.is_some_and(|newest| at < newest)
+            }
+            None => false,
+        };
+        let set_outcome = |outcome: &str| {
+            tx.execute(
+                "UPDATE webhook_deliveries SET outcome = ?2 WHERE delivery_id = ?1",
+                params![delivery.delivery_id, outcome],
+            )
+        };
+        if stale {
+            set_outcome("stale")?;
+            tx.commit()?;
+            return Ok(DeliveryOutcome::Stale);
+        }
+        let upserted = upsert_order_in(&tx, order)?;
+        let interactions = match rows {
+            Some(rows) => reconcile_in(&tx, std::slice::from_ref(rows), ReconcileScope::All)?,
+            None => ReconcileCounts::default(),
+        };
+        set_outcome("applied")?;
+        tx.commit()?;
+        Ok(DeliveryOutcome::Applied {
+            new_order: upserted == Upserted::Inserted,
+            changed_order: upserted == Upserted::Updated,
+            interactions,
+        })
+    }
+
+    /// Delivery counts by `(topic, outcome)`.
+    pub fn delivery_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT topic, outcome, COUNT(*) FROM webhook_deliveries GROUP BY 1, 2 ORDER BY 1, 2",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The financial status of an order in the mirror.
+    pub fn order_status(&self, order_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT financial_status FROM shop_orders WHERE order_id = ?1",
+                [order_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
