@@ -12,11 +12,24 @@ pub const CSV_HEADER: &str = "user_id,item_id,rating,timestamp,interaction_type,
 /// The interactions of `source` (all when `None`) as CSV, ordered by time, and
 /// the number of data rows. Same store, same bytes.
 pub fn interactions_csv(store: &Store, source: Option<Source>) -> Result<(Vec<u8>, u64)> {
+    write_csv(|f| store.for_each_interaction(source, f))
+}
+
+/// Every interaction written after `created_after` (Unix ms; all when `None`) as CSV.
+pub fn interactions_csv_since(store: &Store, created_after: Option<i64>) -> Result<(Vec<u8>, u64)> {
+    write_csv(|f| store.for_each_interaction_since(None, created_after, f))
+}
+
+type RowVisitor<'a> = &'a mut dyn FnMut(&manirec_store::Interaction) -> manirec_store::Result<()>;
+
+fn write_csv(
+    scan: impl FnOnce(RowVisitor<'_>) -> manirec_store::Result<()>,
+) -> Result<(Vec<u8>, u64)> {
     let mut out = Vec::new();
     let mut rows = 0;
     out.extend_from_slice(CSV_HEADER.as_bytes());
     out.push(b'\n');
-    store.for_each_interaction(source, |row| {
+    scan(&mut |row| {
         rows += 1;
         // Ids come from the shop; quote the rare one that needs it.
         let line = format!(

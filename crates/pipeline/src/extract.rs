@@ -92,7 +92,7 @@ pub fn derive(
 ) -> Result<(Vec<OriginRows>, Extraction)> {
     let mut summary = Extraction::default();
     let catalog = Catalog::new(store.catalog()?);
-    let simulation = options.simulate.then(|| Simulation {
+    let simulation = options.simulate.then_some(Simulation {
         seed: options.seed,
         view_before: 60..=3660,
         similar_views: true,

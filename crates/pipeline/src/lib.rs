@@ -19,7 +19,11 @@ pub mod import;
 pub mod orders;
 mod progress;
 mod report;
+pub mod shoplazza;
+pub mod sync;
 pub mod time;
+pub mod trigger;
+pub mod webhook;
 
 pub use progress::{NoProgress, Progress};
 pub use report::{Problems, Rejection, RowProblem};

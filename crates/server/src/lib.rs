@@ -1,0 +1,148 @@
+//! manirec's HTTP service.
+//!
+//! - [`app`] builds the router: `POST /webhooks/shoplazza` (signed order
+//!   webhooks), `POST /v1/events` and `GET /sdk.js` (storefront tracking),
+//!   `GET /healthz`, `GET /metrics`.
+//! - [`Db`] is the one thread that touches the store: requests queue their work on
+//!   it, and event batches that queue together are written in one transaction
+//!   (group commit), so a 2xx always means "on disk" and throughput stays high.
+//! - [`scheduler`] runs the hourly sync, the retrain trigger and the
+//!   reconciliation poll inside `serve`; [`notify`] and [`poll`] are the outgoing
+//!   HTTP (the retrain notice, Shoplazza's orders API).
+//!
+//! Only this crate knows HTTP and JSON wire shapes; it calls the pipeline for
+//! everything else.
+#![deny(missing_docs)]
+
+mod db;
+mod error;
+mod metrics;
+pub mod notify;
+pub mod poll;
+mod routes;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use manirec_pipeline::identity::UserKey;
+use manirec_pipeline::sync::Weights;
+use manirec_pipeline::trigger::TriggerConfig;
+use manirec_store::Objects;
+
+pub use db::Db;
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// Everything the service is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Key of the user-id hash (emails in events are hashed on arrival).
+    pub user_key: UserKey,
+    /// The app secret that signs webhooks; without it webhooks are refused.
+    pub shoplazza_secret: Option<String>,
+    /// Seed of the simulated pre-purchase views of webhook orders.
+    pub simulation_seed: u64,
+    /// Largest webhook body accepted, bytes.
+    pub webhook_body_limit: usize,
+    /// Largest event batch body accepted, bytes.
+    pub events_body_limit: usize,
+    /// Most events in one batch.
+    pub max_batch_events: usize,
+    /// Event weights of sync.
+    pub weights: Weights,
+    /// Retrain trigger thresholds.
+    pub trigger: TriggerConfig,
+    /// Where retrain notices are POSTed.
+    pub notify_url: Option<String>,
+    /// How often the scheduler syncs (and checks the trigger).
+    pub sync_interval: Duration,
+    /// The reconciliation poll, when the shop's API is configured.
+    pub poll: Option<poll::PollConfig>,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the key.
+    pub fn new(user_key: UserKey) -> Self {
+        ServerConfig {
+            user_key,
+            shoplazza_secret: None,
+            simulation_seed: 42,
+            webhook_body_limit: 2 << 20,
+            events_body_limit: 2 << 20,
+            max_batch_events: 1000,
+            weights: Weights::default(),
+            trigger: TriggerConfig::default(),
+            notify_url: None,
+            sync_interval: Duration::from_secs(3600),
+            poll: None,
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServerConfig,
+    db: Db,
+    objects: Objects,
+    metrics: Metrics,
+}
+
+impl AppState {
+    /// State over a running [`Db`].
+    pub fn new(config: ServerConfig, db: Db, objects: Objects) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                config,
+                db,
+                objects,
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The store's thread.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The object store.
+    pub fn objects(&self) -> &Objects {
+        &self.inner.objects
+    }
+
+    /// The counters `/metrics` shows.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+/// The router, for `serve` and for tests.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let scheduler = tokio::spawn(scheduler::run(state.clone()));
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    scheduler.abort();
+    result
+}

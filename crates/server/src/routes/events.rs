@@ -1,0 +1,155 @@
+//! `POST /v1/events`: storefront batches. Each member is judged on its own; the
+//! valid ones are stored (durably) before the answer, the invalid ones come back
+//! with their index and what is wrong.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use manirec_store::BehaviorEvent;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{ApiError, AppState};
+
+/// Longest id accepted (event, product, user, session, device, request).
+const MAX_ID: usize = 256;
+/// Event times accepted: from 2000-01-01 to a week ahead of the server's clock.
+const EARLIEST_MS: i64 = 946_684_800_000;
+const FUTURE_SLACK_MS: i64 = 7 * 86_400_000;
+
+#[derive(Serialize)]
+pub struct Answer {
+    accepted: u64,
+    duplicates: u64,
+    rejected: Vec<Rejected>,
+}
+
+#[derive(Serialize)]
+struct Rejected {
+    index: usize,
+    error: String,
+}
+
+pub async fn post_events(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Answer>, ApiError> {
+    let body = body?;
+    // sendBeacon posts text/plain to avoid a CORS preflight: the body is JSON whatever the type says.
+    let parsed: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
+    let members = match parsed {
+        Value::Array(members) => members,
+        Value::Object(mut o) => match o.remove("events") {
+            Some(Value::Array(members)) => members,
+            _ => return Err(expected_array()),
+        },
+        _ => return Err(expected_array()),
+    };
+    let max = state.config().max_batch_events;
+    if members.len() > max {
+        return Err(ApiError::too_large(format!(
+            "{} events in one batch; send at most {max}",
+            members.len()
+        )));
+    }
+    let now = manirec_store::now_ms();
+    let key = &state.config().user_key;
+    let mut valid = Vec::with_capacity(members.len());
+    let mut rejected = Vec::new();
+    for (index, member) in members.iter().enumerate() {
+        match validate(member, now) {
+            Ok(mut event) => {
+                // Emails never reach the store: the same keyed hash as training.
+                event.user_id = event.user_id.map(|u| key.user_id(&u));
+                valid.push(event);
+            }
+            Err(error) => rejected.push(Rejected { index, error }),
+        }
+    }
+    let (accepted, duplicates) = if valid.is_empty() {
+        (0, 0)
+    } else {
+        state.db().insert_events(valid).await?
+    };
+    state
+        .metrics()
+        .events(accepted, duplicates, rejected.len() as u64);
+    Ok(Json(Answer {
+        accepted,
+        duplicates,
+        rejected,
+    }))
+}
+
+fn expected_array() -> ApiError {
+    ApiError::bad_request(
+        "invalid_batch",
+        "expected a JSON array of events (or {\"events\": [...]})",
+    )
+}
+
+fn id(v: Option<&Value>, name: &str) -> Result<Option<String>, String> {
+    let text = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err(format!("{name} must be a string")),
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > MAX_ID {
+        return Err(format!("{name} is longer than {MAX_ID} characters"));
+    }
+    Ok(Some(text))
+}
+
+fn validate(member: &Value, now_ms: i64) -> Result<BehaviorEvent, String> {
+    let Value::Object(o) = member else {
+        return Err("an event must be a JSON object".into());
+    };
+    let event_id = id(o.get("event_id"), "event_id")?.ok_or("event_id is required")?;
+    let event_type = id(o.get("event_type"), "event_type")?.ok_or("event_type is required")?;
+    let product_id = id(o.get("product_id"), "product_id")?.ok_or("product_id is required")?;
+    let user_id = id(o.get("user_id"), "user_id")?;
+    let session_id = id(o.get("session_id"), "session_id")?;
+    let device_id = id(o.get("device_id"), "device_id")?;
+    if user_id.is_none() && session_id.is_none() && device_id.is_none() {
+        return Err("one of user_id, session_id, device_id is required".into());
+    }
+    let timestamp_ms = match o.get("timestamp") {
+        Some(Value::Number(n)) => n.as_f64().map(|f| f as i64),
+        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s.trim())
+            .ok()
+            .map(|t| t.timestamp_millis()),
+        _ => None,
+    }
+    .ok_or("timestamp must be Unix milliseconds or an RFC 3339 string")?;
+    if !(EARLIEST_MS..=now_ms + FUTURE_SLACK_MS).contains(&timestamp_ms) {
+        return Err("timestamp is out of range (before 2000 or more than a week ahead; milliseconds expected)".into());
+    }
+    let request_id = id(o.get("request_id"), "request_id")?;
+    if request_id.is_none() && matches!(event_type.as_str(), "rec_impression" | "rec_click") {
+        return Err(format!(
+            "{event_type} needs the request_id of the recommendation shown"
+        ));
+    }
+    let properties = match o.get("properties") {
+        None | Some(Value::Null) => None,
+        Some(p @ Value::Object(_)) => Some(p.to_string()),
+        Some(_) => return Err("properties must be a JSON object".into()),
+    };
+    Ok(BehaviorEvent {
+        event_id,
+        event_type,
+        product_id,
+        user_id,
+        session_id,
+        device_id,
+        timestamp_ms,
+        request_id,
+        properties,
+    })
+}

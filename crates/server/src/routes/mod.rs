@@ -1,0 +1,87 @@
+//! The router. Each route module owns its wire shapes.
+
+mod events;
+mod webhooks;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::cors::CorsLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::{ApiError, AppState};
+
+/// The storefront SDK, served as is.
+const SDK_JS: &str = include_str!("../../assets/sdk.js");
+
+pub fn router(state: AppState) -> Router {
+    let config = state.config();
+    // Storefronts live on the shop's domain: the tracking endpoint answers any
+    // origin (it takes no cookies and trusts nothing in the request).
+    let storefront = Router::new()
+        .route("/v1/events", post(events::post_events))
+        .layer(DefaultBodyLimit::max(config.events_body_limit))
+        .layer(CorsLayer::permissive());
+    let webhooks = Router::new()
+        .route("/webhooks/shoplazza", post(webhooks::post_webhook))
+        .layer(DefaultBodyLimit::max(config.webhook_body_limit));
+    Router::new()
+        .merge(storefront)
+        .merge(webhooks)
+        .route("/sdk.js", get(sdk))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn sdk() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        SDK_JS,
+    )
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    // A round trip through the store thread: healthy means able to answer.
+    let schema = state
+        .db()
+        .call(|_| manirec_store::Store::schema_version())
+        .await?;
+    Ok(Json(json!({"status": "ok", "schema_version": schema})))
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let lag = state
+        .db()
+        .call(|s| Ok::<_, manirec_store::Error>(s.last_event_seq()? - s.sync_watermark()?))
+        .await?
+        .map_err(ApiError::internal)?;
+    state.metrics().set_sync_lag(lag);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics().render(),
+    ))
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: "no such route".into(),
+    }
+}

@@ -1,0 +1,104 @@
+//! The jobs `serve` runs on its own: every `sync_interval`, the reconciliation
+//! poll (when configured), then sync, then the retrain trigger. A failing job is
+//! logged and retried at the next tick; ingestion never waits for it.
+
+use manirec_pipeline::sync::{sync, SyncSummary};
+use manirec_pipeline::trigger::{self, Increment, TriggerCheck};
+use manirec_pipeline::NoProgress;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{ApiError, AppState};
+
+/// What one tick did.
+#[derive(Debug, Serialize)]
+pub struct Tick {
+    /// The poll, when configured.
+    pub poll: Option<crate::poll::PollSummary>,
+    /// The sync.
+    pub sync: SyncSummary,
+    /// The trigger's verdict after the sync.
+    pub trigger: TriggerCheck,
+    /// The increment exported when the trigger fired.
+    pub fired: Option<Increment>,
+}
+
+/// Runs ticks forever (the first one after one interval).
+pub async fn run(state: AppState) {
+    let mut interval = tokio::time::interval(state.config().sync_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        match tick(&state).await {
+            Ok(t) => tracing::info!(
+                synced = t.sync.synced,
+                should_retrain = t.trigger.should_retrain,
+                "scheduled sync"
+            ),
+            Err(e) => tracing::error!(error = %e, "scheduled sync failed"),
+        }
+    }
+}
+
+/// One round: poll, sync, trigger (and notify when it fires).
+pub async fn tick(state: &AppState) -> Result<Tick, ApiError> {
+    let config = state.config();
+    let poll = match &config.poll {
+        Some(p) => {
+            match crate::poll::poll_orders(state.db(), p, &config.user_key, config.simulation_seed)
+                .await
+            {
+                Ok(summary) => Some(summary),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation poll failed; webhooks still flow");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let weights = config.weights.clone();
+    let thresholds = config.trigger.clone();
+    let (sync, trigger, pending) = state
+        .db()
+        .call(move |store| -> manirec_pipeline::Result<_> {
+            let sync = sync(store, &weights, &NoProgress)?;
+            let check = trigger::check(store, &thresholds, None)?;
+            let pending = if check.should_retrain && !check.already_fired {
+                Some(trigger::increment(store)?)
+            } else {
+                None
+            };
+            Ok((sync, check, pending))
+        })
+        .await?
+        .map_err(ApiError::internal)?;
+    state.metrics().synced(sync.synced);
+    let fired = match pending {
+        Some(pending) => {
+            let increment = trigger::publish(state.objects(), pending)
+                .await
+                .map_err(ApiError::internal)?;
+            state
+                .db()
+                .call(|s| trigger::mark_fired(s))
+                .await?
+                .map_err(ApiError::internal)?;
+            crate::notify::spawn(
+                config.notify_url.clone(),
+                json!({"event": "retrain_triggered", "reasons": trigger.reasons,
+                       "new_interactions": trigger.new_interactions,
+                       "days_since_last": trigger.days_since_last, "export": increment}),
+            );
+            Some(increment)
+        }
+        None => None,
+    };
+    Ok(Tick {
+        poll,
+        sync,
+        trigger,
+        fired,
+    })
+}
