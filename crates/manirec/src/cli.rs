@@ -69,6 +69,50 @@ pub enum Command {
     /// same shop and seed give the same rows, a second run inserts nothing.
     /// Writes training-data/existing-data-<ms>.csv to the object store.
     Extract(ExtractArgs),
+    /// Run the HTTP service: webhooks, storefront events, the SDK, metrics.
+    ///
+    /// Routes: POST /webhooks/shoplazza (needs MANIREC_SHOPLAZZA_SECRET),
+    /// POST /v1/events, GET /sdk.js, GET /healthz, GET /metrics. Every
+    /// [sync] interval_minutes (default 60) it polls the shop's orders API when
+    /// MANIREC_SHOPLAZZA_API is set, syncs events into interactions and checks
+    /// the retrain trigger. Stops gracefully on Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Turn stored storefront events into training interactions, then check the
+    /// retrain trigger.
+    ///
+    /// Exactly once per event: the watermark is the ingestion sequence number,
+    /// advanced in the same transaction as the rows. Anonymous sessions and
+    /// devices that later logged in are re-attributed to the customer.
+    Sync,
+    /// The retrain trigger: is a new model due?
+    ///
+    /// Due when >= 10,000 new interactions since the last training, or >= 7 days,
+    /// or the live model's quality dropped > 10 % ([trigger] in manirec.toml).
+    /// When due, exports the increment (training-data/incremental-<ms>.csv and
+    /// .meta.json) and notifies MANIREC_NOTIFY_URL, once per training cycle.
+    Retrain(RetrainArgs),
+    /// Fetch orders updated since the last poll from the shop's orders API
+    /// (MANIREC_SHOPLAZZA_API, MANIREC_SHOPLAZZA_TOKEN): the backstop for
+    /// missed webhooks.
+    Poll,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "MANIREC_ADDR")]
+    pub addr: String,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RetrainArgs {
+    /// Check the trigger (and fire it when due).
+    #[arg(long)]
+    pub check: bool,
+    /// Run the whole weekly loop.
+    #[arg(long)]
+    pub run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use manirec_pipeline::identity::UserKey;
+use manirec_pipeline::sync::Weights;
+use manirec_pipeline::trigger::TriggerConfig;
+use manirec_server::poll::PollConfig;
+use manirec_server::ServerConfig;
 use manirec_store::{Objects, Store};
 use serde::Deserialize;
 
@@ -19,6 +23,31 @@ struct FileSettings {
     admin_token: Option<String>,
     user_key: Option<String>,
     notify_url: Option<String>,
+    shoplazza_api: Option<String>,
+    shoplazza_token: Option<String>,
+    #[serde(default)]
+    sync: SyncSettings,
+    #[serde(default)]
+    trigger: TriggerConfig,
+}
+
+/// `[sync]` in manirec.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Minutes between scheduled syncs (and reconciliation polls) in `serve`.
+    pub interval_minutes: u64,
+    /// Event weights (`[sync.weights] by_type = {...}, other = 0.5`).
+    pub weights: Weights,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            interval_minutes: 60,
+            weights: Weights::default(),
+        }
+    }
 }
 
 /// Resolved settings.
@@ -28,12 +57,16 @@ pub struct Settings {
     pub database_url: String,
     pub object_store: String,
     // Read by the live-data and serving commands.
-    #[allow(dead_code)]
     pub shoplazza_secret: Option<String>,
+    // Read by the admin API.
     #[allow(dead_code)]
     pub admin_token: Option<String>,
-    #[allow(dead_code)]
     pub notify_url: Option<String>,
+    /// The shop's API base (`https://SHOP.myshoplaza.com`), for the reconciliation poll.
+    pub shoplazza_api: Option<String>,
+    pub shoplazza_token: Option<String>,
+    pub sync: SyncSettings,
+    pub trigger: TriggerConfig,
     user_key: Option<String>,
 }
 
@@ -66,6 +99,10 @@ impl Settings {
             admin_token: env("MANIREC_ADMIN_TOKEN").or(file.admin_token),
             notify_url: env("MANIREC_NOTIFY_URL").or(file.notify_url),
             user_key: env("MANIREC_USER_KEY").or(file.user_key),
+            shoplazza_api: env("MANIREC_SHOPLAZZA_API").or(file.shoplazza_api),
+            shoplazza_token: env("MANIREC_SHOPLAZZA_TOKEN").or(file.shoplazza_token),
+            sync: file.sync,
+            trigger: file.trigger,
             data_dir,
         })
     }
@@ -111,6 +148,39 @@ impl Settings {
             }
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
+    }
+}
+
+impl Settings {
+    /// The reconciliation poll's configuration, when the shop's API is set.
+    pub fn poll_config(&self) -> Option<PollConfig> {
+        let base = self.shoplazza_api.as_ref()?;
+        let base_url = if base.contains("://") {
+            base.clone()
+        } else {
+            format!("https://{base}")
+        };
+        Some(PollConfig {
+            base_url,
+            access_token: self.shoplazza_token.clone().unwrap_or_default(),
+            interval: self.sync_interval(),
+        })
+    }
+
+    fn sync_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.sync.interval_minutes.max(1) * 60)
+    }
+
+    /// What `serve` (and the commands that share its jobs) run with.
+    pub fn server_config(&self) -> Result<ServerConfig> {
+        let mut config = ServerConfig::new(self.user_key()?);
+        config.shoplazza_secret = self.shoplazza_secret.clone();
+        config.notify_url = self.notify_url.clone();
+        config.weights = self.sync.weights.clone();
+        config.trigger = self.trigger.clone();
+        config.sync_interval = self.sync_interval();
+        config.poll = self.poll_config();
+        Ok(config)
     }
 }
 

@@ -4,6 +4,7 @@
 mod demo;
 mod extract;
 mod import;
+mod live;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -42,5 +43,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => runtime.block_on(demo::run(&ctx, args)),
         Command::Import(args) => import::run(&ctx, args),
         Command::Extract(args) => runtime.block_on(extract::run(&ctx, args)),
+        Command::Serve(args) => runtime.block_on(live::serve(&ctx, args)),
+        Command::Sync => runtime.block_on(live::sync(&ctx)),
+        Command::Retrain(args) => runtime.block_on(live::retrain(&ctx, args)),
+        Command::Poll => runtime.block_on(live::poll(&ctx)),
     }
 }

@@ -3,9 +3,11 @@
 mod events;
 mod webhooks;
 
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -24,10 +26,18 @@ pub fn router(state: AppState) -> Router {
     let storefront = Router::new()
         .route("/v1/events", post(events::post_events))
         .layer(DefaultBodyLimit::max(config.events_body_limit))
+        .layer(from_fn_with_state(
+            config.events_body_limit,
+            declared_size_limit,
+        ))
         .layer(CorsLayer::permissive());
     let webhooks = Router::new()
         .route("/webhooks/shoplazza", post(webhooks::post_webhook))
-        .layer(DefaultBodyLimit::max(config.webhook_body_limit));
+        .layer(DefaultBodyLimit::max(config.webhook_body_limit))
+        .layer(from_fn_with_state(
+            config.webhook_body_limit,
+            declared_size_limit,
+        ));
     Router::new()
         .merge(storefront)
         .merge(webhooks)
@@ -37,6 +47,24 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Answers 413 at once when the declared `Content-Length` is over the limit,
+/// before a byte of the body is read. (`DefaultBodyLimit` still guards chunked
+/// bodies.)
+async fn declared_size_limit(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => ApiError::too_large(format!(
+            "the body is {n} bytes; this endpoint accepts at most {limit}"
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 async fn sdk() -> impl IntoResponse {

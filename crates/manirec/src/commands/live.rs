@@ -1,0 +1,172 @@
+//! The live-data commands: `serve`, `sync`, `retrain --check`, `poll`. They share
+//! the server crate's store thread and jobs, so the command line and the
+//! scheduler inside `serve` run exactly the same code.
+
+use anyhow::{bail, Context as _, Result};
+use manirec_pipeline::trigger;
+use manirec_server::{scheduler, AppState, Db};
+use serde_json::json;
+
+use super::Context;
+use crate::cli::{RetrainArgs, ServeArgs};
+
+/// Starts the store thread and the shared state; the thread ends when the
+/// returned state (and every clone) is dropped.
+fn start(ctx: &Context) -> Result<(AppState, std::thread::JoinHandle<()>)> {
+    let store = ctx.settings.open_store()?;
+    let (db, thread) = Db::start(store);
+    let state = AppState::new(ctx.settings.server_config()?, db, ctx.settings.objects()?);
+    Ok((state, thread))
+}
+
+fn finish(state: AppState, thread: std::thread::JoinHandle<()>) {
+    drop(state);
+    let _ = thread.join();
+}
+
+pub async fn serve(ctx: &Context, args: ServeArgs) -> Result<()> {
+    let (state, thread) = start(ctx)?;
+    let listener = tokio::net::TcpListener::bind(&args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let addr = listener.local_addr()?;
+    if state.config().shoplazza_secret.is_none() {
+        tracing::warn!(
+            "MANIREC_SHOPLAZZA_SECRET is not set: webhooks are refused (503) until it is"
+        );
+    }
+    // Scripts and tests read this line to find the port.
+    eprintln!("manirec listening on http://{addr}");
+    manirec_server::serve(state.clone(), listener, shutdown_signal()).await?;
+    eprintln!("manirec stopped");
+    finish(state, thread);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+pub async fn sync(ctx: &Context) -> Result<()> {
+    let (state, thread) = start(ctx)?;
+    let mut config_without_poll = state.config().clone();
+    config_without_poll.poll = None;
+    let tick_state = AppState::new(
+        config_without_poll,
+        state.db().clone(),
+        state.objects().clone(),
+    );
+    let tick = scheduler::tick(&tick_state).await?;
+    drop(tick_state);
+    finish(state, thread);
+    let summary = json!({
+        "synced": tick.sync.synced,
+        "inserted": tick.sync.inserted,
+        "skipped": tick.sync.skipped,
+        "watermark": tick.sync.watermark,
+        "stitched": tick.sync.stitched,
+        "trigger": tick.trigger,
+        "fired": tick.fired,
+    });
+    ctx.print(&summary, || {
+        let mut out = format!(
+            "Synced {} events: {} new interactions, {} skipped (no preference or already there); watermark {}\n\
+             Stitched {} anonymous ids to customers, {} interactions moved\n",
+            tick.sync.synced,
+            tick.sync.inserted,
+            tick.sync.skipped,
+            tick.sync.watermark,
+            tick.sync.stitched.links,
+            tick.sync.stitched.moved
+        );
+        out.push_str(&render_trigger(&tick.trigger, tick.fired.as_ref()));
+        out
+    })
+}
+
+pub async fn retrain(ctx: &Context, args: RetrainArgs) -> Result<()> {
+    if args.run {
+        bail!("retrain --run (the weekly loop) needs the models and serving stages, which this build does not have yet; use retrain --check");
+    }
+    let store = ctx.settings.open_store()?;
+    let check = trigger::check(&store, &ctx.settings.trigger, None)?;
+    let fired = if check.should_retrain && !check.already_fired {
+        let increment = trigger::fire(&store, &ctx.settings.objects()?).await?;
+        let notice = json!({"event": "retrain_triggered", "reasons": check.reasons,
+            "new_interactions": check.new_interactions, "days_since_last": check.days_since_last,
+            "export": increment});
+        if let Some(handle) = manirec_server::notify::spawn(ctx.settings.notify_url.clone(), notice)
+        {
+            // A command ends here: wait for the notifier (it gives up on its own).
+            let _ = handle.await;
+        }
+        Some(increment)
+    } else {
+        None
+    };
+    let mut summary = serde_json::to_value(&check)?;
+    summary["fired"] = serde_json::to_value(&fired)?;
+    ctx.print(&summary, || render_trigger(&check, fired.as_ref()))
+}
+
+fn render_trigger(check: &trigger::TriggerCheck, fired: Option<&trigger::Increment>) -> String {
+    let mut out = if check.should_retrain {
+        format!("Retrain due: {}\n", check.reasons.join("; "))
+    } else {
+        format!(
+            "No retrain due ({} new interactions, {} since the last training)\n",
+            check.new_interactions,
+            check
+                .days_since_last
+                .map_or("never trained".into(), |d| format!("{d:.1} days"))
+        )
+    };
+    match fired {
+        Some(i) => out.push_str(&format!(
+            "Exported the increment: {} ({} rows)\n",
+            i.key, i.rows
+        )),
+        None if check.should_retrain && check.already_fired => {
+            out.push_str("The trigger already fired in this training cycle; not exported again\n")
+        }
+        None => {}
+    }
+    out
+}
+
+pub async fn poll(ctx: &Context) -> Result<()> {
+    let Some(poll) = ctx.settings.poll_config() else {
+        bail!("set MANIREC_SHOPLAZZA_API (the shop's API base, e.g. https://SHOP.myshoplaza.com) and MANIREC_SHOPLAZZA_TOKEN");
+    };
+    let (state, thread) = start(ctx)?;
+    let config = state.config().clone();
+    let summary = manirec_server::poll::poll_orders(
+        state.db(),
+        &poll,
+        &config.user_key,
+        config.simulation_seed,
+    )
+    .await;
+    finish(state, thread);
+    let summary = summary?;
+    ctx.print(&summary, || {
+        format!(
+            "Polled {} pages: {} orders, {} applied, {} already known, {} rejected\n",
+            summary.pages, summary.orders, summary.applied, summary.unchanged, summary.rejected
+        )
+    })
+}
