@@ -142,9 +142,14 @@ impl Stub {
                 };
                 let (status, reply) = respond(&seen);
                 log.lock().unwrap().push(seen);
+                let kind = if reply.starts_with('<') {
+                    "text/html"
+                } else {
+                    "application/json"
+                };
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                    "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
                     reply.len()
                 );
             }

@@ -1,0 +1,97 @@
+//! The storefront SDK in a real browser: headless Chromium (Debian's `chromium`,
+//! installed by .ci/run) loads a shop page from one origin and `/sdk.js` from
+//! manirec on another, as a real storefront does. The page's clicks must arrive
+//! as events, and leaving the page must flush the batch that was still queued.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::server::{Server, Stub};
+use common::DataDir;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[test]
+fn page_clicks_arrive_and_leaving_the_page_flushes_the_last_batch() {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "this test needs Debian's chromium (apt-get install chromium); .ci/run installs it"
+    );
+    let d = DataDir::new();
+    let s = Server::start(&d, &[]);
+    let manirec = s.base.clone();
+    // Nothing reaches the batch size (20) or the 5 s timer: only the page-hide flush can send them.
+    let page = format!(
+        r#"<!doctype html><html><body>
+        <div data-manirec-view="p-viewed"></div>
+        <button id="plain" data-manirec-product="p-clicked">Cat tee</button>
+        <button id="rec" data-manirec-product="p-recommended" data-manirec-request="req-42">Space mug</button>
+        <script src="{manirec}/sdk.js" data-endpoint="{manirec}"></script>
+        <script>
+          manirec.config.flushMs = 3600000; // no timer flush: only leaving the page may send
+          document.getElementById("plain").click();
+          document.getElementById("rec").click();
+          manirec.track("add_to_cart", "p-carted");
+          setTimeout(function () {{ location.href = "about:blank"; }}, 300);
+        </script></body></html>"#
+    );
+    let shop = Stub::start(move |_| (200, page.clone()));
+    let profile = tempfile::tempdir().unwrap();
+    // Headless Chromium keeps running after the page; it is killed once the events are in.
+    let mut browser = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("{}/product.html", shop.base))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let expected = [
+        ("product_view", "p-viewed", None),
+        ("product_click", "p-clicked", None),
+        ("rec_click", "p-recommended", Some("req-42".to_owned())),
+        ("add_to_cart", "p-carted", None),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events: Vec<(String, String, Option<String>, Option<String>, Option<String>)> = d
+            .db()
+            .prepare("SELECT event_type, product_id, request_id, session_id, device_id FROM behavior_events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        if events.len() >= expected.len() || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = browser.kill();
+    let _ = browser.wait();
+    // The view is tracked at DOMContentLoaded, after the inline clicks: compare as sets.
+    let mut got: Vec<(&str, &str, Option<String>)> = events
+        .iter()
+        .map(|e| (e.0.as_str(), e.1.as_str(), e.2.clone()))
+        .collect();
+    got.sort();
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(got, expected);
+    // One visitor: one session and one device id on every event.
+    assert!(events
+        .iter()
+        .all(|e| e.3.is_some() && e.3 == events[0].3 && e.4.is_some() && e.4 == events[0].4));
+}
