@@ -1,9 +1,14 @@
 //! One module per command. Each computes a serialisable summary, then prints it
 //! as JSON (`--json`) or for a person.
 
+mod cleanup;
+mod dataset;
 mod demo;
+mod export;
 mod extract;
+mod forget;
 mod import;
+mod report;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -42,5 +47,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => runtime.block_on(demo::run(&ctx, args)),
         Command::Import(args) => import::run(&ctx, args),
         Command::Extract(args) => runtime.block_on(extract::run(&ctx, args)),
+        Command::Dataset(command) => runtime.block_on(dataset::run(&ctx, command)),
+        Command::Export(args) => runtime.block_on(export::run(&ctx, args)),
+        Command::Report => runtime.block_on(report::run(&ctx)),
+        Command::Cleanup(args) => cleanup::run(&ctx, args),
+        Command::Forget(args) => forget::run(&ctx, args),
     }
 }
