@@ -186,6 +186,8 @@ pub struct Built {
     pub counts: ManifestCounts,
     /// Interaction watermark of the snapshot.
     pub max_id: i64,
+    /// Milliseconds of the read and the sort.
+    pub timings_ms: BTreeMap<String, u64>,
 }
 
 impl Built {
@@ -207,7 +209,9 @@ pub fn prepare(
     parent_watermark: Option<i64>,
     progress: &dyn Progress,
 ) -> Result<Built> {
+    let clock = Instant::now();
     let (mut table, stats) = Table::load(store, ScanFilter::default(), progress)?;
+    let read_ms = clock.elapsed().as_millis() as u64;
     let mut counts = ManifestCounts {
         input_rows: stats.rows,
         excluded_refunded: stats.excluded_refunded,
@@ -217,7 +221,9 @@ pub fn prepare(
         },
         ..ManifestCounts::default()
     };
+    let clock = Instant::now();
     table.sort_by_time();
+    let sort_ms = clock.elapsed().as_millis() as u64;
     counts.deduplicated = table.dedup_windows();
     let cut = table.rows.len() * 4 / 5;
     let test: Vec<Row> = table.rows[cut..]
@@ -248,6 +254,7 @@ pub fn prepare(
         test,
         counts,
         max_id: stats.max_id,
+        timings_ms: BTreeMap::from([("read".to_owned(), read_ms), ("sort".to_owned(), sort_ms)]),
     })
 }
 
@@ -321,6 +328,7 @@ pub async fn build(
         progress,
     )?;
     lap("read_dedup_sort_split", &mut timings);
+    timings.extend(built.timings_ms.clone());
 
     progress.begin("encoding files", 0);
     let encoded = encode_parts(&built, options.csv)?;

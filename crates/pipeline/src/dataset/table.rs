@@ -114,21 +114,29 @@ impl Table {
         filter: ScanFilter,
         progress: &dyn Progress,
     ) -> Result<(Table, ScanStats)> {
-        let total = store
-            .table_counts()?
-            .get("training_interactions")
-            .copied()
-            .unwrap_or(0);
+        // A capacity hint that costs no scan (ids are dense unless rows were deleted).
+        let total = store.max_interaction_id()?.max(0);
         progress.begin("reading interactions", total as u64);
         let mut table = Table {
-            rows: Vec::with_capacity(total as usize),
+            rows: Vec::with_capacity(usize::try_from(total).unwrap_or(0)),
             ..Table::default()
         };
         let mut overflow = None;
         let mut seen = 0u64;
+        // Types and sources repeat: remember the last of each instead of hashing.
+        let mut last_kind: (Box<str>, u32) = (Box::from("\0"), 0);
+        let mut last_source: (Box<str>, u32) = (Box::from("\0"), 0);
         let stats = store.scan_training_rows(filter, |r: &TrainingRow<'_>| {
-            let kind = table.kinds.intern(r.interaction_type);
-            let source = table.sources.intern(r.source);
+            if *last_kind.0 != *r.interaction_type {
+                last_kind = (
+                    r.interaction_type.into(),
+                    table.kinds.intern(r.interaction_type),
+                );
+            }
+            if *last_source.0 != *r.source {
+                last_source = (r.source.into(), table.sources.intern(r.source));
+            }
+            let (kind, source) = (last_kind.1, last_source.1);
             let (Ok(kind), Ok(source)) = (u16::try_from(kind), u16::try_from(source)) else {
                 overflow.get_or_insert(r.id);
                 return;
