@@ -42,7 +42,9 @@ Examples:
   manirec import --store shop.db          mirror the shop's SQLite file (or a D1 dump)
   manirec import --interactions ratings.csv --source public
   manirec extract --seed 7                orders and images -> training interactions
-  manirec --json extract | jq .inserted";
+  manirec --json extract | jq .inserted
+  manirec dataset build                   a new dataset version (train/test Parquet + manifest)
+  manirec report                          today's data-quality report";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -95,6 +97,38 @@ pub enum Command {
     /// (MANIREC_SHOPLAZZA_API, MANIREC_SHOPLAZZA_TOKEN): the backstop for
     /// missed webhooks.
     Poll,
+    /// Build and list dataset versions (train/test Parquet files + manifest).
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// Write the training interactions to the object store, with a .meta.json sidecar.
+    ///
+    /// All interactions, or with --incremental those written since the last
+    /// export, sorted by time, refunded orders' rows left out:
+    /// training-data/interactions-<ms>.<ext> or training-data/incremental-<ms>.<ext>,
+    /// and <key>.meta.json (type, since, count, sha256).
+    ///
+    /// Example: manirec export --incremental --format parquet
+    Export(ExportArgs),
+    /// Daily data-quality report: rows, users, items by source, new since the
+    /// previous report, share of synthetic rows, events refused.
+    ///
+    /// Users and items are counted once across sources. Written to
+    /// reports/data-quality-<date>.json in the object store, and printed.
+    Report,
+    /// Retention: delete training interactions and behaviour events older than
+    /// --older-than days (default 365).
+    ///
+    /// Files already in the object store are not rewritten; the next dataset
+    /// version no longer holds the deleted rows.
+    Cleanup(CleanupArgs),
+    /// Delete one customer's data everywhere in the store (GDPR erasure).
+    ///
+    /// Takes an email or an id (shop customer id, session or device id, training
+    /// user id); widens it through the shop mirror (accounts, orders) and the
+    /// customer's events (their sessions and devices), then deletes mirror rows,
+    /// events and training interactions in one transaction, and says how many rows
+    /// of each table. Example: manirec forget --user ana@example.com
+    Forget(ForgetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +147,58 @@ pub struct RetrainArgs {
     /// Run the whole weekly loop.
     #[arg(long)]
     pub run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Merge, deduplicate, sort and split every training interaction into a new
+    /// dataset version.
+    ///
+    /// One row per (user, item, 5-minute window: timestamp floored to a multiple
+    /// of 300 s), the latest kept; sorted by time; the first 80 % train, the rest
+    /// test (real interactions only); refunded, cancelled and voided orders left
+    /// out. Writes datasets/<version>/{train,test}.parquet and manifest.json
+    /// (rows, sha256 of every file, split timestamp, counts by source and type),
+    /// and records the version. The first version is v1.0; new data makes v1.1,
+    /// v1.2…; --full makes v2.0. Nothing changed: the latest version is answered
+    /// and nothing is written.
+    Build(DatasetBuildArgs),
+    /// The dataset versions, oldest first.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetBuildArgs {
+    /// Start a new major version (v(N+1).0), even when nothing changed.
+    #[arg(long)]
+    pub full: bool,
+    /// Also write train.csv and test.csv.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only the interactions written since the last export.
+    #[arg(long)]
+    pub incremental: bool,
+    /// csv or parquet.
+    #[arg(long, default_value = "csv")]
+    pub format: manirec_pipeline::dataset::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Delete what is older than this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = manirec_pipeline::retention::DEFAULT_RETENTION_DAYS)]
+    pub older_than: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The customer's email or id.
+    #[arg(long, value_name = "EMAIL|ID")]
+    pub user: String,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,15 @@ use common::DataDir;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// `(event_type, product_id, request_id, session_id, device_id)` of a stored event.
+type Seen = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 #[test]
 fn page_clicks_arrive_and_leaving_the_page_flushes_the_last_batch() {
     assert!(
@@ -66,7 +75,7 @@ fn page_clicks_arrive_and_leaving_the_page_flushes_the_last_batch() {
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let events = loop {
-        let events: Vec<(String, String, Option<String>, Option<String>, Option<String>)> = d
+        let events: Vec<Seen> = d
             .db()
             .prepare("SELECT event_type, product_id, request_id, session_id, device_id FROM behavior_events ORDER BY seq")
             .unwrap()

@@ -5,6 +5,11 @@
 //!   training interactions.
 //! - [`extract`]: the shop mirror into training interactions (purchases,
 //!   simulated views, design-image views), plus the seed's CSV in the object store.
+//! - [`dataset`]: dataset versions (merge, 5-minute dedup, temporal split,
+//!   Parquet files and a checksummed manifest); [`export`]: interaction files
+//!   with a metadata sidecar.
+//! - [`quality`]: the daily data-quality report; [`retention`]: deleting old
+//!   data and one customer's data (GDPR).
 //! - [`identity`]: the keyed hash that replaces emails before anything leaves
 //!   the shop mirror.
 //!
@@ -12,13 +17,16 @@
 //! could not use with a reason, and can be run again without changing the result.
 #![deny(missing_docs)]
 
+pub mod dataset;
 pub mod export;
 pub mod extract;
 pub mod identity;
 pub mod import;
 pub mod orders;
 mod progress;
+pub mod quality;
 mod report;
+pub mod retention;
 pub mod shoplazza;
 pub mod sync;
 pub mod time;
@@ -39,6 +47,9 @@ pub enum Error {
         /// What is wrong and what to do.
         message: String,
     },
+    /// The data cannot be turned into the asked output.
+    #[error("{0}")]
+    Data(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] manirec_store::Error),

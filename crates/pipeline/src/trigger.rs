@@ -3,13 +3,14 @@
 //! fires, the increment is exported with a metadata sidecar, once per training
 //! cycle (a trigger that keeps firing every hour would flood the notifier).
 
-use bytes::Bytes;
 use manirec_store::{now_ms, Objects, Store};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::export::{interactions_csv_since, sha256_hex};
-use crate::Result;
+use crate::export::{
+    commit_export, prepare_export, publish_export, ExportOptions, ExportSummary, Format,
+    PreparedExport,
+};
+use crate::{NoProgress, Result};
 
 /// State key: when the last model was trained (Unix ms), written by training.
 pub const LAST_TRAINING_AT: &str = "training.last_at";
@@ -111,80 +112,41 @@ pub fn check(
     })
 }
 
-/// The exported increment.
-#[derive(Debug, Clone, Serialize)]
-pub struct Increment {
-    /// CSV object key.
-    pub key: String,
-    /// Its `.meta.json` sidecar.
-    pub meta_key: String,
-    /// Rows.
-    pub rows: u64,
-    /// SHA-256 of the CSV.
-    pub sha256: String,
-    /// Interactions written after this time (Unix ms) are in it (`null`: all).
-    pub since: Option<i64>,
-}
+/// An increment computed on the store's thread, to be written without it.
+pub type PendingIncrement = PreparedExport;
 
-/// An increment ready to publish: computed on the store's thread, written to
-/// the object store without it.
-#[derive(Debug)]
-pub struct PendingIncrement {
-    info: Increment,
-    csv: Vec<u8>,
-    meta: Vec<u8>,
-}
-
-/// The interactions written since the last training, as
-/// `training-data/incremental-<ms>.csv` and its `.meta.json` sidecar.
+/// The interactions written since the last export, as
+/// `training-data/incremental-<ms>.csv` and its `.meta.json` sidecar: the same
+/// export as `manirec export --incremental`.
 pub fn increment(store: &Store) -> Result<PendingIncrement> {
-    let since = state_ms(store, LAST_TRAINING_AT)?;
-    let (csv, rows) = interactions_csv_since(store, since)?;
-    let now = now_ms();
-    let key = format!("training-data/incremental-{now}.csv");
-    let meta_key = format!("{key}.meta.json");
-    let sha256 = sha256_hex(&csv);
-    let meta = json!({
-        "type": "incremental",
-        "key": key,
-        "since": since,
-        "count": rows,
-        "sha256": sha256,
-        "created_at": now,
-    });
-    Ok(PendingIncrement {
-        info: Increment {
-            key,
-            meta_key,
-            rows,
-            sha256,
-            since,
+    prepare_export(
+        store,
+        ExportOptions {
+            incremental: true,
+            format: Format::Csv,
         },
-        csv,
-        meta: serde_json::to_vec_pretty(&meta).expect("JSON"),
-    })
+        &NoProgress,
+    )
 }
 
-/// Writes an increment (the CSV first: a sidecar never describes a missing file).
-pub async fn publish(objects: &Objects, pending: PendingIncrement) -> Result<Increment> {
-    objects
-        .put(&pending.info.key, Bytes::from(pending.csv))
-        .await?;
-    objects
-        .put(&pending.info.meta_key, Bytes::from(pending.meta))
-        .await?;
-    Ok(pending.info)
+/// Writes an increment to the object store.
+pub async fn publish(objects: &Objects, pending: &PendingIncrement) -> Result<ExportSummary> {
+    publish_export(objects, pending).await?;
+    Ok(pending.summary.clone())
 }
 
-/// Remembers that the trigger fired in this training cycle.
-pub fn mark_fired(store: &Store) -> Result<()> {
+/// Moves the export watermark past a published increment and remembers that the
+/// trigger fired in this training cycle.
+pub fn mark_fired(store: &Store, pending: &PendingIncrement) -> Result<()> {
+    commit_export(store, pending)?;
     Ok(store.state_set(LAST_FIRED_AT, &now_ms().to_string())?)
 }
 
 /// [`increment`], [`publish`] and [`mark_fired`] in one go, for single-threaded callers.
-pub async fn fire(store: &Store, objects: &Objects) -> Result<Increment> {
-    let published = publish(objects, increment(store)?).await?;
-    mark_fired(store)?;
+pub async fn fire(store: &Store, objects: &Objects) -> Result<ExportSummary> {
+    let pending = increment(store)?;
+    let published = publish(objects, &pending).await?;
+    mark_fired(store, &pending)?;
     Ok(published)
 }
 

@@ -2,8 +2,9 @@
 //! poll (when configured), then sync, then the retrain trigger. A failing job is
 //! logged and retried at the next tick; ingestion never waits for it.
 
+use manirec_pipeline::export::ExportSummary;
 use manirec_pipeline::sync::{sync, SyncSummary};
-use manirec_pipeline::trigger::{self, Increment, TriggerCheck};
+use manirec_pipeline::trigger::{self, TriggerCheck};
 use manirec_pipeline::NoProgress;
 use serde::Serialize;
 use serde_json::json;
@@ -20,7 +21,7 @@ pub struct Tick {
     /// The trigger's verdict after the sync.
     pub trigger: TriggerCheck,
     /// The increment exported when the trigger fired.
-    pub fired: Option<Increment>,
+    pub fired: Option<ExportSummary>,
 }
 
 /// Runs ticks forever (the first one after one interval).
@@ -77,12 +78,12 @@ pub async fn tick(state: &AppState) -> Result<Tick, ApiError> {
     state.metrics().synced(sync.synced);
     let fired = match pending {
         Some(pending) => {
-            let increment = trigger::publish(state.objects(), pending)
+            let increment = trigger::publish(state.objects(), &pending)
                 .await
                 .map_err(ApiError::internal)?;
             state
                 .db()
-                .call(|s| trigger::mark_fired(s))
+                .call(move |s| trigger::mark_fired(s, &pending))
                 .await?
                 .map_err(ApiError::internal)?;
             crate::notify::spawn(

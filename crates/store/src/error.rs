@@ -25,6 +25,9 @@ pub enum Error {
     /// The object store failed or is misconfigured.
     #[error("object store: {0}")]
     Objects(String),
+    /// Another writer got there first (a dataset version already taken).
+    #[error("{0}")]
+    Conflict(String),
     /// A stored JSON value could not be read back.
     #[error("corrupt JSON in the store: {0}")]
     Json(#[from] serde_json::Error),

@@ -176,27 +176,16 @@ impl Store {
     pub fn for_each_interaction(
         &self,
         source: Option<Source>,
-        f: impl FnMut(&Interaction) -> Result<()>,
-    ) -> Result<()> {
-        self.for_each_interaction_since(source, None, f)
-    }
-
-    /// Like [`Store::for_each_interaction`], restricted to rows written after
-    /// `created_after` (Unix ms) when given: the increment since a point in time.
-    pub fn for_each_interaction_since(
-        &self,
-        source: Option<Source>,
-        created_after: Option<i64>,
         mut f: impl FnMut(&Interaction) -> Result<()>,
     ) -> Result<()> {
         let mut stmt = self.conn.prepare(
             "SELECT user_id, item_id, timestamp, interaction_type, rating, source, synthetic,
                     quantity, origin
              FROM training_interactions
-             WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR created_at > ?2)
+             WHERE ?1 IS NULL OR source = ?1
              ORDER BY timestamp, user_id, item_id, interaction_type",
         )?;
-        let mut rows = stmt.query(rusqlite::params![source.map(Source::as_str), created_after])?;
+        let mut rows = stmt.query([source.map(Source::as_str)])?;
         while let Some(r) = rows.next()? {
             let source: String = r.get(5)?;
             let row = Interaction {

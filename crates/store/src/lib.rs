@@ -12,17 +12,21 @@
 //!   configuration) for exported files, datasets and model artifacts.
 #![deny(missing_docs)]
 
+mod datasets;
 mod db;
 mod error;
 mod events;
 mod interactions;
 mod migrations;
 mod objects;
+mod quality;
+mod retention;
 mod shop;
 mod state;
 mod sync;
 mod webhooks;
 
+pub use datasets::{DatasetVersion, ScanFilter, ScanStats, TrainingRow, REFUNDED_STATUSES};
 pub use db::{Store, TableCounts};
 pub use error::{Error, Result};
 pub use events::{device_user, session_user, BehaviorEvent};
@@ -30,7 +34,9 @@ pub use interactions::{
     is_anonymous, Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
     ANONYMOUS_PREFIX,
 };
-pub use objects::Objects;
+pub use objects::{ObjectInfo, Objects};
+pub use quality::{QualityCounts, SourceCounts, StoredReport};
+pub use retention::{ForgetTarget, RetentionCounts};
 pub use shop::{
     Account, BaseProduct, CatalogItem, EndProduct, Image, OrderLine, ShopOrder, UpsertCounts,
 };

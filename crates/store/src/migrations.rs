@@ -129,4 +129,38 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         linked_at    INTEGER NOT NULL
     );
     "#,
+    // 3: dataset versions and data-quality reports.
+    r#"
+    -- One row per dataset version. A version is reserved (status 'building')
+    -- before its files are written and published ('ready') once its manifest is
+    -- in the object store, so two builds never write the same version.
+    CREATE TABLE dataset_versions (
+        version         TEXT PRIMARY KEY,      -- 'v1.0'
+        major           INTEGER NOT NULL,
+        minor           INTEGER NOT NULL,
+        kind            TEXT NOT NULL,         -- full | increment
+        parent          TEXT,                  -- the version an increment follows
+        status          TEXT NOT NULL,         -- building | ready
+        created_at      INTEGER NOT NULL,      -- Unix ms
+        rows            INTEGER NOT NULL DEFAULT 0,
+        train_rows      INTEGER NOT NULL DEFAULT 0,
+        test_rows       INTEGER NOT NULL DEFAULT 0,
+        split_timestamp INTEGER,
+        max_interaction_id INTEGER NOT NULL DEFAULT 0,
+        fingerprint     TEXT,                  -- sha256 of the data files' checksums
+        manifest_key    TEXT,
+        manifest        TEXT,                  -- the manifest JSON, as written
+        UNIQUE (major, minor)
+    );
+
+    -- Every data-quality report, so the next one can say what is new.
+    CREATE TABLE quality_reports (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        date       TEXT NOT NULL,              -- YYYY-MM-DD (UTC)
+        created_at INTEGER NOT NULL,           -- Unix ms
+        max_interaction_id INTEGER NOT NULL,
+        max_event_seq      INTEGER NOT NULL,
+        body       TEXT NOT NULL               -- the report JSON
+    );
+    "#,
 ];

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -15,6 +16,15 @@ use object_store::{ObjectStore, PutPayload};
 use url::Url;
 
 use crate::{Error, Result};
+
+/// An object found by [`Objects::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key, relative to the configured prefix.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
 
 /// A configured object store.
 #[derive(Clone)]
@@ -109,6 +119,40 @@ impl Objects {
     }
 }
 
+impl Objects {
+    /// Every object whose key starts with the folder `prefix` (`datasets/v1.0`),
+    /// sorted by key.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let base = self.prefix.parts().count();
+        let mut found: Vec<ObjectInfo> = self
+            .inner
+            .list(Some(&self.path(prefix)))
+            .map_ok(|meta| ObjectInfo {
+                key: meta
+                    .location
+                    .parts()
+                    .skip(base)
+                    .map(|p| p.as_ref().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                size: meta.size,
+            })
+            .try_collect()
+            .await
+            .map_err(|e| Error::Objects(format!("listing {prefix}: {e}")))?;
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    /// Deletes the object under `key` (nothing happens when there is none).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.inner.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::Objects(format!("deleting {key}: {e}"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +171,29 @@ mod tests {
             Bytes::from_static(b"x,y\n")
         );
         assert!(dir.path().join("objects/training-data/a.csv").is_file());
+
+        objects
+            .put("training-data/b.csv", Bytes::from_static(b"z\n"))
+            .await
+            .unwrap();
+        objects.put("other/c", Bytes::new()).await.unwrap();
+        let listed = objects.list("training-data").await.unwrap();
+        assert_eq!(
+            listed,
+            [
+                ObjectInfo {
+                    key: "training-data/a.csv".into(),
+                    size: 4
+                },
+                ObjectInfo {
+                    key: "training-data/b.csv".into(),
+                    size: 2
+                }
+            ]
+        );
+        objects.delete("training-data/a.csv").await.unwrap();
+        objects.delete("training-data/a.csv").await.unwrap();
+        assert_eq!(objects.list("training-data").await.unwrap().len(), 1);
     }
 
     #[test]

@@ -123,7 +123,10 @@ pub async fn retrain(ctx: &Context, args: RetrainArgs) -> Result<()> {
     ctx.print(&summary, || render_trigger(&check, fired.as_ref()))
 }
 
-fn render_trigger(check: &trigger::TriggerCheck, fired: Option<&trigger::Increment>) -> String {
+fn render_trigger(
+    check: &trigger::TriggerCheck,
+    fired: Option<&manirec_pipeline::export::ExportSummary>,
+) -> String {
     let mut out = if check.should_retrain {
         format!("Retrain due: {}\n", check.reasons.join("; "))
     } else {

@@ -1,10 +1,15 @@
 //! One module per command. Each computes a serialisable summary, then prints it
 //! as JSON (`--json`) or for a person.
 
+mod cleanup;
+mod dataset;
 mod demo;
+mod export;
 mod extract;
+mod forget;
 mod import;
 mod live;
+mod report;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -47,5 +52,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sync => runtime.block_on(live::sync(&ctx)),
         Command::Retrain(args) => runtime.block_on(live::retrain(&ctx, args)),
         Command::Poll => runtime.block_on(live::poll(&ctx)),
+        Command::Dataset(command) => runtime.block_on(dataset::run(&ctx, command)),
+        Command::Export(args) => runtime.block_on(export::run(&ctx, args)),
+        Command::Report => runtime.block_on(report::run(&ctx)),
+        Command::Cleanup(args) => cleanup::run(&ctx, args),
+        Command::Forget(args) => forget::run(&ctx, args),
     }
 }

@@ -1,0 +1,178 @@
+//! Rows of a [`Table`] as Parquet or CSV bytes.
+//!
+//! Parquet columns, as every reader of the field sees them (pyarrow, pandas,
+//! Polars, DuckDB, Spark): `user_id`, `item_id`, `interaction_type`, `source`
+//! strings (dictionary-encoded on disk), `rating` double, `timestamp` int64 (Unix
+//! seconds, as in the CSV files and the store), `synthetic` boolean, `quantity`
+//! int64. Zstandard-compressed. The bytes depend on the rows only: no clock, no
+//! host name, so an equal dataset has an equal checksum.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow_array::types::{UInt16Type, UInt32Type};
+use arrow_array::{
+    ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    UInt16Array, UInt32Array,
+};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::table::{Dict, Row, Table};
+use crate::export::{csv_field, Rating, CSV_HEADER};
+use crate::{Error, Result};
+
+/// Rows per Parquet record batch (bounds the memory of one batch's arrays).
+const BATCH_ROWS: usize = 256 * 1024;
+
+/// File formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Apache Parquet.
+    Parquet,
+    /// The seed's CSV, with a `synthetic` column.
+    Csv,
+}
+
+impl Format {
+    /// File extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "parquet" => Ok(Format::Parquet),
+            "csv" => Ok(Format::Csv),
+            _ => Err(format!("unknown format {s:?}; expected csv or parquet")),
+        }
+    }
+}
+
+/// Pre-built dictionary values shared by every batch of a table.
+struct Values {
+    users: ArrayRef,
+    items: ArrayRef,
+    kinds: ArrayRef,
+    sources: ArrayRef,
+}
+
+fn values(dict: &Dict) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(
+        dict.values().iter().map(|s| &**s),
+    ))
+}
+
+fn schema() -> Arc<Schema> {
+    let dict32 = DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8));
+    let dict16 = DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8));
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", dict32.clone(), false),
+        Field::new("item_id", dict32, false),
+        Field::new("rating", DataType::Float64, false),
+        Field::new("timestamp", DataType::Int64, false),
+        Field::new("interaction_type", dict16.clone(), false),
+        Field::new("source", dict16, false),
+        Field::new("synthetic", DataType::Boolean, false),
+        Field::new("quantity", DataType::Int64, false),
+    ]))
+}
+
+fn parquet_error(e: impl std::fmt::Display) -> Error {
+    Error::Data(format!("writing Parquet: {e}"))
+}
+
+/// The rows as a Parquet file.
+pub fn parquet_bytes(table: &Table, rows: &[Row]) -> Result<Vec<u8>> {
+    let values = Values {
+        users: values(&table.users),
+        items: values(&table.items),
+        kinds: values(&table.kinds),
+        sources: values(&table.sources),
+    };
+    let schema = schema();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(parquet_error)?,
+        ))
+        .set_created_by("manirec".into())
+        .build();
+    // Readers get plain string columns, not categoricals: the Arrow schema is not
+    // embedded, the Parquet schema alone says what the columns are.
+    let options = ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_skip_arrow_metadata(true);
+    let mut writer = ArrowWriter::try_new_with_options(Vec::new(), schema.clone(), options)
+        .map_err(parquet_error)?;
+    for chunk in rows.chunks(BATCH_ROWS) {
+        let dict32 = |keys: UInt32Array, values: &ArrayRef| -> Result<ArrayRef> {
+            Ok(Arc::new(
+                DictionaryArray::<UInt32Type>::try_new(keys, values.clone())
+                    .map_err(parquet_error)?,
+            ))
+        };
+        let dict16 = |keys: UInt16Array, values: &ArrayRef| -> Result<ArrayRef> {
+            Ok(Arc::new(
+                DictionaryArray::<UInt16Type>::try_new(keys, values.clone())
+                    .map_err(parquet_error)?,
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            dict32(chunk.iter().map(|r| r.user).collect(), &values.users)?,
+            dict32(chunk.iter().map(|r| r.item).collect(), &values.items)?,
+            Arc::new(chunk.iter().map(|r| r.rating).collect::<Float64Array>()),
+            Arc::new(chunk.iter().map(|r| r.timestamp).collect::<Int64Array>()),
+            dict16(chunk.iter().map(|r| r.kind).collect(), &values.kinds)?,
+            dict16(chunk.iter().map(|r| r.source).collect(), &values.sources)?,
+            Arc::new(
+                chunk
+                    .iter()
+                    .map(|r| Some(r.synthetic))
+                    .collect::<BooleanArray>(),
+            ),
+            Arc::new(chunk.iter().map(|r| r.quantity).collect::<Int64Array>()),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(parquet_error)?;
+        writer.write(&batch).map_err(parquet_error)?;
+    }
+    writer.into_inner().map_err(parquet_error)
+}
+
+/// The rows as the seed's CSV (`user_id,item_id,rating,timestamp,interaction_type,synthetic`).
+pub fn csv_bytes(table: &Table, rows: &[Row]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 64 + 64);
+    out.extend_from_slice(CSV_HEADER.as_bytes());
+    out.push(b'\n');
+    for r in rows {
+        // Writing into a Vec cannot fail.
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            csv_field(table.users.get(r.user)),
+            csv_field(table.items.get(r.item)),
+            Rating(r.rating),
+            r.timestamp,
+            csv_field(table.kinds.get(r.kind as u32)),
+            u8::from(r.synthetic)
+        );
+    }
+    out
+}
+
+/// The rows in `format`.
+pub fn encode(table: &Table, rows: &[Row], format: Format) -> Result<Vec<u8>> {
+    match format {
+        Format::Parquet => parquet_bytes(table, rows),
+        Format::Csv => Ok(csv_bytes(table, rows)),
+    }
+}

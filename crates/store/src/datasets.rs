@@ -1,0 +1,431 @@
+//! What datasets and exports read, and the register of dataset versions.
+//!
+//! A dataset is built from one consistent snapshot of `training_interactions`
+//! (one read transaction), minus the purchases of orders that were refunded,
+//! cancelled or voided (see [`REFUNDED_STATUSES`]). Versions are reserved before
+//! their files are written and published once their manifest is in the object
+//! store, so two concurrent builds can never write the same version.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use crate::{Error, Result, Store};
+
+/// Order statuses whose interactions no dataset or export may contain. Partial
+/// refunds (`partially_refunded`) keep their rows.
+pub const REFUNDED_STATUSES: [&str; 3] = ["refunded", "cancelled", "voided"];
+
+/// SQL condition true for an interaction (aliased `ti`) derived from an order
+/// that was refunded, cancelled or voided.
+///
+/// The first term is never NULL (a NULL origin is simply not an order's row), so
+/// the subquery only runs for rows derived from an order, and the range on
+/// `origin` lets the counting query use the `origin` index.
+const REFUNDED_SQL: &str = "ifnull(ti.origin >= 'order:' AND ti.origin < 'order;', 0) AND EXISTS (
+        SELECT 1 FROM shop_orders o
+         WHERE o.order_id = substr(ti.origin, 7)
+           AND lower(o.financial_status) IN ('refunded', 'cancelled', 'voided'))";
+
+/// One interaction as a dataset reads it, borrowed from the database row.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainingRow<'a> {
+    /// The row id (increases with insertion; the latest of equal rows wins).
+    pub id: i64,
+    /// Training user id (already hashed where it was an email).
+    pub user_id: &'a str,
+    /// Item id.
+    pub item_id: &'a str,
+    /// Signal strength.
+    pub rating: f64,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// `purchase`, `view`, …
+    pub interaction_type: &'a str,
+    /// `existing_data`, `webhook`, `realtime`, `public`.
+    pub source: &'a str,
+    /// Simulated rather than observed.
+    pub synthetic: bool,
+    /// Units.
+    pub quantity: i64,
+}
+
+/// Which interactions a scan reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanFilter {
+    /// Only rows with an id above this (an increment since a watermark).
+    pub after_id: Option<i64>,
+}
+
+/// What a scan saw besides the rows it handed out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ScanStats {
+    /// Rows handed to the callback.
+    pub rows: u64,
+    /// Rows left out because their order was refunded, cancelled or voided.
+    pub excluded_refunded: u64,
+    /// The highest interaction id in the table at the time of the scan (the
+    /// watermark of the next increment).
+    pub max_id: i64,
+}
+
+/// A dataset version as the register holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatasetVersion {
+    /// `v1.0`, `v1.1`, `v2.0`, …
+    pub version: String,
+    /// N of vN.M.
+    pub major: i64,
+    /// M of vN.M.
+    pub minor: i64,
+    /// `full` or `increment`.
+    pub kind: String,
+    /// The version an increment follows.
+    pub parent: Option<String>,
+    /// `building` or `ready`.
+    pub status: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Rows after deduplication.
+    pub rows: i64,
+    /// Rows of the train part.
+    pub train_rows: i64,
+    /// Rows of the test part.
+    pub test_rows: i64,
+    /// The timestamp at which the test part starts.
+    pub split_timestamp: Option<i64>,
+    /// The interaction watermark of the snapshot it was built from.
+    pub max_interaction_id: i64,
+    /// Checksum of the data files' checksums: equal data, equal fingerprint.
+    pub fingerprint: Option<String>,
+    /// Object key of the manifest.
+    pub manifest_key: Option<String>,
+    /// The manifest JSON.
+    pub manifest: Option<String>,
+}
+
+impl Store {
+    /// Calls `f` on every interaction that may enter a dataset (refunded orders'
+    /// rows left out), in id order, inside one read transaction so that the rows,
+    /// the count of excluded rows and the watermark describe the same snapshot.
+    pub fn scan_training_rows(
+        &self,
+        filter: ScanFilter,
+        mut f: impl FnMut(&TrainingRow<'_>),
+    ) -> Result<ScanStats> {
+        let tx = self.conn.unchecked_transaction()?;
+        let after = filter.after_id.unwrap_or(i64::MIN);
+        let mut stats = ScanStats {
+            max_id: tx.query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM training_interactions",
+                [],
+                |r| r.get(0),
+            )?,
+            excluded_refunded: tx.query_row(
+                &format!(
+                    "SELECT COUNT(*) FROM training_interactions ti
+                     WHERE ti.origin >= 'order:' AND ti.origin < 'order;' AND ti.id > ?1
+                       AND {REFUNDED_SQL}"
+                ),
+                [after],
+                |r| r.get::<_, i64>(0),
+            )? as u64,
+            rows: 0,
+        };
+        {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT ti.id, ti.user_id, ti.item_id, ti.rating, ti.timestamp, ti.interaction_type,
+                        ti.source, ti.synthetic, ti.quantity
+                 FROM training_interactions ti
+                 WHERE ti.id > ?1 AND NOT ({REFUNDED_SQL})
+                 ORDER BY ti.id"
+            ))?;
+            let mut rows = stmt.query([after])?;
+            while let Some(r) = rows.next()? {
+                let row = TrainingRow {
+                    id: r.get(0)?,
+                    user_id: text(r, 1)?,
+                    item_id: text(r, 2)?,
+                    rating: r.get(3)?,
+                    timestamp: r.get(4)?,
+                    interaction_type: text(r, 5)?,
+                    source: text(r, 6)?,
+                    synthetic: r.get(7)?,
+                    quantity: r.get(8)?,
+                };
+                stats.rows += 1;
+                f(&row);
+            }
+        }
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    /// The highest interaction id (0 when there is none).
+    pub fn max_interaction_id(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(id), 0) FROM training_interactions",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Every dataset version, ready or being built, oldest first.
+    pub fn dataset_versions(&self) -> Result<Vec<DatasetVersion>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{VERSION_SELECT} ORDER BY major, minor"))?;
+        let rows = stmt
+            .query_map([], version_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The newest version, in any status (the next version number follows it).
+    pub fn latest_dataset_version(&self) -> Result<Option<DatasetVersion>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("{VERSION_SELECT} ORDER BY major DESC, minor DESC LIMIT 1"),
+                [],
+                version_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The newest ready version.
+    pub fn latest_ready_dataset_version(&self) -> Result<Option<DatasetVersion>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "{VERSION_SELECT} WHERE status = 'ready' ORDER BY major DESC, minor DESC LIMIT 1"
+                ),
+                [],
+                version_from_row,
+            )
+            .optional()?)
+    }
+
+    /// One version by name.
+    pub fn dataset_version(&self, version: &str) -> Result<Option<DatasetVersion>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("{VERSION_SELECT} WHERE version = ?1"),
+                [version],
+                version_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Reserves `version` (status `building`). Fails with [`Error::Conflict`] when
+    /// another build took that version first.
+    pub fn reserve_dataset_version(&self, v: &DatasetVersion) -> Result<()> {
+        let inserted = self.conn.execute(
+            "INSERT INTO dataset_versions (version, major, minor, kind, parent, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6)
+             ON CONFLICT DO NOTHING",
+            params![v.version, v.major, v.minor, v.kind, v.parent, v.created_at],
+        )?;
+        if inserted == 0 {
+            return Err(Error::Conflict(format!(
+                "dataset version {} is already taken by another build; run the build again",
+                v.version
+            )));
+        }
+        Ok(())
+    }
+
+    /// Publishes a reserved version with its counts and manifest (status `ready`).
+    pub fn publish_dataset_version(&self, v: &DatasetVersion) -> Result<()> {
+        let updated = self.conn.execute(
+            "UPDATE dataset_versions SET status = 'ready', rows = ?2, train_rows = ?3,
+                    test_rows = ?4, split_timestamp = ?5, max_interaction_id = ?6,
+                    fingerprint = ?7, manifest_key = ?8, manifest = ?9
+             WHERE version = ?1 AND status = 'building'",
+            params![
+                v.version,
+                v.rows,
+                v.train_rows,
+                v.test_rows,
+                v.split_timestamp,
+                v.max_interaction_id,
+                v.fingerprint,
+                v.manifest_key,
+                v.manifest
+            ],
+        )?;
+        if updated == 0 {
+            return Err(Error::Conflict(format!(
+                "dataset version {} was not reserved by this build",
+                v.version
+            )));
+        }
+        Ok(())
+    }
+
+    /// Drops a reservation whose build failed, so the number can be used again.
+    pub fn abandon_dataset_version(&self, version: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM dataset_versions WHERE version = ?1 AND status = 'building'",
+            [version],
+        )?;
+        Ok(())
+    }
+}
+
+/// A text column, borrowed.
+fn text<'a>(r: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
+    r.get_ref(i)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const VERSION_SELECT: &str = "SELECT version, major, minor, kind, parent, status, created_at, rows,
+        train_rows, test_rows, split_timestamp, max_interaction_id, fingerprint, manifest_key,
+        manifest
+    FROM dataset_versions";
+
+fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DatasetVersion> {
+    Ok(DatasetVersion {
+        version: r.get(0)?,
+        major: r.get(1)?,
+        minor: r.get(2)?,
+        kind: r.get(3)?,
+        parent: r.get(4)?,
+        status: r.get(5)?,
+        created_at: r.get(6)?,
+        rows: r.get(7)?,
+        train_rows: r.get(8)?,
+        test_rows: r.get(9)?,
+        split_timestamp: r.get(10)?,
+        max_interaction_id: r.get(11)?,
+        fingerprint: r.get(12)?,
+        manifest_key: r.get(13)?,
+        manifest: r.get(14)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Interaction, InteractionKey, OriginRows, ReconcileScope, ShopOrder, Source};
+
+    fn purchase(user: &str, item: &str, ts: i64, origin: &str) -> Interaction {
+        Interaction {
+            key: InteractionKey {
+                user_id: user.into(),
+                item_id: item.into(),
+                timestamp: ts,
+                interaction_type: "purchase".into(),
+            },
+            rating: 5.0,
+            source: Source::ExistingData,
+            synthetic: false,
+            quantity: 1,
+            origin: Some(origin.into()),
+        }
+    }
+
+    fn order(id: &str, status: &str) -> ShopOrder {
+        ShopOrder {
+            order_id: id.into(),
+            email: Some("a@b.c".into()),
+            customer_id: None,
+            financial_status: status.into(),
+            created_at: 1,
+            line_items_raw: "[]".into(),
+            lines: vec![],
+            attributes: None,
+            source: "import".into(),
+        }
+    }
+
+    #[test]
+    fn refunded_cancelled_and_voided_orders_are_left_out_partial_refunds_stay() {
+        let mut store = Store::open_in_memory().unwrap();
+        let statuses = [
+            ("1", "paid"),
+            ("2", "refunded"),
+            ("3", "cancelled"),
+            ("4", "voided"),
+            ("5", "partially_refunded"),
+            ("6", "Refunded"),
+        ];
+        store
+            .upsert_orders(&statuses.map(|(id, s)| order(id, s)))
+            .unwrap();
+        let batches: Vec<OriginRows> = statuses
+            .iter()
+            .map(|(id, _)| OriginRows {
+                origin: format!("order:{id}"),
+                rows: vec![purchase("u", &format!("p{id}"), 10, &format!("order:{id}"))],
+            })
+            .collect();
+        store
+            .reconcile_origins(&batches, ReconcileScope::All)
+            .unwrap();
+        // A row whose origin names no order, and an imported one without origin.
+        let mut orphan = purchase("u", "p9", 11, "order:999");
+        store.insert_interactions(&[orphan.clone()]).unwrap();
+        orphan.origin = None;
+        orphan.key.item_id = "p10".into();
+        store.insert_interactions(&[orphan]).unwrap();
+
+        let mut items = Vec::new();
+        let stats = store
+            .scan_training_rows(ScanFilter::default(), |r| items.push(r.item_id.to_owned()))
+            .unwrap();
+        assert_eq!(items, ["p1", "p5", "p9", "p10"]);
+        assert_eq!(stats.excluded_refunded, 4);
+        assert_eq!(stats.rows, 4);
+        assert_eq!(stats.max_id, store.max_interaction_id().unwrap());
+
+        let mut later = Vec::new();
+        store
+            .scan_training_rows(
+                ScanFilter {
+                    after_id: Some(stats.max_id - 1),
+                },
+                |r| later.push(r.item_id.to_owned()),
+            )
+            .unwrap();
+        assert_eq!(later, ["p10"]);
+    }
+
+    #[test]
+    fn a_version_is_reserved_once_then_published() {
+        let store = Store::open_in_memory().unwrap();
+        let mut v = DatasetVersion {
+            version: "v1.0".into(),
+            major: 1,
+            minor: 0,
+            kind: "full".into(),
+            parent: None,
+            status: "building".into(),
+            created_at: 5,
+            rows: 0,
+            train_rows: 0,
+            test_rows: 0,
+            split_timestamp: None,
+            max_interaction_id: 0,
+            fingerprint: None,
+            manifest_key: None,
+            manifest: None,
+        };
+        store.reserve_dataset_version(&v).unwrap();
+        assert!(matches!(
+            store.reserve_dataset_version(&v),
+            Err(Error::Conflict(_))
+        ));
+        assert_eq!(store.latest_ready_dataset_version().unwrap(), None);
+        v.rows = 10;
+        v.manifest_key = Some("datasets/v1.0/manifest.json".into());
+        store.publish_dataset_version(&v).unwrap();
+        let got = store.latest_ready_dataset_version().unwrap().unwrap();
+        assert_eq!((got.rows, got.status.as_str()), (10, "ready"));
+        assert!(store.publish_dataset_version(&v).is_err());
+        store.abandon_dataset_version("v1.0").unwrap();
+        assert_eq!(store.dataset_versions().unwrap().len(), 1, "ready stays");
+    }
+}

@@ -1,0 +1,309 @@
+//! Deleting data: retention by age, and one customer's data on request (GDPR).
+//!
+//! Both run in one transaction: either everything named is gone, or nothing is.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{params, Transaction};
+
+use crate::{Result, Store};
+
+/// Rows deleted by table.
+pub type RetentionCounts = BTreeMap<String, u64>;
+
+/// Who to forget: what the request named. The store widens it to every id the
+/// mirror links to it (an account's email, an order's customer id, the sessions
+/// and devices of the customer's events).
+#[derive(Debug, Clone, Default)]
+pub struct ForgetTarget {
+    /// Emails (any case and spacing).
+    pub emails: Vec<String>,
+    /// The shop's ids, session or device ids, training user ids.
+    pub ids: Vec<String>,
+}
+
+impl Store {
+    /// Deletes training interactions older than `cutoff` (Unix seconds) and
+    /// behaviour events that happened before it.
+    pub fn delete_older_than(&mut self, cutoff: i64) -> Result<RetentionCounts> {
+        let tx = self.conn.transaction()?;
+        let mut counts = RetentionCounts::new();
+        counts.insert(
+            "training_interactions".into(),
+            tx.execute(
+                "DELETE FROM training_interactions WHERE timestamp < ?1",
+                [cutoff],
+            )? as u64,
+        );
+        counts.insert(
+            "behavior_events".into(),
+            tx.execute(
+                "DELETE FROM behavior_events WHERE timestamp_ms < ?1",
+                [cutoff.saturating_mul(1000)],
+            )? as u64,
+        );
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// Deletes everything that belongs to `target`: mirror orders (with their
+    /// items) and accounts, behaviour events (with the sessions and devices they
+    /// link to the customer) and training interactions. `training_id` turns a
+    /// normalised email into its training user id (the keyed hash).
+    pub fn forget(
+        &mut self,
+        target: &ForgetTarget,
+        training_id: &dyn Fn(&str) -> String,
+    ) -> Result<RetentionCounts> {
+        let tx = self.conn.transaction()?;
+        let mut emails: BTreeSet<String> = target.emails.iter().map(|e| normalize(e)).collect();
+        let mut ids: BTreeSet<String> = target.ids.iter().map(|i| i.trim().to_owned()).collect();
+        ids.retain(|i| !i.is_empty());
+        let mut orders = BTreeSet::new();
+
+        // Widen through the mirror until nothing new is found.
+        loop {
+            let before = (emails.len(), ids.len(), orders.len());
+            for (order_id, email, customer) in
+                query3(&tx, "SELECT order_id, email, customer_id FROM shop_orders")?
+            {
+                let email = email.map(|e| normalize(&e));
+                let linked = email.as_ref().is_some_and(|e| emails.contains(e))
+                    || customer.as_ref().is_some_and(|c| ids.contains(c));
+                if linked {
+                    orders.insert(order_id);
+                    emails.extend(email);
+                    ids.extend(customer);
+                }
+            }
+            for (id, email, _) in query3(&tx, "SELECT id, email, NULL FROM shop_accounts")? {
+                let email = email.map(|e| normalize(&e));
+                if ids.contains(&id) || email.as_ref().is_some_and(|e| emails.contains(e)) {
+                    ids.insert(id);
+                    emails.extend(email);
+                }
+            }
+            if before == (emails.len(), ids.len(), orders.len()) {
+                break;
+            }
+        }
+        emails.retain(|e| !e.is_empty());
+
+        // Every id the customer's rows can carry.
+        let mut people: BTreeSet<String> = ids.clone();
+        people.extend(emails.iter().map(|e| training_id(e)));
+        people.extend(emails.iter().cloned());
+        // Sessions and devices seen with the customer's user id are theirs too
+        // (the anonymous browsing before they logged in).
+        let mut linked = BTreeSet::new();
+        {
+            let mut stmt =
+                tx.prepare("SELECT session_id, device_id FROM behavior_events WHERE user_id = ?1")?;
+            for who in &people {
+                let mut rows = stmt.query([who])?;
+                while let Some(r) = rows.next()? {
+                    linked.extend(r.get::<_, Option<String>>(0)?);
+                    linked.extend(r.get::<_, Option<String>>(1)?);
+                }
+            }
+        }
+        people.extend(linked);
+
+        let mut counts = RetentionCounts::new();
+        let mut add =
+            |table: &str, n: usize| *counts.entry(table.to_owned()).or_default() += n as u64;
+        {
+            let mut events = tx.prepare(
+                "DELETE FROM behavior_events
+                 WHERE user_id = ?1 OR session_id = ?1 OR device_id = ?1",
+            )?;
+            let mut interactions =
+                tx.prepare("DELETE FROM training_interactions WHERE user_id = ?1")?;
+            for who in &people {
+                add("behavior_events", events.execute([who])?);
+                add("training_interactions", interactions.execute([who])?);
+            }
+            let mut derived = tx.prepare("DELETE FROM training_interactions WHERE origin = ?1")?;
+            let mut items = tx.prepare("DELETE FROM shop_order_items WHERE order_id = ?1")?;
+            let mut order = tx.prepare("DELETE FROM shop_orders WHERE order_id = ?1")?;
+            for id in &orders {
+                add(
+                    "training_interactions",
+                    derived.execute([format!("order:{id}")])?,
+                );
+                add("shop_order_items", items.execute([id])?);
+                add("shop_orders", order.execute([id])?);
+            }
+            let mut accounts = tx.prepare("DELETE FROM shop_accounts WHERE id = ?1")?;
+            for id in &ids {
+                add("shop_accounts", accounts.execute([id])?);
+            }
+        }
+        for table in [
+            "training_interactions",
+            "behavior_events",
+            "shop_orders",
+            "shop_order_items",
+            "shop_accounts",
+        ] {
+            counts.entry(table.to_owned()).or_default();
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+}
+
+fn normalize(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+type Triple = (String, Option<String>, Option<String>);
+
+fn query3(tx: &Transaction<'_>, sql: &str) -> Result<Vec<Triple>> {
+    let mut stmt = tx.prepare(sql)?;
+    let rows = stmt
+        .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Account, BehaviorEvent, Interaction, InteractionKey, ShopOrder, Source};
+
+    fn interaction(user: &str, ts: i64, origin: Option<&str>) -> Interaction {
+        Interaction {
+            key: InteractionKey {
+                user_id: user.into(),
+                item_id: "p".into(),
+                timestamp: ts,
+                interaction_type: "view".into(),
+            },
+            rating: 1.0,
+            source: Source::Realtime,
+            synthetic: false,
+            quantity: 1,
+            origin: origin.map(Into::into),
+        }
+    }
+
+    fn event(id: &str, user: Option<&str>, session: &str, ts_ms: i64) -> BehaviorEvent {
+        BehaviorEvent {
+            event_id: id.into(),
+            event_type: "product_view".into(),
+            product_id: "p".into(),
+            user_id: user.map(Into::into),
+            session_id: Some(session.into()),
+            device_id: None,
+            timestamp_ms: ts_ms,
+            request_id: None,
+            properties: None,
+        }
+    }
+
+    #[test]
+    fn retention_deletes_by_age_only() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .insert_interactions(&[interaction("a", 100, None), interaction("a", 200, None)])
+            .unwrap();
+        store
+            .insert_events(&[
+                event("e1", None, "s", 99_999),
+                event("e2", None, "s", 200_000),
+            ])
+            .unwrap();
+        let c = store.delete_older_than(150).unwrap();
+        assert_eq!(c["training_interactions"], 1);
+        assert_eq!(c["behavior_events"], 1);
+        assert_eq!(store.table_counts().unwrap()["training_interactions"], 1);
+    }
+
+    #[test]
+    fn forgetting_an_email_reaches_accounts_orders_events_sessions_and_hashes() {
+        let mut store = Store::open_in_memory().unwrap();
+        let hash = |e: &str| format!("h({e})");
+        store
+            .upsert_accounts(&[
+                Account {
+                    id: "42".into(),
+                    email: Some("Ana@X.com".into()),
+                    created_at: None,
+                    attributes: None,
+                },
+                Account {
+                    id: "43".into(),
+                    email: Some("ben@x.com".into()),
+                    created_at: None,
+                    attributes: None,
+                },
+            ])
+            .unwrap();
+        store
+            .upsert_orders(&[ShopOrder {
+                order_id: "o1".into(),
+                email: Some(" ana@x.com".into()),
+                customer_id: None,
+                financial_status: "paid".into(),
+                created_at: 1,
+                line_items_raw: "[]".into(),
+                lines: vec![crate::OrderLine {
+                    product_id: "p".into(),
+                    variant_id: None,
+                    quantity: 1,
+                    price: None,
+                    title: None,
+                }],
+                attributes: None,
+                source: "import".into(),
+            }])
+            .unwrap();
+        store
+            .insert_interactions(&[
+                interaction("h(ana@x.com)", 1, Some("order:o1")),
+                interaction("42", 2, None),
+                interaction("s-ana", 3, None),
+                interaction("h(ben@x.com)", 4, None),
+                interaction("s-other", 5, None),
+            ])
+            .unwrap();
+        store
+            .insert_events(&[
+                event("e1", Some("42"), "s-ana", 1),
+                event("e2", None, "s-ana", 2),
+                event("e3", None, "s-other", 3),
+            ])
+            .unwrap();
+
+        let c = store
+            .forget(
+                &ForgetTarget {
+                    emails: vec!["ANA@x.com ".into()],
+                    ids: vec![],
+                },
+                &hash,
+            )
+            .unwrap();
+        assert_eq!(c["training_interactions"], 3);
+        assert_eq!(c["behavior_events"], 2);
+        assert_eq!(c["shop_orders"], 1);
+        assert_eq!(c["shop_order_items"], 1);
+        assert_eq!(c["shop_accounts"], 1);
+        let left = store.table_counts().unwrap();
+        assert_eq!(left["training_interactions"], 2);
+        assert_eq!(left["behavior_events"], 1);
+        assert_eq!(left["shop_accounts"], 1);
+
+        let again = store
+            .forget(
+                &ForgetTarget {
+                    emails: vec!["ana@x.com".into()],
+                    ids: vec![],
+                },
+                &hash,
+            )
+            .unwrap();
+        assert!(again.values().all(|&n| n == 0), "{again:?}");
+    }
+}

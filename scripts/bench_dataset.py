@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Benchmark: `manirec dataset build` against the design's pandas notebook.
+
+What it measures. One run, one machine, the same rows for both:
+  1. generates N interactions (default 5,000,000) with planted exact duplicates
+     (3 %) and near duplicates (same user and item a few seconds to minutes
+     later, 7 %), imports them into a fresh manirec store (setup, not timed in
+     the comparison), and exports them back as the seed's CSV, so that pandas
+     reads exactly the rows the store holds;
+  2. times `manirec dataset build` (read the SQLite store, 5-minute dedup keeping
+     the latest, sort, 80/20 split, write train/test Parquet + manifest), as a
+     separate process: wall time and peak resident memory (ru_maxrss);
+  3. times the design's pandas code (ORIGIN.md §4, plan A) on the exported CSV,
+     as a separate process: read_csv, to_datetime(unit='s').dt.floor('5min'),
+     drop_duplicates(subset=[user_id, item_id, time_window], keep='last'),
+     sort_values('timestamp'), 80/20 split, write train/test Parquet;
+  4. checks that both kept the same number of rows, prints the ratio.
+
+Usage: scripts/bench-dataset [ROWS]   (builds manirec in release mode first)
+Needs: python3 with numpy, pandas, pyarrow.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+PANDAS = r'''
+import sys, pandas as pd
+src, out = sys.argv[1], sys.argv[2]
+all_data = pd.read_csv(src)
+all_data['time_window'] = pd.to_datetime(all_data['timestamp'], unit='s').dt.floor('5min')
+all_data = all_data.drop_duplicates(subset=['user_id', 'item_id', 'time_window'], keep='last')
+all_data = all_data.sort_values('timestamp')
+split_idx = int(len(all_data) * 0.8)
+train_data = all_data[:split_idx]
+test_data = all_data[split_idx:]
+train_data.drop(columns=['time_window']).to_parquet(out + '/train.parquet', index=False)
+test_data.drop(columns=['time_window']).to_parquet(out + '/test.parquet', index=False)
+print(f"Total: {len(all_data)}, Train: {len(train_data)}, Test: {len(test_data)}")
+'''
+
+
+def run(cmd, env=None):
+    """Runs cmd as its own process; returns (seconds, peak RSS MiB, stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        sys.exit(f"{' '.join(cmd)} failed: {err.decode()}")
+    return seconds, usage.ru_maxrss / 1024, out.decode()
+
+
+def generate(path, n, seed=7):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = int(n * 0.90)
+    users = rng.zipf(1.3, base) % 300_000
+    items = rng.zipf(1.2, base) % 60_000
+    start = 1_700_000_000
+    ts = start + rng.integers(0, 365 * 86_400, base)
+    kinds = np.array(["product_view", "product_click", "add_to_cart", "purchase", "view"])
+    weights = np.array([1.0, 2.0, 4.0, 5.0, 3.0])
+    k = rng.choice(len(kinds), base, p=[0.6, 0.2, 0.1, 0.05, 0.05])
+    synthetic = (k == 4) & (rng.random(base) < 0.9)
+    # Near duplicates: the same user and item 1..600 s later (often, not always,
+    # in the same 5-minute window), possibly another type.
+    near = rng.choice(base, int(n * 0.07), replace=False)
+    # Exact duplicates: the same line again.
+    exact = rng.choice(base, n - base - len(near), replace=False)
+    idx = np.concatenate([np.arange(base), near, exact])
+    shift = np.concatenate([
+        np.zeros(base, dtype=np.int64),
+        rng.integers(1, 600, len(near)),
+        np.zeros(len(exact), dtype=np.int64),
+    ])
+    ktype = np.concatenate([k, rng.choice(len(kinds), len(near)), k[exact]])
+    order = rng.permutation(len(idx))
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "user_id": pd.Series(users[idx]).map(lambda u: f"u_{u:032x}")[order],
+        "item_id": pd.Series(items[idx]).map(lambda i: f"p{i:06d}")[order],
+        "rating": weights[ktype][order],
+        "timestamp": (ts[idx] + shift)[order],
+        "interaction_type": kinds[ktype][order],
+        "synthetic": np.concatenate([synthetic, synthetic[near], synthetic[exact]])[order].astype(int),
+    })
+    frame.to_csv(path, index=False)
+    return len(frame)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--manirec", default="target/release/manirec")
+    ap.add_argument("--work", default=None)
+    args = ap.parse_args()
+    work = args.work or tempfile.mkdtemp(prefix="manirec-bench-")
+    data = os.path.join(work, "data")
+    env = dict(os.environ, MANIREC_USER_KEY="00" * 32)
+    env.pop("MANIREC_OBJECT_STORE", None)
+    env.pop("MANIREC_DATABASE_URL", None)
+    manirec = [args.manirec, "--data-dir", data, "--json"]
+
+    gen = os.path.join(work, "generated.csv")
+    if not os.path.exists(os.path.join(data, "manirec.db")):
+        if not os.path.exists(gen):
+            t = time.perf_counter()
+            rows = generate(gen, args.rows)
+            print(f"generated {rows:,} rows in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        secs, _, out = run(manirec + ["import", "--interactions", gen, "--source", "realtime"], env)
+        imp = json.loads(out)
+        print(f"imported: {imp['inserted']:,} stored, {imp['duplicates']:,} exact duplicates "
+              f"({secs:.1f} s, setup)", file=sys.stderr)
+    _, _, out = run(manirec + ["export", "--format", "csv"], env)
+    exported = json.loads(out)
+    csv_path = os.path.join(data, "objects", exported["key"])
+    print(f"exported {exported['rows']:,} rows to {csv_path}", file=sys.stderr)
+
+    rust_s, rust_mb, out = run(manirec + ["dataset", "build", "--full"], env)
+    build = json.loads(out)
+    pandas_out = os.path.join(work, "pandas")
+    os.makedirs(pandas_out, exist_ok=True)
+    pandas_s, pandas_mb, pout = run([sys.executable, "-c", PANDAS, csv_path, pandas_out])
+    total = int(pout.split("Total: ")[1].split(",")[0])
+
+    result = {
+        "rows_in": exported["rows"],
+        "rows_after_dedup": {"manirec": build["rows"], "pandas": total},
+        "manirec": {"seconds": round(rust_s, 2), "peak_rss_mib": round(rust_mb),
+                    "steps_ms": build["timings_ms"]},
+        "pandas": {"seconds": round(pandas_s, 2), "peak_rss_mib": round(pandas_mb)},
+        "speedup": round(pandas_s / rust_s, 1),
+        "memory_ratio": round(pandas_mb / rust_mb, 1),
+        "cpus": os.cpu_count(),
+        "versions": {"pandas": __import__("pandas").__version__,
+                     "pyarrow": __import__("pyarrow").__version__},
+    }
+    print(json.dumps(result, indent=2))
+    if build["rows"] != total:
+        sys.exit("manirec and pandas kept a different number of rows")
+
+
+main()
