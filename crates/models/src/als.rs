@@ -350,30 +350,106 @@ unsafe fn axpy_fma(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// One half-iteration: every row of `c` (values are c − 1) re-solved into `x`
-/// against the fixed `y`.
+/// against the fixed `y`. Common factor counts get a build where the length is a
+/// constant, so the compiler unrolls the kernels and keeps vectors in registers.
 fn half_step(c: &Csr, x: &mut [f32], y: &[f32], f: usize, config: &AlsConfig) {
     let mut a = gram(y, f);
     for d in 0..f {
         a[d * f + d] += config.regularization;
     }
     let fma = has_fma();
-    x.par_chunks_mut(f)
-        .enumerate()
-        .with_min_len(64)
-        .for_each_init(
-            || vec![0f32; 3 * f],
-            |scratch, (u, xu)| {
-                let (idx, val) = c.row(u);
-                if fma {
-                    // SAFETY: AVX2 and FMA are present (checked).
-                    unsafe { cg_row_fma(&a, idx, val, y, xu, scratch, config.cg_steps) }
-                } else {
-                    cg_row::<false>(&a, idx, val, y, xu, scratch, config.cg_steps)
-                }
-            },
-        );
+    let steps = config.cg_steps;
+    macro_rules! fixed {
+        ($n:literal) => {
+            x.par_chunks_mut(f)
+                .enumerate()
+                .with_min_len(64)
+                .for_each(|(u, xu)| {
+                    let (idx, val) = c.row(u);
+                    solve_fixed::<$n>(fma, &a, idx, val, y, xu, steps)
+                })
+        };
+    }
+    match f {
+        16 => fixed!(16),
+        32 => fixed!(32),
+        64 => fixed!(64),
+        128 => fixed!(128),
+        _ => x
+            .par_chunks_mut(f)
+            .enumerate()
+            .with_min_len(64)
+            .for_each_init(
+                || vec![0f32; 3 * f],
+                |scratch, (u, xu)| {
+                    let (idx, val) = c.row(u);
+                    let (r, rest) = scratch.split_at_mut(f);
+                    let (p, ap) = rest.split_at_mut(f);
+                    if fma {
+                        // SAFETY: AVX2 and FMA are present (checked).
+                        unsafe { cg_row_fma(&a, idx, val, y, xu, r, p, ap, steps) }
+                    } else {
+                        cg_row::<false>(&a, idx, val, y, xu, r, p, ap, steps)
+                    }
+                },
+            ),
+    }
 }
 
+/// One row with `F` factors known at compile time.
+#[inline(always)]
+fn solve_fixed<const F: usize>(
+    fma: bool,
+    a: &[f32],
+    idx: &[u32],
+    val: &[f32],
+    y: &[f32],
+    xu: &mut [f32],
+    steps: usize,
+) {
+    let (mut r, mut p, mut ap) = ([0f32; F], [0f32; F], [0f32; F]);
+    let x: &mut [f32; F] = xu.try_into().expect("row of F factors");
+    if fma {
+        // SAFETY: AVX2 and FMA are present (checked by the caller).
+        unsafe { cg_fixed_fma::<F>(a, idx, val, y, x, &mut r, &mut p, &mut ap, steps) }
+    } else {
+        cg_row::<false>(a, idx, val, y, x, &mut r, &mut p, &mut ap, steps)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn cg_fixed_fma<const F: usize>(
+    a: &[f32],
+    idx: &[u32],
+    val: &[f32],
+    y: &[f32],
+    x: &mut [f32; F],
+    r: &mut [f32; F],
+    p: &mut [f32; F],
+    ap: &mut [f32; F],
+    steps: usize,
+) {
+    cg_row::<true>(a, idx, val, y, x, r, p, ap, steps)
+}
+#[allow(clippy::too_many_arguments)]
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn cg_fixed_fma<const F: usize>(
+    a: &[f32],
+    idx: &[u32],
+    val: &[f32],
+    y: &[f32],
+    x: &mut [f32; F],
+    r: &mut [f32; F],
+    p: &mut [f32; F],
+    ap: &mut [f32; F],
+    steps: usize,
+) {
+    cg_row::<false>(a, idx, val, y, x, r, p, ap, steps)
+}
+
+#[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn cg_row_fma(
@@ -382,11 +458,14 @@ unsafe fn cg_row_fma(
     val: &[f32],
     y: &[f32],
     x: &mut [f32],
-    s: &mut [f32],
+    r: &mut [f32],
+    p: &mut [f32],
+    ap: &mut [f32],
     steps: usize,
 ) {
-    cg_row::<true>(a, idx, val, y, x, s, steps)
+    cg_row::<true>(a, idx, val, y, x, r, p, ap, steps)
 }
+#[allow(clippy::too_many_arguments)]
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn cg_row_fma(
     a: &[f32],
@@ -394,14 +473,17 @@ unsafe fn cg_row_fma(
     val: &[f32],
     y: &[f32],
     x: &mut [f32],
-    s: &mut [f32],
+    r: &mut [f32],
+    p: &mut [f32],
+    ap: &mut [f32],
     steps: usize,
 ) {
-    cg_row::<false>(a, idx, val, y, x, s, steps)
+    cg_row::<false>(a, idx, val, y, x, r, p, ap, steps)
 }
 
 /// Conjugate gradient on (A + Σ (c−1) y yᵀ) x = Σ c y, from the current `x`,
 /// where `A` = YᵀY + λI and `cm1` holds c − 1 per nonzero.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn cg_row<const FMA: bool>(
     a: &[f32],
@@ -409,12 +491,12 @@ fn cg_row<const FMA: bool>(
     cm1: &[f32],
     y: &[f32],
     x: &mut [f32],
-    scratch: &mut [f32],
+    r: &mut [f32],
+    p: &mut [f32],
+    ap: &mut [f32],
     steps: usize,
 ) {
     let f = x.len();
-    let (r, rest) = scratch.split_at_mut(f);
-    let (p, ap) = rest.split_at_mut(f);
     // r = b − A x = −A x + Σ (c − (c−1) yᵀx) y
     symv::<FMA>(a, x, r);
     for v in r.iter_mut() {

@@ -50,12 +50,14 @@ pub(crate) fn axpy<const FMA: bool>(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `out = m * v` for a row-major square `m` of side `v.len()`.
+/// `out = m * v` for a symmetric row-major `m` of side `v.len()`, as a sum of
+/// scaled rows: no horizontal reductions, and `out` can stay in registers.
 #[inline(always)]
 pub(crate) fn symv<const FMA: bool>(m: &[f32], v: &[f32], out: &mut [f32]) {
     let f = v.len();
-    for (o, row) in out.iter_mut().zip(m.chunks_exact(f)) {
-        *o = dot::<FMA>(row, v);
+    out.fill(0.0);
+    for (vr, row) in v.iter().zip(m.chunks_exact(f)) {
+        axpy::<FMA>(*vr, row, out);
     }
 }
 
