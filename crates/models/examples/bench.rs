@@ -110,10 +110,13 @@ fn specs(split: &Split) -> Vec<(String, ModelSpec)> {
         let r = tune(&split.train, &ModelSpec::new(kind), &TuneOptions::default()).unwrap();
         let label = match kind {
             ModelKind::Als => format!(
-                "als tuned (reg {}, alpha {})",
-                r.best.als.regularization, r.best.als.alpha
+                "als tuned (reg {}, alpha {}, half-life {:?} d)",
+                r.best.als.regularization, r.best.als.alpha, r.best.signal.half_life_days
             ),
-            _ => format!("ease tuned (lambda {})", r.best.ease.lambda),
+            _ => format!(
+                "ease tuned (lambda {}, half-life {:?} d)",
+                r.best.ease.lambda, r.best.signal.half_life_days
+            ),
         };
         eprintln!(
             "tune {kind}: {} trials in {:.1}s, validation ndcg@10 {:.4}",
@@ -338,6 +341,29 @@ fn sweep(a: &Args) {
                     spec.als.alpha = alpha;
                     run(format!("als reg={reg} alpha={alpha}"), &spec);
                 }
+            }
+        }
+        if only.is_empty() || only == "signal" {
+            for hl in [None, Some(30.0), Some(90.0), Some(365.0)] {
+                for (kind, p) in [
+                    (ModelKind::Ease, 3000.0f32),
+                    (ModelKind::Als, 40.0),
+                    (ModelKind::Als, 100.0),
+                ] {
+                    let mut spec = ModelSpec::new(kind);
+                    spec.signal.half_life_days = hl;
+                    spec.ease.lambda = p;
+                    spec.als.regularization = p;
+                    spec.als.alpha = 1.0;
+                    run(format!("{kind} {p} half_life={hl:?}"), &spec);
+                }
+            }
+            for factors in [32usize, 128] {
+                let mut spec = ModelSpec::new(ModelKind::Als);
+                spec.als.factors = factors;
+                spec.als.regularization = 40.0;
+                spec.als.alpha = 1.0;
+                run(format!("als factors={factors} reg 40 alpha 1"), &spec);
             }
         }
         if only.is_empty() || only == "popular" {
