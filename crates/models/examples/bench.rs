@@ -1,0 +1,617 @@
+//! Benchmarks of manirec's models (not tests: they read public data sets by path).
+//!
+//! What it measures:
+//! - `quality`: MovieLens 100K (`u.data`) and latest-small (`ratings.csv`), split
+//!   by the contract's rules (5-minute dedup, time order, 80/20), every model
+//!   (popular, ALS, EASE) under both protocols (`warm`, `session`): the seven
+//!   metrics with 95 % bootstrap intervals over users, beside popularity, and
+//!   training time. `--dump DIR` writes each model's ranked lists and the split
+//!   (for `scripts/recompute_metrics.py` and `scripts/anchors.py`).
+//! - `sweep`: hyper-parameter curves on those data sets (warm NDCG@10).
+//! - `scale`: ALS on a generated 5-million-interaction set (64 factors, 15
+//!   iterations, 2 threads): wall time and warm quality, next to the `implicit`
+//!   library run by `scripts/anchors.py` in the same process tree, and warm start
+//!   vs full retrain.
+//!
+//! The data sets' licence forbids redistribution: they are read from
+//! `/work/shared/data` (or `--data DIR`) and never copied into the repository.
+//! Run with `cargo run --release -p manirec-models --example bench -- quality`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use manirec_models::evaluate::{
+    cases, evaluate, score_ranked, write_dump, EvalOptions, Protocol, RankedList, Report, Scores,
+    METRIC_KEYS,
+};
+use manirec_models::tune::{tune, TuneOptions};
+use manirec_models::{
+    temporal_split, train, Als, Interaction, Interactions, Model, ModelKind, ModelSpec, Split,
+};
+
+fn read_ml100k(path: &Path) -> Vec<Interaction> {
+    let f = BufReader::new(File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    f.lines()
+        .map(|l| {
+            let l = l.unwrap();
+            let p: Vec<&str> = l.split('\t').collect();
+            Interaction::rating(p[0], p[1], p[2].parse().unwrap(), p[3].parse().unwrap())
+        })
+        .collect()
+}
+
+fn read_latest(path: &Path) -> Vec<Interaction> {
+    let f = BufReader::new(File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    f.lines()
+        .skip(1)
+        .map(|l| {
+            let l = l.unwrap();
+            let p: Vec<&str> = l.split(',').collect();
+            Interaction::rating(p[0], p[1], p[2].parse().unwrap(), p[3].parse().unwrap())
+        })
+        .collect()
+}
+
+struct Args {
+    cmd: String,
+    data: PathBuf,
+    dump: Option<PathBuf>,
+    rest: HashMap<String, String>,
+}
+
+fn args() -> Args {
+    let mut it = std::env::args().skip(1);
+    let cmd = it.next().unwrap_or_else(|| "quality".into());
+    let mut a = Args {
+        cmd,
+        data: PathBuf::from("/work/shared/data"),
+        dump: None,
+        rest: HashMap::new(),
+    };
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_default();
+        match k.as_str() {
+            "--data" => a.data = v.into(),
+            "--dump" => a.dump = Some(v.into()),
+            _ => {
+                a.rest.insert(k.trim_start_matches("--").to_string(), v);
+            }
+        }
+    }
+    a
+}
+
+fn datasets(a: &Args) -> Vec<(&'static str, Split)> {
+    let mut out = Vec::new();
+    let ml = a.data.join("ml-100k/u.data");
+    if ml.exists() {
+        out.push(("ml-100k", temporal_split(read_ml100k(&ml), 0.8)));
+    }
+    let ls = a.data.join("ml-latest-small/ratings.csv");
+    if ls.exists() {
+        out.push(("ml-latest-small", temporal_split(read_latest(&ls), 0.8)));
+    }
+    out
+}
+
+/// The settings this benchmark reports: each kind's defaults, then what `tune`
+/// finds on a validation split cut from train (so no test row leaks into a choice).
+fn specs(split: &Split) -> Vec<(String, ModelSpec)> {
+    let mut out = vec![
+        ("popular".to_string(), ModelSpec::new(ModelKind::Popular)),
+        ("als".to_string(), ModelSpec::new(ModelKind::Als)),
+        ("ease".to_string(), ModelSpec::new(ModelKind::Ease)),
+    ];
+    for kind in [ModelKind::Als, ModelKind::Ease] {
+        let t = Instant::now();
+        let r = tune(&split.train, &ModelSpec::new(kind), &TuneOptions::default()).unwrap();
+        let label = match kind {
+            ModelKind::Als => format!(
+                "als tuned (reg {}, alpha {}, half-life {:?} d)",
+                r.best.als.regularization, r.best.als.alpha, r.best.signal.half_life_days
+            ),
+            _ => format!(
+                "ease tuned (lambda {}, half-life {:?} d)",
+                r.best.ease.lambda, r.best.signal.half_life_days
+            ),
+        };
+        eprintln!(
+            "tune {kind}: {} trials in {:.1}s, validation ndcg@10 {:.4}",
+            r.trials.len(),
+            t.elapsed().as_secs_f64(),
+            r.best_ndcg10
+        );
+        out.push((label, r.best));
+    }
+    out
+}
+
+fn fmt_metric(r: &Report, key: &str) -> String {
+    let m = r.metrics[key];
+    let ci = r.metrics_ci[key];
+    format!("{m:.4} [{:.4}, {:.4}]", ci[0], ci[1])
+}
+
+fn print_report(dataset: &str, label: &str, secs: f64, r: &Report) {
+    let mut line = format!(
+        "| {dataset} | {:?} | {label} | {} | {secs:.2} |",
+        r.protocol, r.users_evaluated
+    );
+    for k in METRIC_KEYS {
+        line.push_str(&format!(" {} |", fmt_metric(r, k)));
+    }
+    line.push_str(&format!(
+        " [{:.4}, {:.4}] |",
+        r.ndcg10_lift_ci[0], r.ndcg10_lift_ci[1]
+    ));
+    println!("{line}");
+}
+
+fn header() {
+    let mut h = "| data | protocol | model | users | train s |".to_string();
+    for k in METRIC_KEYS {
+        h.push_str(&format!(" {k} |"));
+    }
+    h.push_str(" ndcg@10 lift vs popular |");
+    println!("{h}");
+    println!("|{}", "---|".repeat(6 + METRIC_KEYS.len()));
+}
+
+fn write_split(dir: &Path, name: &str, split: &Split) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (part, rows) in [("train", &split.train), ("test", &split.test)] {
+        let mut w = BufWriter::new(File::create(dir.join(format!("{name}.{part}.tsv"))).unwrap());
+        for r in rows {
+            writeln!(
+                w,
+                "{}\t{}\t{}\t{}",
+                r.user_id, r.item_id, r.weight, r.timestamp
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Runs `scripts/anchors.py` (with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset), returns
+/// its JSON summary and ranked lists.
+fn run_anchor(script: &Path, args: &[String]) -> (serde_json::Value, Vec<RankedList>) {
+    let out_idx = args.iter().position(|x| x == "--out").expect("--out") + 1;
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .env_remove("OPENBLAS_CORETYPE")
+        .env_remove("OPENBLAS_L2_SIZE")
+        .output()
+        .expect("python3 runs");
+    if !out.status.success() {
+        panic!("anchor failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("anchor prints JSON");
+    let lists = BufReader::new(File::open(&args[out_idx]).unwrap())
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    (info, lists)
+}
+
+fn print_scores(dataset: &str, label: &str, users: usize, secs: f64, s: &Scores) {
+    let mut line = format!("| {dataset} | Warm | {label} | {users} | {secs:.2} |");
+    for k in METRIC_KEYS {
+        line.push_str(&format!(
+            " {:.4} [{:.4}, {:.4}] |",
+            s.metrics[k], s.metrics_ci[k][0], s.metrics_ci[k][1]
+        ));
+    }
+    line.push_str(" |");
+    println!("{line}");
+}
+
+fn quality(a: &Args) {
+    let opts = EvalOptions::default();
+    header();
+    for (name, split) in datasets(a) {
+        let tmp = a
+            .dump
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("manirec-bench"));
+        write_split(&tmp, name, &split);
+        if let Some(script) = a.rest.get("anchors") {
+            let baseline = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+            let cs = cases(&split.train, &split.test, Protocol::Warm, baseline.items());
+            let f = |part: &str| tmp.join(format!("{name}.{part}")).display().to_string();
+            let mut runs = vec![(
+                "numpy EASE (lambda 3000, f64)".to_string(),
+                vec!["ease".into(), "--lambda".into(), "3000".into()],
+            )];
+            for (reg, alpha) in [(10.0, 2.0), (100.0, 1.0)] {
+                runs.push((
+                    format!("implicit ALS (reg {reg}, alpha {alpha})"),
+                    vec![
+                        "implicit".into(),
+                        "--regularization".into(),
+                        format!("{reg}"),
+                        "--alpha".into(),
+                        format!("{alpha}"),
+                        "--threads".into(),
+                        "2".into(),
+                    ],
+                ));
+            }
+            for (label, mut args) in runs {
+                args.extend([
+                    "--train".into(),
+                    f("train.tsv"),
+                    "--test".into(),
+                    f("test.tsv"),
+                    "--out".into(),
+                    f("anchor.jsonl"),
+                ]);
+                let (info, lists) = run_anchor(Path::new(script), &args);
+                let s = score_ranked(&lists, &cs, baseline.items(), &opts);
+                print_scores(
+                    name,
+                    &label,
+                    cs.len(),
+                    info["train_seconds"].as_f64().unwrap_or(f64::NAN),
+                    &s,
+                );
+            }
+        }
+        let baseline = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+        for (label, spec) in specs(&split) {
+            let t = Instant::now();
+            let model = train(&split.train, &spec, None).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            for protocol in [Protocol::Warm, Protocol::Session] {
+                let (r, lists) = evaluate(
+                    &model,
+                    &baseline,
+                    &split.train,
+                    &split.test,
+                    protocol,
+                    &opts,
+                )
+                .unwrap();
+                print_report(name, &label, secs, &r);
+                if let Some(dir) = &a.dump {
+                    let f = File::create(
+                        dir.join(format!("{name}.{label}.{:?}.jsonl", protocol).to_lowercase()),
+                    )
+                    .unwrap();
+                    write_dump(BufWriter::new(f), &lists).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Warm NDCG@10 and Recall@20 along each hyper-parameter, printed as curves.
+fn sweep(a: &Args) {
+    let opts = EvalOptions {
+        bootstrap: 0,
+        seed: 0,
+    };
+    let only = a.rest.get("model").cloned().unwrap_or_default();
+    for (name, split) in datasets(a) {
+        let baseline = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+        let run = |label: String, spec: &ModelSpec| {
+            let t = Instant::now();
+            let model = train(&split.train, spec, None).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            let (w, _) = evaluate(
+                &model,
+                &baseline,
+                &split.train,
+                &split.test,
+                Protocol::Warm,
+                &opts,
+            )
+            .unwrap();
+            let (s, _) = evaluate(
+                &model,
+                &baseline,
+                &split.train,
+                &split.test,
+                Protocol::Session,
+                &opts,
+            )
+            .unwrap();
+            println!(
+                "{name}\t{label}\twarm ndcg@10 {:.4} recall@20 {:.4}\tsession ndcg@10 {:.4}\t{secs:.2}s",
+                w.metrics["ndcg@10"], w.metrics["recall@20"], s.metrics["ndcg@10"]
+            );
+        };
+        if only.is_empty() || only == "ease" {
+            for lambda in [
+                50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 3000.0, 5000.0, 10000.0, 20000.0,
+            ] {
+                let mut spec = ModelSpec::new(ModelKind::Ease);
+                spec.ease.lambda = lambda;
+                run(format!("ease lambda={lambda}"), &spec);
+            }
+        }
+        if only.is_empty() || only == "als" {
+            for reg in [0.1f32, 1.0, 10.0, 30.0, 100.0, 300.0] {
+                for alpha in [0.3f32, 1.0, 3.0, 10.0] {
+                    let mut spec = ModelSpec::new(ModelKind::Als);
+                    spec.als.regularization = reg;
+                    spec.als.alpha = alpha;
+                    run(format!("als reg={reg} alpha={alpha}"), &spec);
+                }
+            }
+        }
+        if only.is_empty() || only == "signal" {
+            for hl in [None, Some(30.0), Some(90.0), Some(365.0)] {
+                for (kind, p) in [
+                    (ModelKind::Ease, 3000.0f32),
+                    (ModelKind::Als, 40.0),
+                    (ModelKind::Als, 100.0),
+                ] {
+                    let mut spec = ModelSpec::new(kind);
+                    spec.signal.half_life_days = hl;
+                    spec.ease.lambda = p;
+                    spec.als.regularization = p;
+                    spec.als.alpha = 1.0;
+                    run(format!("{kind} {p} half_life={hl:?}"), &spec);
+                }
+            }
+            for factors in [32usize, 128] {
+                let mut spec = ModelSpec::new(ModelKind::Als);
+                spec.als.factors = factors;
+                spec.als.regularization = 40.0;
+                spec.als.alpha = 1.0;
+                run(format!("als factors={factors} reg 40 alpha 1"), &spec);
+            }
+        }
+        if only.is_empty() || only == "popular" {
+            for (weighted, hl) in [
+                (false, None),
+                (true, None),
+                (false, Some(30.0)),
+                (false, Some(180.0)),
+            ] {
+                let mut spec = ModelSpec::new(ModelKind::Popular);
+                spec.popular.weighted = weighted;
+                spec.popular.half_life_days = hl;
+                run(
+                    format!("popular weighted={weighted} half_life={hl:?}"),
+                    &spec,
+                );
+            }
+        }
+    }
+}
+
+/// Peak resident memory of this process so far, MiB (Linux).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A shop-like implicit data set: `users` with Zipf-like activity, `items` in
+/// taste groups with Zipf-like appeal; 70 % of a user's events fall in their
+/// group. Weights: view 1 (80 %), cart 3 (15 %), purchase 5 (5 %); 6 s apart.
+fn generate(rows: usize, users: usize, items: usize, groups: usize, seed: u64) -> Vec<Interaction> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let cdf = |n: usize, s: f64| -> Vec<f64> {
+        let mut acc = 0.0;
+        (0..n)
+            .map(|r| {
+                acc += 1.0 / ((r + 10) as f64).powf(s);
+                acc
+            })
+            .collect()
+    };
+    let draw = |cdf: &[f64], u: f64| {
+        cdf.partition_point(|&c| c < u * cdf[cdf.len() - 1])
+            .min(cdf.len() - 1)
+    };
+    let user_cdf = cdf(users, 0.6);
+    let item_cdf = cdf(items, 0.8);
+    let per_group = items / groups;
+    let group_cdf = cdf(per_group, 0.8);
+    // Appeal rank -> item id, shuffled so that groups mix popular and rare items.
+    let mut perm: Vec<usize> = (0..items).collect();
+    for i in (1..items).rev() {
+        perm.swap(i, rng.random_range(0..=i));
+    }
+    let mut out = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let u = draw(&user_cdf, rng.random());
+        let g = u % groups;
+        let item = if rng.random::<f64>() < 0.7 {
+            g * per_group + draw(&group_cdf, rng.random())
+        } else {
+            perm[draw(&item_cdf, rng.random())]
+        };
+        let x: f64 = rng.random();
+        let (w, kind) = if x < 0.8 {
+            (1.0, "view")
+        } else if x < 0.95 {
+            (3.0, "add_to_cart")
+        } else {
+            (5.0, "purchase")
+        };
+        let mut row = Interaction::rating(
+            format!("u{u}"),
+            format!("i{item}"),
+            w,
+            1_700_000_000 + 6 * r as i64,
+        );
+        row.interaction_type = kind.into();
+        out.push(row);
+    }
+    out
+}
+
+/// ALS at scale beside `implicit`, and warm start beside a full retrain.
+fn scale(a: &Args) {
+    use rand::{Rng, SeedableRng};
+    let rows: usize = a.rest.get("rows").map_or(5_000_000, |v| v.parse().unwrap());
+    let threads: usize = a.rest.get("threads").map_or(2, |v| v.parse().unwrap());
+    let eval_users: usize = a
+        .rest
+        .get("eval-users")
+        .map_or(10_000, |v| v.parse().unwrap());
+    let mut spec = ModelSpec::new(ModelKind::Als);
+    spec.als.factors = 64;
+    spec.als.iterations = 15;
+    spec.als.threads = Some(threads);
+    if let Some(v) = a.rest.get("reg") {
+        spec.als.regularization = v.parse().unwrap();
+    }
+    if let Some(v) = a.rest.get("alpha") {
+        spec.als.alpha = v.parse().unwrap();
+    }
+    let t = Instant::now();
+    let all = generate(rows, rows / 50, 20_000, 100, 7);
+    let mut split = temporal_split(all, 0.8);
+    eprintln!(
+        "generated and split {rows} rows in {:.1}s (train {}, test {})",
+        t.elapsed().as_secs_f64(),
+        split.train.len(),
+        split.test.len()
+    );
+    // Score a seeded sample of test users (both libraries score the same ones).
+    let mut users: Vec<String> = split.test.iter().map(|r| r.user_id.clone()).collect();
+    users.sort();
+    users.dedup();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    for i in (1..users.len()).rev() {
+        users.swap(i, rng.random_range(0..=i));
+    }
+    users.truncate(eval_users);
+    let keep: std::collections::HashSet<String> = users.into_iter().collect();
+    split.test.retain(|r| keep.contains(&r.user_id));
+    let tmp = a
+        .dump
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("manirec-bench"));
+    write_split(&tmp, "synthetic-5m", &split);
+    let opts = EvalOptions::default();
+
+    let t = Instant::now();
+    let data = Interactions::build(&split.train, &spec.signal).unwrap();
+    let build_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let als = Als::fit(&data, &spec.als).unwrap();
+    let fit_s = t.elapsed().as_secs_f64();
+    drop(als);
+    let model = Model::fit(&split.train, &data, &spec, None).unwrap();
+    let baseline = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    let (r, _) = evaluate(
+        &model,
+        &baseline,
+        &split.train,
+        &split.test,
+        Protocol::Warm,
+        &opts,
+    )
+    .unwrap();
+    println!(
+        "rows {rows}, train {} ({} users x {} items, {} nonzeros), threads {threads}",
+        split.train.len(),
+        data.users.len(),
+        data.items.len(),
+        data.nnz()
+    );
+    header();
+    print_report(
+        "synthetic-5m",
+        &format!("manirec ALS: fit {fit_s:.2}s (+{build_s:.2}s matrix)"),
+        fit_s,
+        &r,
+    );
+    if let Some(script) = a.rest.get("anchors") {
+        let f = |part: &str| {
+            tmp.join(format!("synthetic-5m.{part}"))
+                .display()
+                .to_string()
+        };
+        let args: Vec<String> = vec![
+            "implicit".into(),
+            "--factors".into(),
+            "64".into(),
+            "--iterations".into(),
+            "15".into(),
+            "--regularization".into(),
+            spec.als.regularization.to_string(),
+            "--alpha".into(),
+            spec.als.alpha.to_string(),
+            "--threads".into(),
+            threads.to_string(),
+            "--train".into(),
+            f("train.tsv"),
+            "--test".into(),
+            f("test.tsv"),
+            "--out".into(),
+            f("anchor.jsonl"),
+        ];
+        let (info, lists) = run_anchor(Path::new(script), &args);
+        let cs = cases(&split.train, &split.test, Protocol::Warm, model.items());
+        let s = score_ranked(&lists, &cs, model.items(), &opts);
+        let secs = info["train_seconds"].as_f64().unwrap();
+        print_scores(
+            "synthetic-5m",
+            &format!("implicit {} ALS: fit {secs:.2}s", info["version"]),
+            cs.len(),
+            secs,
+            &s,
+        );
+        println!("\nALS fit time manirec / implicit = {:.2} ({fit_s:.2}s / {secs:.2}s); implicit peak RSS {} MiB; blas {}", fit_s / secs, info["peak_rss_mib"], info["blas"]);
+    }
+    // Warm start: the previous model saw the first 90 % of train.
+    let cut = split.train.len() * 9 / 10;
+    let old = train(&split.train[..cut], &spec, None).unwrap();
+    for iters in [2usize, 5] {
+        let mut ws = spec;
+        ws.als.iterations = iters;
+        let t = Instant::now();
+        let warm = Model::warm_start(&old, &split.train, &ws, None).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let (r, _) = evaluate(
+            &warm,
+            &baseline,
+            &split.train,
+            &split.test,
+            Protocol::Warm,
+            &opts,
+        )
+        .unwrap();
+        print_report(
+            "synthetic-5m",
+            &format!("warm start, {iters} iterations"),
+            secs,
+            &r,
+        );
+    }
+    println!(
+        "\npeak RSS of the benchmark process: {:.0} MiB",
+        peak_rss_mib()
+    );
+}
+
+fn main() {
+    let a = args();
+    match a.cmd.as_str() {
+        "quality" => quality(&a),
+        "sweep" => sweep(&a),
+        "scale" => scale(&a),
+        other => panic!("unknown command {other}: quality | sweep | scale"),
+    }
+}

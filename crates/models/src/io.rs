@@ -1,0 +1,239 @@
+//! Model artifacts: safetensors files.
+//!
+//! Layout (format version 1). Tensors, all little-endian:
+//! - `items.json`, `users.json`, `categories.json` (U8): UTF-8 JSON arrays of ids
+//!   by index (`users.json`: ALS only);
+//! - `popular.scores` (F32, [items]), `popular.item_category` (U32, [items],
+//!   4294967295 = none);
+//! - ALS: `als.user_factors` (F32, [users, factors]), `als.item_factors` (F32, [items, factors]);
+//! - EASE: `ease.active` (U32, [active]: catalogue index of each active item),
+//!   `ease.b` (F32, [active, active], row-major, B[i][j]).
+//!
+//! Header metadata: `format` = `manirec-model`, `format_version` = `1`, `spec`
+//! (the [`crate::ModelSpec`] as JSON), `reference_ts`. Loading restores every
+//! float bit for bit; derived values (ALS' YᵀY) are recomputed in a fixed order,
+//! so a reloaded model scores exactly as the one saved.
+
+use std::collections::HashMap;
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::als::Als;
+use crate::ease::{Ease, INACTIVE};
+use crate::model::Inner;
+use crate::popular::Popular;
+use crate::{Error, Model, ModelSpec, Result, Vocab};
+
+const FORMAT: &str = "manirec-model";
+const FORMAT_VERSION: &str = "1";
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn json_bytes(v: &Vocab) -> Vec<u8> {
+    serde_json::to_vec(v.ids()).expect("ids serialise")
+}
+
+impl Model {
+    /// The model as a safetensors file (see the module's layout).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut put = |name: &str, dtype: Dtype, shape: Vec<usize>, data: Vec<u8>| {
+            owned.push((name.into(), dtype, shape, data))
+        };
+        let items = json_bytes(self.items());
+        put("items.json", Dtype::U8, vec![items.len()], items);
+        let cats = json_bytes(&self.popular.categories);
+        put("categories.json", Dtype::U8, vec![cats.len()], cats);
+        let n = self.items().len();
+        put(
+            "popular.scores",
+            Dtype::F32,
+            vec![n],
+            f32_bytes(&self.popular.scores),
+        );
+        put(
+            "popular.item_category",
+            Dtype::U32,
+            vec![n],
+            u32_bytes(&self.popular.item_category),
+        );
+        match &self.inner {
+            Inner::Popular => {}
+            Inner::Als(a) => {
+                let users = json_bytes(&a.users);
+                put("users.json", Dtype::U8, vec![users.len()], users);
+                let f = a.config.factors;
+                put(
+                    "als.user_factors",
+                    Dtype::F32,
+                    vec![a.users.len(), f],
+                    f32_bytes(&a.user_factors),
+                );
+                put(
+                    "als.item_factors",
+                    Dtype::F32,
+                    vec![a.items.len(), f],
+                    f32_bytes(&a.item_factors),
+                );
+            }
+            Inner::Ease(e) => {
+                let m = e.active.len();
+                put("ease.active", Dtype::U32, vec![m], u32_bytes(&e.active));
+                put("ease.b", Dtype::F32, vec![m, m], f32_bytes(&e.b));
+            }
+        }
+        let views: Vec<(String, TensorView<'_>)> = owned
+            .iter()
+            .map(|(name, dtype, shape, data)| {
+                TensorView::new(*dtype, shape.clone(), data)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| Error::Artifact(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("format_version".to_string(), FORMAT_VERSION.to_string()),
+            (
+                "spec".to_string(),
+                serde_json::to_string(&self.spec).expect("spec serialises"),
+            ),
+            ("reference_ts".to_string(), self.reference_ts.to_string()),
+        ]);
+        safetensors::serialize(views, Some(meta)).map_err(|e| Error::Artifact(e.to_string()))
+    }
+
+    /// A model from [`Model::to_bytes`]' output.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        let bad = |m: String| Error::Artifact(m);
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(bad("not a manirec model".into()));
+        }
+        if meta.get("format_version").map(String::as_str) != Some(FORMAT_VERSION) {
+            return Err(bad(format!(
+                "format version {:?}, this build reads {FORMAT_VERSION}",
+                meta.get("format_version")
+            )));
+        }
+        let spec: ModelSpec =
+            serde_json::from_str(meta.get("spec").ok_or_else(|| bad("no spec".into()))?)
+                .map_err(|e| bad(format!("spec: {e}")))?;
+        let reference_ts: i64 = meta
+            .get("reference_ts")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no reference_ts".into()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let raw = |name: &str, dtype: Dtype| -> Result<(Vec<usize>, Vec<u8>)> {
+            let t = st.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
+            if t.dtype() != dtype {
+                return Err(bad(format!(
+                    "{name}: dtype {:?}, expected {dtype:?}",
+                    t.dtype()
+                )));
+            }
+            Ok((t.shape().to_vec(), t.data().to_vec()))
+        };
+        let f32s = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+            let (s, d) = raw(name, Dtype::F32)?;
+            Ok((
+                s,
+                d.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ))
+        };
+        let u32s = |name: &str| -> Result<Vec<u32>> {
+            let (_, d) = raw(name, Dtype::U32)?;
+            Ok(d.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        let vocab = |name: &str| -> Result<Vocab> {
+            let (_, d) = raw(name, Dtype::U8)?;
+            let ids: Vec<String> =
+                serde_json::from_slice(&d).map_err(|e| bad(format!("{name}: {e}")))?;
+            let v = Vocab::from_ids(ids.iter().cloned());
+            if v.len() != ids.len() {
+                return Err(bad(format!("{name}: duplicate ids")));
+            }
+            Ok(v)
+        };
+        let items = vocab("items.json")?;
+        let n = items.len();
+        let categories = vocab("categories.json")?;
+        let (_, scores) = f32s("popular.scores")?;
+        let item_category = u32s("popular.item_category")?;
+        if scores.len() != n || item_category.len() != n {
+            return Err(bad("popularity tables do not match the catalogue".into()));
+        }
+        if item_category
+            .iter()
+            .any(|&c| c != crate::popular::NO_CATEGORY && c as usize >= categories.len())
+        {
+            return Err(bad("unknown category index".into()));
+        }
+        let popular = Popular {
+            items: items.clone(),
+            scores,
+            categories,
+            item_category,
+            config: spec.popular,
+        };
+        let inner = match spec.kind {
+            crate::ModelKind::Popular => Inner::Popular,
+            crate::ModelKind::Als => {
+                let users = vocab("users.json")?;
+                let f = spec.als.factors;
+                let (su, user_factors) = f32s("als.user_factors")?;
+                let (si, item_factors) = f32s("als.item_factors")?;
+                if su != [users.len(), f] || si != [n, f] {
+                    return Err(bad("ALS factor shapes do not match".into()));
+                }
+                let yty = spec.als.run(|| crate::als::gram(&item_factors, f))?;
+                Inner::Als(Als {
+                    users,
+                    items: items.clone(),
+                    user_factors,
+                    item_factors,
+                    config: spec.als,
+                    signal: spec.signal,
+                    yty,
+                })
+            }
+            crate::ModelKind::Ease => {
+                let active = u32s("ease.active")?;
+                let (sb, b) = f32s("ease.b")?;
+                let m = active.len();
+                if sb != [m, m] || active.iter().any(|&i| i as usize >= n) {
+                    return Err(bad("EASE shapes do not match".into()));
+                }
+                let mut position = vec![INACTIVE; n];
+                for (p, &i) in active.iter().enumerate() {
+                    position[i as usize] = p as u32;
+                }
+                Inner::Ease(Ease {
+                    items: items.clone(),
+                    active,
+                    position,
+                    b,
+                    config: spec.ease,
+                    signal: spec.signal,
+                })
+            }
+        };
+        Ok(Model {
+            spec,
+            popular,
+            inner,
+            reference_ts,
+        })
+    }
+}

@@ -1,0 +1,436 @@
+//! The trained model behind one type, whatever its kind, with the popularity
+//! model it falls back on.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::popular::Popular;
+use crate::{
+    Als, AlsConfig, Ease, EaseConfig, Error, Interaction, Interactions, PopularConfig, Result,
+    Signal, Vocab,
+};
+
+/// Which algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Time-decayed popularity.
+    Popular,
+    /// Implicit ALS.
+    Als,
+    /// EASE.
+    Ease,
+}
+
+impl ModelKind {
+    /// The name used on the command line and in artifacts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Popular => "popular",
+            ModelKind::Als => "als",
+            ModelKind::Ease => "ease",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "popular" => Ok(ModelKind::Popular),
+            "als" => Ok(ModelKind::Als),
+            "ease" => Ok(ModelKind::Ease),
+            _ => Err(Error::Config {
+                name: "model",
+                message: format!("{s:?} (expected popular, als or ease)"),
+            }),
+        }
+    }
+}
+
+/// Everything that decides a model: the kind, the training signal and every
+/// kind's hyper-parameters (only the chosen kind's and popularity's are used).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Which algorithm.
+    pub kind: ModelKind,
+    /// How rows become training values.
+    #[serde(default)]
+    pub signal: Signal,
+    /// Popularity (also every model's fallback).
+    #[serde(default)]
+    pub popular: PopularConfig,
+    /// ALS hyper-parameters.
+    #[serde(default)]
+    pub als: AlsConfig,
+    /// EASE hyper-parameters.
+    #[serde(default)]
+    pub ease: EaseConfig,
+}
+
+impl ModelSpec {
+    /// The defaults for `kind`.
+    pub fn new(kind: ModelKind) -> Self {
+        ModelSpec {
+            kind,
+            signal: Signal::default(),
+            popular: PopularConfig::default(),
+            als: AlsConfig::default(),
+            ease: EaseConfig::default(),
+        }
+    }
+}
+
+/// One recommended item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// The item.
+    pub item_id: String,
+    /// Its score (comparable only within one answer).
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Inner {
+    Popular,
+    Als(Als),
+    Ease(Ease),
+}
+
+/// A trained model: the chosen algorithm plus the popularity model it falls back
+/// on for visitors it knows nothing about and for category filters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub(crate) spec: ModelSpec,
+    pub(crate) popular: Popular,
+    pub(crate) inner: Inner,
+    pub(crate) reference_ts: i64,
+}
+
+/// Trains `spec` on `rows` (a dataset's train part). `categories` maps item ids to
+/// a category for per-category popularity.
+pub fn train(
+    rows: &[Interaction],
+    spec: &ModelSpec,
+    categories: Option<&HashMap<String, String>>,
+) -> Result<Model> {
+    let data = Interactions::build(rows, &spec.signal)?;
+    Model::fit(rows, &data, spec, categories)
+}
+
+impl Model {
+    /// Trains on rows already indexed as `data` (built from `rows` with `spec.signal`).
+    pub fn fit(
+        rows: &[Interaction],
+        data: &Interactions,
+        spec: &ModelSpec,
+        categories: Option<&HashMap<String, String>>,
+    ) -> Result<Model> {
+        let popular = Popular::fit(rows, data, spec.popular, categories)?;
+        let inner = match spec.kind {
+            ModelKind::Popular => Inner::Popular,
+            ModelKind::Als => Inner::Als(Als::fit(data, &spec.als)?),
+            ModelKind::Ease => Inner::Ease(Ease::fit(data, &spec.ease)?),
+        };
+        Ok(Model {
+            spec: *spec,
+            popular,
+            inner,
+            reference_ts: data.reference_ts,
+        })
+    }
+
+    /// A new ALS model from `previous` (which must be ALS) and `rows` (the new,
+    /// complete train part): known users and items keep their factors as the
+    /// starting point, new ones are added. `spec.als.iterations` are run.
+    pub fn warm_start(
+        previous: &Model,
+        rows: &[Interaction],
+        spec: &ModelSpec,
+        categories: Option<&HashMap<String, String>>,
+    ) -> Result<Model> {
+        let Inner::Als(prev) = &previous.inner else {
+            return Err(Error::Config {
+                name: "warm-start",
+                message: format!("needs an ALS model, not {}", previous.spec.kind),
+            });
+        };
+        if spec.kind != ModelKind::Als {
+            return Err(Error::Config {
+                name: "warm-start",
+                message: format!("only ALS warm-starts, not {}", spec.kind),
+            });
+        }
+        let (users, items) = prev.vocab();
+        let data = Interactions::build_with_vocab(rows, &spec.signal, users, items)?;
+        let popular = Popular::fit(rows, &data, spec.popular, categories)?;
+        let als = Als::warm_start(prev, &data, &spec.als)?;
+        Ok(Model {
+            spec: *spec,
+            popular,
+            inner: Inner::Als(als),
+            reference_ts: data.reference_ts,
+        })
+    }
+
+    /// What it was trained with.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Its algorithm.
+    pub fn kind(&self) -> ModelKind {
+        self.spec.kind
+    }
+
+    /// The catalogue it ranks (every item of its training rows).
+    pub fn items(&self) -> &Vocab {
+        &self.popular.items
+    }
+
+    /// The popularity model inside (every model has one).
+    pub fn popular(&self) -> &Popular {
+        &self.popular
+    }
+
+    /// The ALS model, when it is one.
+    pub fn als(&self) -> Option<&Als> {
+        match &self.inner {
+            Inner::Als(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The EASE model, when it is one.
+    pub fn ease(&self) -> Option<&Ease> {
+        match &self.inner {
+            Inner::Ease(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Turns raw rows into the model's `(item, value)` history: its signal, decayed
+    /// relative to `reference_ts`; rows of items outside the catalogue are ignored.
+    pub(crate) fn history(
+        &self,
+        rows: impl IntoIterator<Item = (u32, f32, i64, bool)>,
+        reference_ts: i64,
+    ) -> Vec<(u32, f32)> {
+        self.spec.signal.aggregate(rows, reference_ts)
+    }
+
+    /// Scores of every catalogue item for a user: ALS uses the trained vector of a
+    /// known `user` and folds in `history` otherwise; EASE scores `history`;
+    /// popularity, and any model with nothing to go on, scores popularity.
+    pub(crate) fn score_into(&self, user: Option<&str>, history: &[(u32, f32)], out: &mut [f32]) {
+        match &self.inner {
+            Inner::Als(als) => {
+                if let Some(u) = user.and_then(|u| als.users.get(u)) {
+                    return als.scores_for(als.user_vector(u), out);
+                }
+                if !history.is_empty() {
+                    return als.scores_for(&als.fold_in_row(history), out);
+                }
+            }
+            Inner::Ease(ease) => {
+                if history
+                    .iter()
+                    .any(|&(i, _)| ease.position[i as usize] != crate::ease::INACTIVE)
+                {
+                    return ease.scores_for(history, out);
+                }
+            }
+            Inner::Popular => {}
+        }
+        out.copy_from_slice(&self.popular.scores);
+    }
+
+    /// The top `k` item indices of `scores`, best first, skipping `exclude` and
+    /// scores that are not finite; ties go to the more popular, then lower index.
+    pub(crate) fn top_k(
+        &self,
+        scores: &[f32],
+        k: usize,
+        exclude: &HashSet<u32>,
+        keep: impl Fn(u32) -> bool,
+    ) -> Vec<u32> {
+        let pop = &self.popular.scores;
+        let better = |a: &u32, b: &u32| {
+            let (sa, sb) = (scores[*a as usize], scores[*b as usize]);
+            sb.total_cmp(&sa)
+                .then(pop[*b as usize].total_cmp(&pop[*a as usize]))
+                .then(a.cmp(b))
+        };
+        let mut cand: Vec<u32> = (0..scores.len() as u32)
+            .filter(|i| scores[*i as usize].is_finite() && !exclude.contains(i) && keep(*i))
+            .collect();
+        if cand.len() > k && k > 0 {
+            cand.select_nth_unstable_by(k - 1, better);
+            cand.truncate(k);
+        }
+        cand.sort_unstable_by(better);
+        cand.truncate(k);
+        cand
+    }
+
+    /// Top-`k` recommendations for a user.
+    ///
+    /// `user_id` is used when the model knows it (ALS); `history` is the user's
+    /// or visitor's interactions (EASE scores them, ALS folds them in for an unknown
+    /// user). `exclude` items never appear; `exclude_history` also removes the
+    /// history's items. With `category`, only that category's items are ranked.
+    /// When the model has nothing to go on, the answer is popularity; when it has
+    /// fewer than `k` items to rank, popularity fills the rest.
+    pub fn recommend(&self, req: &Request<'_>) -> Vec<Scored> {
+        let items = self.items();
+        let idx_rows: Vec<(u32, f32, i64, bool)> = req
+            .history
+            .iter()
+            .filter_map(|r| {
+                items
+                    .get(&r.item_id)
+                    .map(|i| (i, r.weight, r.timestamp, r.synthetic))
+            })
+            .collect();
+        let now = req
+            .history
+            .iter()
+            .map(|r| r.timestamp)
+            .max()
+            .unwrap_or(self.reference_ts);
+        let history = self.history(idx_rows.iter().copied(), now);
+        let mut exclude: HashSet<u32> = req.exclude.iter().filter_map(|id| items.get(id)).collect();
+        if req.exclude_history {
+            exclude.extend(idx_rows.iter().map(|r| r.0));
+        }
+        let category = match req.category {
+            Some(c) => match self.popular.category_index(c) {
+                Some(ci) => Some(ci),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let keep = |i: u32| category.is_none_or(|c| self.popular.in_category(i, c));
+        let mut scores = vec![0f32; items.len()];
+        self.score_into(req.user_id, &history, &mut scores);
+        let mut top = self.top_k(&scores, req.k, &exclude, keep);
+        let mut out: Vec<Scored> = top
+            .iter()
+            .map(|&i| Scored {
+                item_id: items.id(i).to_string(),
+                score: scores[i as usize],
+            })
+            .collect();
+        if top.len() < req.k {
+            exclude.extend(top.iter().copied());
+            top = self.top_k(&self.popular.scores, req.k - top.len(), &exclude, keep);
+            // Fillers rank below every scored item whatever their raw score.
+            let floor = out.last().map_or(0.0, |s| s.score.min(0.0)) - 1.0;
+            out.extend(top.iter().enumerate().map(|(r, &i)| Scored {
+                item_id: items.id(i).to_string(),
+                score: floor - r as f32,
+            }));
+        }
+        out
+    }
+
+    /// Items most like `item_id`: ALS by cosine of item factors, EASE by the
+    /// item's row of weights, popularity by the most popular of its category.
+    pub fn similar(&self, item_id: &str, k: usize) -> Vec<Scored> {
+        let items = self.items();
+        let Some(item) = items.get(item_id) else {
+            return Vec::new();
+        };
+        let mut scores = vec![0f32; items.len()];
+        match &self.inner {
+            Inner::Als(a) => a.item_similarities(item, &mut scores),
+            Inner::Ease(e) => e.item_row(item, &mut scores),
+            Inner::Popular => scores.copy_from_slice(&self.popular.scores),
+        }
+        let cat = self.popular.item_category[item as usize];
+        // Popularity knows nothing of likeness but the category.
+        let by_category =
+            matches!(self.inner, Inner::Popular) && cat != crate::popular::NO_CATEGORY;
+        let keep = |i: u32| !by_category || self.popular.in_category(i, cat);
+        let exclude = HashSet::from([item]);
+        self.top_k(&scores, k, &exclude, keep)
+            .into_iter()
+            .map(|i| Scored {
+                item_id: items.id(i).to_string(),
+                score: scores[i as usize],
+            })
+            .collect()
+    }
+
+    /// The `k` most popular items, optionally of one category.
+    pub fn most_popular(&self, k: usize, category: Option<&str>) -> Vec<Scored> {
+        let cat = match category {
+            Some(c) => match self.popular.category_index(c) {
+                Some(ci) => Some(ci),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let keep = |i: u32| cat.is_none_or(|c| self.popular.in_category(i, c));
+        let scores = &self.popular.scores;
+        self.top_k(scores, k, &HashSet::new(), keep)
+            .into_iter()
+            .map(|i| Scored {
+                item_id: self.items().id(i).to_string(),
+                score: scores[i as usize],
+            })
+            .collect()
+    }
+}
+
+/// A recommendation request (see [`Model::recommend`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The shop's user id, when there is one.
+    pub user_id: Option<&'a str>,
+    /// The user's or visitor's interactions.
+    pub history: &'a [Interaction],
+    /// How many items.
+    pub k: usize,
+    /// Items that must not appear.
+    pub exclude: &'a [String],
+    /// Also leave out the history's items.
+    pub exclude_history: bool,
+    /// Only this category.
+    pub category: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    /// `k` items for a known user, no history, nothing excluded.
+    pub fn user(user_id: &'a str, k: usize) -> Self {
+        Request {
+            user_id: Some(user_id),
+            history: &[],
+            k,
+            exclude: &[],
+            exclude_history: false,
+            category: None,
+        }
+    }
+
+    /// `k` items for a visitor known only by `history`, whose items are left out.
+    pub fn visitor(history: &'a [Interaction], k: usize) -> Self {
+        Request {
+            user_id: None,
+            history,
+            k,
+            exclude: &[],
+            exclude_history: true,
+            category: None,
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Behaviour tests on small generated data (no public data set is ever read).
+
+use std::collections::{HashMap, HashSet};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::evaluate::{self, cases, evaluate, EvalOptions, Protocol};
+use crate::{temporal_split, train, Interaction, Model, ModelKind, ModelSpec, Request, Vocab};
+
+/// Users in `clusters` taste groups of `per_cluster` items each; every user draws
+/// 10 items, 9 in ten from their own group, the rest anywhere; one day apart.
+pub(crate) fn clustered(
+    users: usize,
+    clusters: usize,
+    per_cluster: usize,
+    seed: u64,
+) -> Vec<Interaction> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rows = Vec::new();
+    let mut t = 1_600_000_000i64;
+    for _ in 0..10 {
+        for u in 0..users {
+            let c = u % clusters;
+            let item = if rng.random::<f32>() < 0.9 {
+                c * per_cluster + rng.random_range(0..per_cluster)
+            } else {
+                rng.random_range(0..clusters * per_cluster)
+            };
+            t += 600;
+            rows.push(Interaction::rating(
+                format!("u{u}"),
+                format!("i{item}"),
+                1.0 + rng.random_range(0..3) as f32,
+                t,
+            ));
+        }
+    }
+    rows
+}
+
+fn small_als() -> ModelSpec {
+    let mut spec = ModelSpec::new(ModelKind::Als);
+    spec.als.factors = 8;
+    spec.als.iterations = 10;
+    spec.als.regularization = 1.0;
+    spec.als.alpha = 2.0;
+    spec
+}
+
+fn small_ease() -> ModelSpec {
+    let mut spec = ModelSpec::new(ModelKind::Ease);
+    spec.ease.lambda = 10.0;
+    spec
+}
+
+#[test]
+fn warm_protocol_picks_users_with_train_and_new_test_items_only() {
+    let r = |u: &str, i: &str, t| Interaction::rating(u, i, 1.0, t);
+    let train = vec![
+        r("alice", "a", 1),
+        r("alice", "b", 2),
+        r("bob", "a", 3),
+        r("carol", "c", 4),
+        r("anonymous:image:1", "d", 5),
+    ];
+    let test = vec![
+        r("alice", "b", 10), // already had b: not relevant
+        r("alice", "c", 11), // relevant
+        r("alice", "z", 12), // not in train: not relevant
+        r("bob", "a", 13),   // bob's only test item was in his train: bob not evaluated
+        r("dave", "a", 14),  // no train: not warm
+        r("anonymous:image:1", "c", 15),
+        r("carol", "d", 16), // d occurs in train only through an anonymous row: still an item
+    ];
+    let items = Vocab::from_ids(["a", "b", "c", "d"].map(String::from));
+    let cs = cases(&train, &test, Protocol::Warm, &items);
+    let got: Vec<(String, Vec<u32>, Vec<u32>)> = cs
+        .iter()
+        .map(|c| {
+            let mut rel: Vec<u32> = c.relevant.iter().copied().collect();
+            rel.sort();
+            let mut ex: Vec<u32> = c.exclude.iter().copied().collect();
+            ex.sort();
+            (c.user_id.clone(), rel, ex)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".into(), vec![2], vec![0, 1]),
+            ("carol".into(), vec![3], vec![2])
+        ]
+    );
+}
+
+#[test]
+fn session_protocol_splits_new_users_items_in_half_by_time() {
+    let r = |u: &str, i: &str, t| Interaction::rating(u, i, 1.0, t);
+    let train = vec![
+        r("old", "a", 1),
+        r("old", "b", 2),
+        r("old", "c", 3),
+        r("old", "d", 4),
+    ];
+    let test = vec![
+        r("new", "b", 20),
+        r("new", "a", 10), // earliest: context
+        r("new", "b", 21), // repeat of a context item
+        r("new", "c", 30),
+        r("new", "d", 40),
+        r("new", "x", 45), // not in train: never relevant
+        r("one", "a", 50), // a single distinct item: not evaluated
+        r("one", "a", 51),
+        r("old", "d", 60), // has train: not a session user
+    ];
+    let items = Vocab::from_ids(["a", "b", "c", "d"].map(String::from));
+    let cs = cases(&train, &test, Protocol::Session, &items);
+    assert_eq!(cs.len(), 1);
+    let c = &cs[0];
+    assert_eq!(c.user_id, "new");
+    // 5 distinct items in time order a, b, c, d, x: context = first 2.
+    assert_eq!(c.context, vec!["a", "b"]);
+    assert_eq!(c.exclude, HashSet::from([0, 1]));
+    assert_eq!(c.relevant, HashSet::from([2, 3]));
+    // The model sees the rows before the first relevant item: a@10, b@20, b@21.
+    assert_eq!(
+        c.rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![0, 1, 1]
+    );
+}
+
+#[test]
+fn metrics_follow_the_contract_formulas() {
+    // One user, relevant {0, 3}; the popular model ranks by score: 3, 1, 0, 2, …
+    let mut rows = Vec::new();
+    let counts = [3, 4, 1, 5, 0, 0, 0, 0, 0, 0, 0, 0];
+    for (i, &n) in counts.iter().enumerate() {
+        rows.push(Interaction::rating("anonymous:x", format!("i{i}"), 1.0, 1));
+        for k in 0..n {
+            rows.push(Interaction::rating(
+                format!("p{k}"),
+                format!("i{i}"),
+                1.0,
+                1,
+            ));
+        }
+    }
+    rows.push(Interaction::rating("u", "i11", 1.0, 1));
+    let test = vec![
+        Interaction::rating("u", "i0", 1.0, 2),
+        Interaction::rating("u", "i3", 1.0, 3),
+    ];
+    let model = train(&rows, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    let (r, lists) = evaluate(
+        &model,
+        &model,
+        &rows,
+        &test,
+        Protocol::Warm,
+        &EvalOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(lists[0].items[..4], ["i3", "i1", "i0", "i2"]);
+    let ln = |p: f64| 1.0 / (p + 1.0).log2();
+    let ndcg = (ln(1.0) + ln(3.0)) / (ln(1.0) + ln(2.0));
+    assert!((r.metrics["ndcg@10"] - ndcg).abs() < 1e-12);
+    assert_eq!(r.metrics["recall@10"], 1.0);
+    assert_eq!(r.metrics["hit_rate@10"], 1.0);
+    assert!((r.metrics["map@10"] - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+    // 11 candidates (i11 is the user's own) of 12 catalogue items.
+    assert!((r.metrics["coverage@20"] - 11.0 / 12.0).abs() < 1e-12);
+    assert_eq!(r.metrics_ci["ndcg@10"], [ndcg, ndcg]);
+}
+
+#[test]
+fn als_and_ease_beat_popularity_on_data_with_taste_groups() {
+    let split = temporal_split(clustered(300, 4, 25, 7), 0.8);
+    let pop = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    for spec in [small_als(), small_ease()] {
+        let model = train(&split.train, &spec, None).unwrap();
+        for protocol in [Protocol::Warm, Protocol::Session] {
+            let (r, _) = evaluate(
+                &model,
+                &pop,
+                &split.train,
+                &split.test,
+                protocol,
+                &EvalOptions::default(),
+            )
+            .unwrap();
+            if protocol == Protocol::Warm {
+                assert!(r.users_evaluated > 100, "{}", r.users_evaluated);
+                assert!(
+                    r.beats_baseline,
+                    "{} {:?}: {:?} vs {:?}",
+                    spec.kind, protocol, r.metrics, r.baseline
+                );
+                assert!(r.warning.is_none());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_model_that_does_not_beat_popularity_says_so() {
+    let split = temporal_split(clustered(200, 4, 25, 3), 0.8);
+    let pop = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    let mut bad = small_als();
+    bad.als.iterations = 0; // random factors
+    let model = train(&split.train, &bad, None).unwrap();
+    let (r, _) = evaluate(
+        &model,
+        &pop,
+        &split.train,
+        &split.test,
+        Protocol::Warm,
+        &EvalOptions::default(),
+    )
+    .unwrap();
+    assert!(!r.beats_baseline);
+    assert!(r.warning.unwrap().contains("does NOT beat popularity"));
+}
+
+#[test]
+fn fold_in_recommends_from_the_visitors_taste_group() {
+    let rows = clustered(200, 4, 25, 11);
+    for spec in [small_als(), small_ease()] {
+        let model = train(&rows, &spec, None).unwrap();
+        // A visitor who looked at three items of group 2 (items 50..75).
+        let history: Vec<Interaction> = [50, 57, 63]
+            .iter()
+            .map(|i| Interaction::rating("visitor", format!("i{i}"), 2.0, 1))
+            .collect();
+        let recs = model.recommend(&Request::visitor(&history, 10));
+        assert_eq!(recs.len(), 10);
+        let in_group = recs
+            .iter()
+            .filter(|s| (50..75).contains(&s.item_id[1..].parse::<usize>().unwrap()))
+            .count();
+        assert!(in_group >= 8, "{}: {recs:?}", spec.kind);
+        assert!(recs
+            .iter()
+            .all(|s| !["i50", "i57", "i63"].contains(&s.item_id.as_str())));
+    }
+}
+
+#[test]
+fn reloaded_models_score_bit_for_bit_the_same() {
+    let rows = clustered(120, 3, 20, 5);
+    let cats: HashMap<String, String> = (0..60)
+        .map(|i| (format!("i{i}"), format!("c{}", i / 20)))
+        .collect();
+    for kind in [ModelKind::Popular, ModelKind::Als, ModelKind::Ease] {
+        let spec = match kind {
+            ModelKind::Als => small_als(),
+            ModelKind::Ease => small_ease(),
+            ModelKind::Popular => ModelSpec::new(kind),
+        };
+        let model = train(&rows, &spec, Some(&cats)).unwrap();
+        let bytes = model.to_bytes().unwrap();
+        let back = Model::from_bytes(&bytes).unwrap();
+        assert!(back == model, "{kind}: reloaded model differs");
+        let history = vec![
+            Interaction::rating("v", "i3", 1.0, 5),
+            Interaction::rating("v", "i4", 2.0, 6),
+        ];
+        for req in [Request::user("u7", 20), Request::visitor(&history, 20)] {
+            let a = model.recommend(&req);
+            let b = back.recommend(&req);
+            assert_eq!(a.len(), 20);
+            let bits = |v: &[crate::Scored]| {
+                v.iter()
+                    .map(|s| (s.item_id.clone(), s.score.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&a), bits(&b), "{kind}");
+        }
+        assert!(matches!(
+            Model::from_bytes(&bytes[..bytes.len() / 2]),
+            Err(crate::Error::Artifact(_))
+        ));
+    }
+}
+
+#[test]
+fn category_popularity_and_similar_items() {
+    let rows = clustered(120, 3, 20, 9);
+    let cats: HashMap<String, String> = (0..60)
+        .map(|i| (format!("i{i}"), format!("c{}", i / 20)))
+        .collect();
+    let model = train(&rows, &small_ease(), Some(&cats)).unwrap();
+    let top = model.most_popular(5, Some("c1"));
+    assert_eq!(top.len(), 5);
+    assert!(top.iter().all(|s| cats[&s.item_id] == "c1"));
+    assert!(top.windows(2).all(|w| w[0].score >= w[1].score));
+    assert!(model.most_popular(5, Some("nope")).is_empty());
+    let sim = model.similar("i25", 5);
+    assert!(
+        sim.iter().filter(|s| cats[&s.item_id] == "c1").count() >= 4,
+        "{sim:?}"
+    );
+    let mut req = Request::user("u1", 5);
+    req.category = Some("c2");
+    assert!(model
+        .recommend(&req)
+        .iter()
+        .all(|s| cats[&s.item_id] == "c2"));
+}
+
+#[test]
+fn warm_start_adds_new_users_and_items_and_keeps_quality() {
+    let all = clustered(300, 4, 25, 21);
+    let split = temporal_split(all, 0.8);
+    // The previous model saw the first half of train; the new train adds users and items.
+    let old_rows: Vec<Interaction> = split.train[..split.train.len() / 2]
+        .iter()
+        .filter(|r| {
+            r.user_id[1..].parse::<usize>().unwrap() < 250
+                && r.item_id[1..].parse::<usize>().unwrap() % 25 < 20
+        })
+        .cloned()
+        .collect();
+    let spec = small_als();
+    let old = train(&old_rows, &spec, None).unwrap();
+    let mut warm_spec = spec;
+    warm_spec.als.iterations = 3;
+    let warm = Model::warm_start(&old, &split.train, &warm_spec, None).unwrap();
+    let full = train(&split.train, &spec, None).unwrap();
+    assert_eq!(warm.items().len(), full.items().len());
+    assert!(warm.als().unwrap().users.len() > old.als().unwrap().users.len());
+    let pop = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    let opts = EvalOptions::default();
+    let (w, _) = evaluate::evaluate(
+        &warm,
+        &pop,
+        &split.train,
+        &split.test,
+        Protocol::Warm,
+        &opts,
+    )
+    .unwrap();
+    let (f, _) = evaluate::evaluate(
+        &full,
+        &pop,
+        &split.train,
+        &split.test,
+        Protocol::Warm,
+        &opts,
+    )
+    .unwrap();
+    assert!(w.beats_baseline);
+    assert!(
+        w.metrics["ndcg@10"] > 0.9 * f.metrics["ndcg@10"],
+        "{} vs {}",
+        w.metrics["ndcg@10"],
+        f.metrics["ndcg@10"]
+    );
+    assert!(Model::warm_start(&pop, &split.train, &warm_spec, None).is_err());
+}
+
+#[test]
+fn training_does_not_depend_on_the_number_of_threads() {
+    let rows = clustered(150, 3, 20, 4);
+    let mut one = small_als();
+    one.als.threads = Some(1);
+    let mut two = one;
+    two.als.threads = Some(2);
+    let (a, b) = (
+        train(&rows, &one, None).unwrap(),
+        train(&rows, &two, None).unwrap(),
+    );
+    let bits = |m: &Model| {
+        m.als()
+            .unwrap()
+            .user_factors
+            .iter()
+            .chain(&m.als().unwrap().item_factors)
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        bits(&a) == bits(&b),
+        "ALS factors differ between 1 and 2 threads"
+    );
+    let mut e1 = small_ease();
+    e1.ease.threads = Some(1);
+    let mut e2 = e1;
+    e2.ease.threads = Some(2);
+    let (a, b) = (
+        train(&rows, &e1, None).unwrap(),
+        train(&rows, &e2, None).unwrap(),
+    );
+    assert!(
+        a.ease().unwrap().b == b.ease().unwrap().b,
+        "EASE weights differ between 1 and 2 threads"
+    );
+}
