@@ -51,8 +51,9 @@ pub enum Command {
     /// Build a realistic demo shop and run every stage on it, end to end.
     ///
     /// Writes the shop as a SQLite file (<data-dir>/demo/shop.db), imports it,
-    /// extracts training interactions, loads four weeks of storefront events, and
-    /// prints what each stage did and how long it took.
+    /// extracts training interactions, loads four weeks of storefront events,
+    /// syncs them into interactions, prints what each stage did and how long it
+    /// took, then serves (unless --no-serve) and prints curl lines to try.
     Demo(DemoArgs),
     /// Read the shop's database, or an interaction file, into the store.
     ///
@@ -209,6 +210,9 @@ pub struct DemoArgs {
     /// Stop after the pipeline instead of serving.
     #[arg(long)]
     pub no_serve: bool,
+    /// Where to serve afterwards.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "MANIREC_ADDR")]
+    pub addr: String,
     /// The day the shop's history ends (YYYY-MM-DD, UTC); default today. Same
     /// seed and day, same shop.
     #[arg(long, value_name = "DATE", value_parser = parse_day)]

@@ -42,6 +42,19 @@ fn the_demo_runs_every_stage_and_a_rerun_changes_nothing() {
         .unwrap();
     assert!(repeat >= 10, "only {repeat} returning customers");
 
+    // No raw email anywhere outside the shop mirror.
+    let leaks: i64 = d
+        .db()
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM training_interactions WHERE user_id LIKE '%@%')
+                  + (SELECT COUNT(*) FROM behavior_events WHERE user_id LIKE '%@%')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(leaks, 0);
+    assert!(first["stages"]["sync"]["inserted"].as_u64().unwrap() > 1000);
+
     let second = d.json(&["demo", "--no-serve", "--seed", "3", "--as-of", "2026-06-30"]);
     assert_eq!(second["stages"]["extract"]["inserted"], 0);
     assert_eq!(second["stages"]["events"]["accepted"], 0);

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use manirec_demo::{generate, ShopSpec};
 use manirec_pipeline::import::shop::import_shop;
+use manirec_pipeline::sync::sync;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -93,7 +94,18 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
 
     // 4. Four weeks of storefront behaviour, stored as the tracking endpoint stores it.
     let started = Instant::now();
-    let (accepted, duplicates) = store.insert_events(&shop.events)?;
+    // Through the same door as the storefront's: emails hashed before they are stored.
+    let key = ctx.settings.user_key()?;
+    let events: Vec<_> = shop
+        .events
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.user_id = e.user_id.map(|u| key.user_id(&u));
+            e
+        })
+        .collect();
+    let (accepted, duplicates) = store.insert_events(&events)?;
     let by_type: BTreeMap<String, i64> = store.event_counts()?.into_iter().collect();
     let _ = writeln!(
         human,
@@ -116,6 +128,17 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     );
     timed("events", started);
 
+    // 5. Sync the events into interactions, as `serve` does every hour.
+    let started = Instant::now();
+    let synced = sync(&mut store, &ctx.settings.sync.weights, &Bars::default())?;
+    let _ = writeln!(
+        human,
+        "\n5. Sync: {} events -> {} interactions (watermark {}); {} sessions/devices linked to customers, {} rows moved to them",
+        synced.synced, synced.inserted, synced.watermark, synced.stitched.links, synced.stitched.moved
+    );
+    stages.insert("sync", serde_json::to_value(&synced)?);
+    timed("sync", started);
+
     let totals = store.table_counts()?;
     let _ = writeln!(
         human,
@@ -125,19 +148,12 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     let _ = writeln!(
         human,
         "Stage times: {}",
-        seconds
+        STAGES
             .iter()
-            .map(|(k, v)| format!("{k} {v:.2}s"))
+            .filter_map(|k| seconds.get(k).map(|v| format!("{k} {v:.2}s")))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if !args.no_serve {
-        let _ = writeln!(
-            human,
-            "\nServing is not part of this build yet; the data above is ready in {}.",
-            ctx.settings.data_dir.display()
-        );
-    }
     let summary = DemoSummary {
         seed: args.seed,
         data_dir: ctx.settings.data_dir.display().to_string(),
@@ -145,8 +161,28 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         stages,
         seconds,
     };
-    ctx.print(&summary, || human)
+    ctx.print(&summary, || human)?;
+    drop(store);
+    if args.no_serve {
+        return Ok(());
+    }
+    super::live::serve_then(ctx, &args.addr, |addr| {
+        eprintln!(
+            "\nServing the demo shop on http://{addr} (Ctrl-C to stop). Try:\n\
+             \x20 curl -s http://{addr}/healthz\n\
+             \x20 curl -s -X POST http://{addr}/v1/events -d '[{{\"event_id\":\"try-1\",\"event_type\":\"product_view\",\"product_id\":\"p-1\",\"session_id\":\"s-1\",\"timestamp\":'$(date +%s000)'}}]'\n\
+             \x20 curl -s http://{addr}/metrics | grep manirec_events\n\
+             \x20 curl -s http://{addr}/sdk.js | head -5\n\
+             \x20 manirec --data-dir {} sync\n\
+             Webhooks need MANIREC_SHOPLAZZA_SECRET (then POST /webhooks/shoplazza, signed).",
+            ctx.settings.data_dir.display()
+        );
+    })
+    .await
 }
+
+/// The stages, in the order they run.
+const STAGES: &[&str] = &["generate", "import", "extract", "events", "sync"];
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("   {l}\n")).collect()

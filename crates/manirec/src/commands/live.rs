@@ -25,10 +25,19 @@ fn finish(state: AppState, thread: std::thread::JoinHandle<()>) {
 }
 
 pub async fn serve(ctx: &Context, args: ServeArgs) -> Result<()> {
+    serve_then(ctx, &args.addr, |_| {}).await
+}
+
+/// Serves on `addr`, calling `listening` with the bound address first.
+pub async fn serve_then(
+    ctx: &Context,
+    addr: &str,
+    listening: impl FnOnce(std::net::SocketAddr),
+) -> Result<()> {
     let (state, thread) = start(ctx)?;
-    let listener = tokio::net::TcpListener::bind(&args.addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
+        .with_context(|| format!("cannot listen on {addr}; pick another with --addr"))?;
     let addr = listener.local_addr()?;
     if state.config().shoplazza_secret.is_none() {
         tracing::warn!(
@@ -37,6 +46,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> Result<()> {
     }
     // Scripts and tests read this line to find the port.
     eprintln!("manirec listening on http://{addr}");
+    listening(addr);
     manirec_server::serve(state.clone(), listener, shutdown_signal()).await?;
     eprintln!("manirec stopped");
     finish(state, thread);
