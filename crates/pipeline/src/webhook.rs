@@ -16,17 +16,17 @@ use crate::shoplazza::parse_order;
 
 /// A delivery as it arrived.
 #[derive(Debug, Clone)]
-pub struct Delivery<'a> {
+pub struct Delivery {
     /// Idempotency key.
-    pub delivery_id: &'a str,
+    pub delivery_id: String,
     /// Topic (`orders/paid`, …).
-    pub topic: &'a str,
+    pub topic: String,
     /// The shop's domain, when given.
-    pub shop_domain: Option<&'a str>,
+    pub shop_domain: Option<String>,
     /// The parsed JSON body.
-    pub payload: &'a Value,
+    pub payload: Value,
     /// `webhook` or `poll`.
-    pub source: &'a str,
+    pub source: &'static str,
 }
 
 /// Whether a topic carries an order.
@@ -40,20 +40,20 @@ pub fn apply(
     store: &mut Store,
     key: &UserKey,
     seed: u64,
-    delivery: &Delivery<'_>,
+    delivery: &Delivery,
 ) -> crate::Result<Result<DeliveryOutcome, Rejection>> {
     let mut record = WebhookDelivery {
-        delivery_id: delivery.delivery_id.to_owned(),
-        topic: delivery.topic.to_owned(),
-        shop_domain: delivery.shop_domain.map(str::to_owned),
+        delivery_id: delivery.delivery_id.clone(),
+        topic: delivery.topic.clone(),
+        shop_domain: delivery.shop_domain.clone(),
         order_id: None,
         financial_status: None,
         order_updated_at: None,
     };
-    if !is_order_topic(delivery.topic) {
+    if !is_order_topic(&delivery.topic) {
         return Ok(Ok(store.apply_delivery(&record, None, None)?));
     }
-    let parsed = match parse_order(delivery.payload, delivery.topic, delivery.source) {
+    let parsed = match parse_order(&delivery.payload, &delivery.topic, delivery.source) {
         Ok(p) => p,
         Err(r) => return Ok(Err(r)),
     };

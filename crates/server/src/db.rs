@@ -4,7 +4,10 @@
 
 use std::thread::JoinHandle;
 
-use manirec_store::{BehaviorEvent, Store};
+use manirec_pipeline::identity::UserKey;
+use manirec_pipeline::webhook::{apply, Delivery};
+use manirec_pipeline::Rejection;
+use manirec_store::{BehaviorEvent, DeliveryOutcome, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ApiError;
@@ -50,6 +53,19 @@ impl Db {
         answer
             .await
             .map_err(|_| ApiError::unavailable("the store is shutting down"))?
+            .map_err(ApiError::internal)
+    }
+
+    /// Applies a Shoplazza delivery (webhook or polled order) in one transaction.
+    /// The inner `Err` is a payload that is not an order.
+    pub async fn apply_delivery(
+        &self,
+        key: UserKey,
+        seed: u64,
+        delivery: Delivery,
+    ) -> Result<Result<DeliveryOutcome, Rejection>, ApiError> {
+        self.call(move |store| apply(store, &key, seed, &delivery))
+            .await?
             .map_err(ApiError::internal)
     }
 

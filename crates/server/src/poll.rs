@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use manirec_pipeline::identity::UserKey;
-use manirec_pipeline::webhook::{apply, Delivery};
+use manirec_pipeline::webhook::Delivery;
 use manirec_store::DeliveryOutcome;
 use serde::Serialize;
 use serde_json::Value;
@@ -117,24 +117,19 @@ pub async fn poll_orders(
             newest = newest.max(updated);
             let id = order.get("id").map(|v| v.to_string()).unwrap_or_default();
             let delivery_id = format!("poll:{}:{}", id.trim_matches('"'), updated.unwrap_or(0));
-            let (key, payload) = (key.clone(), order);
             let outcome = db
-                .call(move |store| {
-                    apply(
-                        store,
-                        &key,
-                        seed,
-                        &Delivery {
-                            delivery_id: &delivery_id,
-                            topic: "orders/poll",
-                            shop_domain: None,
-                            payload: &payload,
-                            source: "poll",
-                        },
-                    )
-                })
-                .await?
-                .map_err(ApiError::internal)?;
+                .apply_delivery(
+                    key.clone(),
+                    seed,
+                    Delivery {
+                        delivery_id,
+                        topic: "orders/poll".into(),
+                        shop_domain: None,
+                        payload: order,
+                        source: "poll",
+                    },
+                )
+                .await?;
             match outcome {
                 Ok(DeliveryOutcome::Applied { .. }) => summary.applied += 1,
                 Ok(_) => summary.unchanged += 1,

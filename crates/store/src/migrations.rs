@@ -83,7 +83,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- One row, one meaning. `origin` names what produced the row (an order, the
     -- image table, an event) so a writer can reconcile exactly its own rows.
     CREATE TABLE training_interactions (
-        id               INTEGER PRIMARY KEY,
+        id               INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: exports use it as a watermark
         user_id          TEXT NOT NULL,
         item_id          TEXT NOT NULL,
         rating           REAL NOT NULL,

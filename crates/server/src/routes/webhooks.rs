@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use manirec_pipeline::webhook::{apply, Delivery};
+use manirec_pipeline::webhook::Delivery;
 use manirec_store::DeliveryOutcome;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -105,27 +105,21 @@ async fn handle(
             format!("sha256:{}", hex::encode(h.finalize()))
         });
     let shop_domain = header(headers, "x-shoplazza-shop-domain").map(str::to_owned);
-    let key = state.config().user_key.clone();
-    let seed = state.config().simulation_seed;
-    let topic = topic.to_owned();
+    let delivery = Delivery {
+        delivery_id,
+        topic: topic.to_owned(),
+        shop_domain,
+        payload,
+        source: "webhook",
+    };
     state
         .db()
-        .call(move |store| {
-            apply(
-                store,
-                &key,
-                seed,
-                &Delivery {
-                    delivery_id: &delivery_id,
-                    topic: &topic,
-                    shop_domain: shop_domain.as_deref(),
-                    payload: &payload,
-                    source: "webhook",
-                },
-            )
-        })
+        .apply_delivery(
+            state.config().user_key.clone(),
+            state.config().simulation_seed,
+            delivery,
+        )
         .await?
-        .map_err(ApiError::internal)?
         .map_err(|r| {
             let mut message = r.reason;
             if let Some(d) = r.detail {
