@@ -349,4 +349,20 @@ fn forget_deletes_one_customer_everywhere_and_nothing_else() {
         .unwrap()
         .values()
         .all(|n| n == 0));
+
+    // The shop still has her old orders: importing and extracting them again
+    // must not bring her back.
+    d.json(&["import", "--store", shop.to_str().unwrap()]);
+    let x = d.json(&["extract"]);
+    assert_eq!(
+        x["skipped"]["reasons"]["the customer asked to be forgotten"],
+        2
+    );
+    assert_eq!(
+        count(
+            &d,
+            &format!("SELECT COUNT(*) FROM training_interactions WHERE user_id = '{ana}'")
+        ),
+        0
+    );
 }

@@ -97,6 +97,7 @@ pub fn derive(
         view_before: 60..=3660,
         similar_views: true,
     });
+    let forgotten = store.forgotten_users()?;
     let mut batches = Vec::new();
     for order in store.orders_with_status(PAID_STATUSES)? {
         let label = format!("order {:?}", order.order_id);
@@ -111,6 +112,12 @@ pub fn derive(
             continue;
         }
         let user_id = key.user_id_for_email(email);
+        if forgotten.contains(&user_id) {
+            summary
+                .skipped
+                .add(label, "the customer asked to be forgotten");
+            continue;
+        }
         let (rows, counts) = order_rows(
             &order,
             &user_id,

@@ -128,6 +128,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         user_id      TEXT NOT NULL,
         linked_at    INTEGER NOT NULL
     );
+
+    -- Customers erased on request (training ids, i.e. keyed hashes): a later
+    -- extract of the shop's old orders must not bring them back.
+    CREATE TABLE forgotten_users (
+        user_id      TEXT PRIMARY KEY,
+        forgotten_at INTEGER NOT NULL
+    );
     "#,
     // 3: dataset versions and data-quality reports.
     r#"

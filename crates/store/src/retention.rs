@@ -107,6 +107,9 @@ impl Store {
                 }
             }
         }
+        // Their anonymous training ids, and the links that tied them to the customer.
+        people.extend(linked.iter().map(|l| crate::session_user(l)));
+        people.extend(linked.iter().map(|l| crate::device_user(l)));
         people.extend(linked);
 
         let mut counts = RetentionCounts::new();
@@ -138,6 +141,18 @@ impl Store {
             for id in &ids {
                 add("shop_accounts", accounts.execute([id])?);
             }
+            let mut links =
+                tx.prepare("DELETE FROM identity_links WHERE user_id = ?1 OR anonymous_id = ?1")?;
+            for who in &people {
+                add("identity_links", links.execute([who])?);
+            }
+            let mut remember = tx.prepare(
+                "INSERT INTO forgotten_users (user_id, forgotten_at) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO NOTHING",
+            )?;
+            for email in &emails {
+                remember.execute(params![training_id(email), crate::now_ms()])?;
+            }
         }
         for table in [
             "training_interactions",
@@ -145,11 +160,23 @@ impl Store {
             "shop_orders",
             "shop_order_items",
             "shop_accounts",
+            "identity_links",
         ] {
             counts.entry(table.to_owned()).or_default();
         }
         tx.commit()?;
         Ok(counts)
+    }
+}
+
+impl Store {
+    /// Training ids of customers erased on request.
+    pub fn forgotten_users(&self) -> Result<std::collections::HashSet<String>> {
+        let mut stmt = self.conn.prepare("SELECT user_id FROM forgotten_users")?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
     }
 }
 
