@@ -103,7 +103,15 @@ pub async fn retrain(ctx: &Context, args: RetrainArgs) -> Result<()> {
         bail!("retrain --run (the weekly loop) needs the models and serving stages, which this build does not have yet; use retrain --check");
     }
     let store = ctx.settings.open_store()?;
-    let check = trigger::check(&store, &ctx.settings.trigger, None)?;
+    let quality = match manirec_pipeline::training::quality(&store, &ctx.settings.objects()?).await
+    {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(error = %e, "no quality signal for the retrain trigger");
+            None
+        }
+    };
+    let check = trigger::check(&store, &ctx.settings.trigger, quality)?;
     let fired = if check.should_retrain && !check.already_fired {
         let increment = trigger::fire(&store, &ctx.settings.objects()?).await?;
         let notice = json!({"event": "retrain_triggered", "reasons": check.reasons,
