@@ -192,6 +192,27 @@ fn train_register_promote_evaluate_and_dump() {
         check["quality_drop"].as_f64().unwrap().abs() < 1e-9,
         "{check}"
     );
+
+    // Tastes move on: every customer now buys from the next group. On the new
+    // dataset version the active model's NDCG@10 drops, and the trigger says so.
+    let mut shifted = String::from("user_id,item_id,rating,timestamp,interaction_type\n");
+    for u in 0..400u64 {
+        for j in 0..10u64 {
+            let item = ((u % 8 + 1) % 8) * 25 + (u * 7 + j * 3) % 25;
+            let ts = 1_780_000_000 + 61 * 86_400 + ((u * 31 + j * 7919) % (30 * 86_400)) as i64;
+            shifted.push_str(&format!("u{u},p{item},5.0,{ts},purchase\n"));
+        }
+    }
+    let path = d.path().join("shifted.csv");
+    std::fs::write(&path, shifted).unwrap();
+    d.json(&["import", "--interactions", path.to_str().unwrap()]);
+    assert_eq!(d.json(&["dataset", "build"])["version"], "v1.1");
+    let check = d.json(&["retrain", "--check"]);
+    assert!(check["quality_drop"].as_f64().unwrap() > 0.1, "{check}");
+    assert!(
+        check["reasons"].to_string().contains("quality dropped"),
+        "{check}"
+    );
 }
 
 #[test]

@@ -146,6 +146,13 @@ fn render_trigger(
                 .map_or("never trained".into(), |d| format!("{d:.1} days"))
         )
     };
+    if let Some(drop) = check.quality_drop {
+        out.push_str(&format!(
+            "Active model: ndcg@10 on the latest dataset is {:.1} % {} its value at training\n",
+            drop.abs() * 100.0,
+            if drop > 0.0 { "below" } else { "at or above" }
+        ));
+    }
     match fired {
         Some(i) => out.push_str(&format!(
             "Exported the increment: {} ({} rows)\n",
