@@ -44,6 +44,9 @@ Examples:
   manirec extract --seed 7                orders and images -> training interactions
   manirec --json extract | jq .inserted
   manirec dataset build                   a new dataset version (train/test Parquet + manifest)
+  manirec train --model ease              train on the latest dataset version, register a candidate
+  manirec evaluate --protocol session     offline metrics beside popularity
+  manirec models list                     the registry; `models promote m3` makes m3 active
   manirec report                          today's data-quality report";
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +104,23 @@ pub enum Command {
     /// Build and list dataset versions (train/test Parquet files + manifest).
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// Train a model on a dataset version and register it as a candidate.
+    ///
+    /// Reads datasets/<version>/{train,test}.parquet (checked against the
+    /// manifest), trains, evaluates on the warm protocol beside popularity, and
+    /// writes models/<version>/model.safetensors and meta.json.
+    /// Example: manirec train --model als --factors 64 --iterations 15
+    Train(TrainArgs),
+    /// Offline metrics of a model version on its dataset's test part, beside
+    /// popularity, with 95 % bootstrap intervals.
+    ///
+    /// Protocols: warm (known users, next items) and session (new users scored
+    /// from the first half of their session). Says loudly when the model does
+    /// not beat popularity. --dump FILE writes the ranked lists, one JSON per line.
+    Evaluate(EvaluateArgs),
+    /// The model registry: list versions, promote one to active.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Write the training interactions to the object store, with a .meta.json sidecar.
     ///
     /// All interactions, or with --incremental those written since the last
@@ -176,6 +196,83 @@ pub struct DatasetBuildArgs {
     /// Also write train.csv and test.csv.
     #[arg(long)]
     pub csv: bool,
+}
+
+/// Model kinds `train` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelArg {
+    /// Time-decayed popularity, global and per category.
+    Popular,
+    /// Implicit ALS (Hu, Koren & Volinsky).
+    Als,
+    /// EASE (Steck, 2019).
+    Ease,
+    /// Two-tower (not built yet).
+    TwoTower,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// popular, als, ease (two-tower is not built yet).
+    #[arg(long, value_enum)]
+    pub model: ModelArg,
+    /// Dataset version (default: the latest ready one).
+    #[arg(long, value_name = "V")]
+    pub dataset: Option<String>,
+    /// Start from the active model of the same kind (ALS), adding new users and items.
+    #[arg(long)]
+    pub warm_start: bool,
+    /// Search hyper-parameters on a validation split cut from train first.
+    #[arg(long)]
+    pub tune: bool,
+    /// Seed of the initialisation and of the search.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// ALS latent factors.
+    #[arg(long)]
+    pub factors: Option<usize>,
+    /// ALS iterations.
+    #[arg(long)]
+    pub iterations: Option<usize>,
+    /// ALS L2 regularization.
+    #[arg(long)]
+    pub regularization: Option<f32>,
+    /// ALS confidence slope.
+    #[arg(long)]
+    pub alpha: Option<f32>,
+    /// EASE L2 penalty.
+    #[arg(long)]
+    pub lambda: Option<f32>,
+    /// Two-tower embedding size (not built yet).
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Two-tower epochs (not built yet).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Model version (default: the active one, else the latest trained).
+    #[arg(long, value_name = "V")]
+    pub model_version: Option<String>,
+    /// warm or session.
+    #[arg(long, default_value = "warm")]
+    pub protocol: String,
+    /// Also write the ranked lists scored, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Every model version, oldest first, with its warm metrics.
+    List,
+    /// Make a version active; the previous active one is retired (one transaction).
+    Promote {
+        /// The version (e.g. m3).
+        version: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -26,7 +26,21 @@ fn the_demo_runs_every_stage_and_a_rerun_changes_nothing() {
     assert!(n("product_view") > 2 * n("product_click"));
     assert!(n("product_click") > 2 * n("add_to_cart"));
     assert!(n("add_to_cart") > n("purchase"));
-    for stage in ["generate", "import", "extract", "events"] {
+    // A dataset version, then popularity, ALS and EASE trained and compared on it.
+    assert_eq!(first["stages"]["dataset"]["version"], "v1.0");
+    let models = first["stages"]["train"]["models"].as_array().unwrap();
+    let kinds: Vec<&str> = models
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["popular", "als", "ease"]);
+    for m in models {
+        assert!(m["metrics"]["ndcg@10"].is_number(), "{m}");
+        assert!(m["train_seconds"].is_number());
+    }
+    for stage in [
+        "generate", "import", "extract", "events", "dataset", "train",
+    ] {
         assert!(first["seconds"][stage].is_number(), "{stage} is timed");
     }
 

@@ -40,7 +40,8 @@ fn pyarrow_rows(path: &std::path::Path) -> u64 {
     let out = Command::new("python3")
         .args([
             "-c",
-            "import sys, pyarrow.parquet as pq; print(pq.read_table(sys.argv[1]).num_rows)",
+            // os._exit: pyarrow's thread pools can abort the interpreter's teardown under load.
+            "import os, sys, pyarrow.parquet as pq; print(pq.read_table(sys.argv[1]).num_rows, flush=True); os._exit(0)",
         ])
         .arg(path)
         .output()

@@ -10,6 +10,8 @@
 //!   with a metadata sidecar.
 //! - [`quality`]: the daily data-quality report; [`retention`]: deleting old
 //!   data and one customer's data (GDPR).
+//! - [`training`]: trains a model on a dataset version's files, evaluates it
+//!   beside popularity, writes its artifact and registers it (the model registry).
 //! - [`identity`]: the keyed hash that replaces emails before anything leaves
 //!   the shop mirror.
 //!
@@ -30,6 +32,7 @@ pub mod retention;
 pub mod shoplazza;
 pub mod sync;
 pub mod time;
+pub mod training;
 pub mod trigger;
 pub mod webhook;
 

@@ -4,6 +4,7 @@
 
 use manirec_pipeline::export::ExportSummary;
 use manirec_pipeline::sync::{sync, SyncSummary};
+use manirec_pipeline::training;
 use manirec_pipeline::trigger::{self, TriggerCheck};
 use manirec_pipeline::NoProgress;
 use serde::Serialize;
@@ -59,13 +60,14 @@ pub async fn tick(state: &AppState) -> Result<Tick, ApiError> {
         }
         None => None,
     };
+    let quality = quality(state).await;
     let weights = config.weights.clone();
     let thresholds = config.trigger.clone();
     let (sync, trigger, pending) = state
         .db()
         .call(move |store| -> manirec_pipeline::Result<_> {
             let sync = sync(store, &weights, &NoProgress)?;
-            let check = trigger::check(store, &thresholds, None)?;
+            let check = trigger::check(store, &thresholds, quality)?;
             let pending = if check.should_retrain && !check.already_fired {
                 Some(trigger::increment(store)?)
             } else {
@@ -102,4 +104,29 @@ pub async fn tick(state: &AppState) -> Result<Tick, ApiError> {
         trigger,
         fired,
     })
+}
+
+/// The active model's quality signal for the trigger; a failure is logged and
+/// leaves the trigger to its other reasons.
+async fn quality(state: &AppState) -> Option<trigger::Quality> {
+    let inputs = state
+        .db()
+        .call(|store| training::quality_inputs(store))
+        .await
+        .ok()?;
+    let inputs = match inputs {
+        Ok(Some(inputs)) => inputs,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "no quality signal for the retrain trigger");
+            return None;
+        }
+    };
+    match training::quality_of(state.objects(), &inputs).await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(error = %e, "no quality signal for the retrain trigger");
+            None
+        }
+    }
 }

@@ -28,6 +28,9 @@ pub enum Error {
     /// Another writer got there first (a dataset version already taken).
     #[error("{0}")]
     Conflict(String),
+    /// A request the store's state does not allow (an unknown or unfinished model version).
+    #[error("{0}")]
+    Invalid(String),
     /// A stored JSON value could not be read back.
     #[error("corrupt JSON in the store: {0}")]
     Json(#[from] serde_json::Error),

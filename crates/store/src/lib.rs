@@ -10,6 +10,9 @@
 //!   caller's memory.
 //! - [`Objects`]: the object store (a local folder by default, S3/R2/MinIO by
 //!   configuration) for exported files, datasets and model artifacts.
+//!
+//! The model registry (`model_versions`) records every trained model's
+//! artifact, metrics and status (candidate, active, retired).
 #![deny(missing_docs)]
 
 mod datasets;
@@ -18,6 +21,7 @@ mod error;
 mod events;
 mod interactions;
 mod migrations;
+mod models;
 mod objects;
 mod quality;
 mod retention;
@@ -34,6 +38,7 @@ pub use interactions::{
     is_anonymous, Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
     ANONYMOUS_PREFIX,
 };
+pub use models::ModelVersion;
 pub use objects::{ObjectInfo, Objects};
 pub use quality::{QualityCounts, SourceCounts, StoredReport};
 pub use retention::{ForgetTarget, RetentionCounts};

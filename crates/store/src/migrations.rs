@@ -170,4 +170,25 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         body       TEXT NOT NULL               -- the report JSON
     );
     "#,
+    // 4: the model registry.
+    r#"
+    -- One row per trained model. A version is reserved ('training') before its
+    -- artifact is written and becomes a 'candidate' once the artifact is in the
+    -- object store; promotion makes it 'active' and retires the previous active
+    -- one in the same transaction, so at most one version is ever active.
+    CREATE TABLE model_versions (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        version         TEXT NOT NULL UNIQUE,  -- 'm1', 'm2', ...
+        kind            TEXT NOT NULL,         -- popular | als | ease
+        dataset_version TEXT NOT NULL,
+        params          TEXT NOT NULL,         -- hyper-parameters (the model spec), JSON
+        metrics         TEXT,                  -- warm-protocol report (metrics, metrics_ci, baseline), JSON
+        artifact_key    TEXT,
+        sha256          TEXT,
+        status          TEXT NOT NULL,         -- training | candidate | active | retired
+        created_at      INTEGER NOT NULL,      -- Unix ms
+        promoted_at     INTEGER                -- Unix ms
+    );
+    CREATE UNIQUE INDEX model_versions_one_active ON model_versions(status) WHERE status = 'active';
+    "#,
 ];

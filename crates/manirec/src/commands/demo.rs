@@ -1,4 +1,6 @@
-//! `manirec demo`: a realistic shop, every stage that exists, end to end.
+//! `manirec demo`: a realistic shop, every stage that exists, end to end: generate,
+//! import, extract, events, dataset build, then popular, ALS and EASE trained and
+//! compared.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -6,8 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use manirec_demo::{generate, ShopSpec};
+use manirec_models::{ModelKind, ModelSpec};
 use manirec_pipeline::import::shop::import_shop;
 use manirec_pipeline::sync::sync;
+use manirec_pipeline::training::{self, TrainRequest, TrainSummary};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -139,6 +143,58 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     stages.insert("sync", serde_json::to_value(&synced)?);
     timed("sync", started);
 
+    // 6. A dataset version: dedup, sort, 80/20 temporal split, Parquet + manifest.
+    let started = Instant::now();
+    let objects = ctx.settings.objects()?;
+    let built = manirec_pipeline::dataset::build(
+        &store,
+        &objects,
+        manirec_pipeline::dataset::BuildOptions::default(),
+        &manirec_pipeline::NoProgress,
+    )
+    .await?;
+    let _ = writeln!(
+        human,
+        "\n6. Dataset {}: {} rows, train {} / test {}",
+        built.version, built.rows, built.train_rows, built.test_rows
+    );
+    stages.insert("dataset", serde_json::to_value(&built)?);
+    timed("dataset", started);
+
+    // 7. Train and evaluate every model on it (warm protocol, beside popularity).
+    let started = Instant::now();
+    let mut trained = Vec::new();
+    for kind in [ModelKind::Popular, ModelKind::Als, ModelKind::Ease] {
+        let req = TrainRequest {
+            spec: ModelSpec::new(kind),
+            dataset: Some(built.version.clone()),
+            warm_start: false,
+            tune: None,
+        };
+        trained.push(training::train(&store, &objects, &req).await?);
+    }
+    let _ = writeln!(
+        human,
+        "\n7. Models (warm protocol, dataset {})",
+        built.version
+    );
+    human.push_str(&indent(&comparison(&trained)));
+    stages.insert(
+        "train",
+        json!({
+            "dataset": built.version,
+            "models": trained.iter().map(|t| json!({
+                "model_version": t.model_version,
+                "model": t.model,
+                "train_seconds": t.train_seconds,
+                "users_evaluated": t.users_evaluated,
+                "metrics": t.metrics,
+                "beats_baseline": t.beats_baseline,
+            })).collect::<Vec<_>>(),
+        }),
+    );
+    timed("train", started);
+
     let totals = store.table_counts()?;
     let _ = writeln!(
         human,
@@ -182,7 +238,37 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
 }
 
 /// The stages, in the order they run.
-const STAGES: &[&str] = &["generate", "import", "extract", "events", "sync"];
+const STAGES: &[&str] = &[
+    "generate", "import", "extract", "events", "sync", "dataset", "train",
+];
+
+/// The comparison table of the trained models.
+fn comparison(trained: &[TrainSummary]) -> String {
+    let mut out = format!(
+        "{:<8} {:<8} {:>8} {:>10} {:>12} {:>9}\n",
+        "model", "version", "ndcg@10", "recall@20", "coverage@20", "train s"
+    );
+    let m = |t: &TrainSummary, k: &str| t.metrics.get(k).copied().unwrap_or(f64::NAN);
+    for t in trained {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<8} {:>8.4} {:>10.4} {:>12.4} {:>9.3}",
+            t.model,
+            t.model_version,
+            m(t, "ndcg@10"),
+            m(t, "recall@20"),
+            m(t, "coverage@20"),
+            t.train_seconds
+        );
+    }
+    if let Some(t) = trained.first() {
+        let _ = writeln!(out, "({} users evaluated)", t.users_evaluated);
+    }
+    for w in trained.iter().filter_map(|t| t.warning.as_ref()) {
+        let _ = writeln!(out, "WARNING: {w}");
+    }
+    out
+}
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("   {l}\n")).collect()

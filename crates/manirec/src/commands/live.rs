@@ -113,7 +113,15 @@ pub async fn retrain(ctx: &Context, args: RetrainArgs) -> Result<()> {
         bail!("retrain --run (the weekly loop) needs the models and serving stages, which this build does not have yet; use retrain --check");
     }
     let store = ctx.settings.open_store()?;
-    let check = trigger::check(&store, &ctx.settings.trigger, None)?;
+    let quality = match manirec_pipeline::training::quality(&store, &ctx.settings.objects()?).await
+    {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(error = %e, "no quality signal for the retrain trigger");
+            None
+        }
+    };
+    let check = trigger::check(&store, &ctx.settings.trigger, quality)?;
     let fired = if check.should_retrain && !check.already_fired {
         let increment = trigger::fire(&store, &ctx.settings.objects()?).await?;
         let notice = json!({"event": "retrain_triggered", "reasons": check.reasons,
@@ -148,6 +156,13 @@ fn render_trigger(
                 .map_or("never trained".into(), |d| format!("{d:.1} days"))
         )
     };
+    if let Some(drop) = check.quality_drop {
+        out.push_str(&format!(
+            "Active model: ndcg@10 on the latest dataset is {:.1} % {} its value at training\n",
+            drop.abs() * 100.0,
+            if drop > 0.0 { "below" } else { "at or above" }
+        ));
+    }
     match fired {
         Some(i) => out.push_str(&format!(
             "Exported the increment: {} ({} rows)\n",

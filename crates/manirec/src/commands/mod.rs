@@ -9,6 +9,7 @@ mod extract;
 mod forget;
 mod import;
 mod live;
+mod models;
 mod report;
 
 use anyhow::Result;
@@ -53,6 +54,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Retrain(args) => runtime.block_on(live::retrain(&ctx, args)),
         Command::Poll => runtime.block_on(live::poll(&ctx)),
         Command::Dataset(command) => runtime.block_on(dataset::run(&ctx, command)),
+        Command::Train(args) => runtime.block_on(models::train(&ctx, args)),
+        Command::Evaluate(args) => runtime.block_on(models::evaluate(&ctx, args)),
+        Command::Models(command) => models::registry(&ctx, command),
         Command::Export(args) => runtime.block_on(export::run(&ctx, args)),
         Command::Report => runtime.block_on(report::run(&ctx)),
         Command::Cleanup(args) => cleanup::run(&ctx, args),

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sys
 
 try:
@@ -83,4 +84,10 @@ def main():
                "test": parts.get("test", [])}, sys.stdout)
 
 
-main()
+if __name__ == "__main__":
+    main()
+    # pyarrow's C++ thread pools can abort ("terminate called without an active
+    # exception") while the interpreter tears down under load; the check is done
+    # and printed, so leave without the teardown.
+    sys.stdout.flush()
+    os._exit(0)

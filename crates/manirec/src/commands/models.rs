@@ -1,0 +1,214 @@
+//! `train`, `evaluate`, `models list` and `models promote`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{bail, Context as _, Result};
+use manirec_models::evaluate::{write_dump, Protocol};
+use manirec_models::tune::TuneOptions;
+use manirec_models::{ModelKind, ModelSpec};
+use manirec_pipeline::training::{
+    self, EvaluateSummary, ModelList, Promotion, TrainRequest, TrainSummary,
+};
+
+use super::Context;
+use crate::cli::{EvaluateArgs, ModelArg, ModelsCommand, TrainArgs};
+
+/// The metrics the tables show.
+const SHOWN: [&str; 4] = ["ndcg@10", "recall@10", "recall@20", "coverage@20"];
+
+/// The spec `args` ask for.
+pub fn spec(args: &TrainArgs) -> Result<ModelSpec> {
+    let kind = match args.model {
+        ModelArg::Popular => ModelKind::Popular,
+        ModelArg::Als => ModelKind::Als,
+        ModelArg::Ease => ModelKind::Ease,
+        ModelArg::TwoTower => {
+            bail!("the two-tower model is not built yet; use --model popular, als or ease")
+        }
+    };
+    let mut spec = ModelSpec::new(kind);
+    if let Some(seed) = args.seed {
+        spec.als.seed = seed;
+    }
+    if let Some(v) = args.factors {
+        spec.als.factors = v;
+    }
+    if let Some(v) = args.iterations {
+        spec.als.iterations = v;
+    }
+    if let Some(v) = args.regularization {
+        spec.als.regularization = v;
+    }
+    if let Some(v) = args.alpha {
+        spec.als.alpha = v;
+    }
+    if let Some(v) = args.lambda {
+        spec.ease.lambda = v;
+    }
+    if args.dim.is_some() || args.epochs.is_some() {
+        bail!("--dim and --epochs are two-tower hyper-parameters; the two-tower model is not built yet");
+    }
+    Ok(spec)
+}
+
+pub async fn train(ctx: &Context, args: TrainArgs) -> Result<()> {
+    let spec = spec(&args)?;
+    let store = ctx.settings.open_store()?;
+    let objects = ctx.settings.objects()?;
+    let req = TrainRequest {
+        spec,
+        dataset: args.dataset.clone(),
+        warm_start: args.warm_start,
+        tune: args.tune.then(|| TuneOptions {
+            seed: args.seed.unwrap_or(TuneOptions::default().seed),
+            ..TuneOptions::default()
+        }),
+    };
+    let summary = training::train(&store, &objects, &req).await?;
+    if let Some(w) = &summary.warning {
+        eprintln!("WARNING: {w}");
+    }
+    ctx.print(&summary, || render_train(&summary))
+}
+
+fn metric(m: &BTreeMap<String, f64>, k: &str) -> f64 {
+    m.get(k).copied().unwrap_or(f64::NAN)
+}
+
+fn render_train(s: &TrainSummary) -> String {
+    let mut out = format!(
+        "Trained {} ({}) on dataset {} in {:.2}s -> candidate {}\n",
+        s.model,
+        s.warm_started_from
+            .as_ref()
+            .map_or_else(|| "full".to_owned(), |v| format!("warm start from {v}")),
+        s.dataset,
+        s.train_seconds,
+        s.model_version
+    );
+    let _ = writeln!(
+        out,
+        "warm protocol, {} users: {}",
+        s.users_evaluated,
+        SHOWN
+            .iter()
+            .map(|k| format!(
+                "{k} {:.4} (popularity {:.4})",
+                metric(&s.metrics, k),
+                metric(&s.baseline, k)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(w) = &s.warning {
+        let _ = writeln!(out, "WARNING: {w}");
+    }
+    let _ = writeln!(out, "artifact {} (sha256 {})", s.artifact, &s.sha256[..16]);
+    let _ = writeln!(
+        out,
+        "Promote it with `manirec models promote {}`.",
+        s.model_version
+    );
+    out
+}
+
+pub async fn evaluate(ctx: &Context, args: EvaluateArgs) -> Result<()> {
+    let protocol: Protocol = args.protocol.parse()?;
+    let store = ctx.settings.open_store()?;
+    let objects = ctx.settings.objects()?;
+    let (summary, lists) =
+        training::evaluate_version(&store, &objects, args.model_version.as_deref(), protocol)
+            .await?;
+    if let Some(path) = &args.dump {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        write_dump(std::io::BufWriter::new(file), &lists)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(w) = &summary.warning {
+        eprintln!("WARNING: {w}");
+    }
+    ctx.print(&summary, || render_evaluate(&summary))
+}
+
+fn render_evaluate(s: &EvaluateSummary) -> String {
+    let mut out = format!(
+        "{} ({}, dataset {}), {:?} protocol, {} users evaluated\n",
+        s.model_version, s.model, s.dataset, s.protocol, s.users_evaluated
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>8} {:>18} {:>10}",
+        "metric", "model", "95% interval", "popular"
+    );
+    for (k, v) in &s.metrics {
+        let ci = s.metrics_ci.get(k).copied().unwrap_or([f64::NAN; 2]);
+        let _ = writeln!(
+            out,
+            "{k:<12} {v:>8.4} {:>18} {:>10.4}",
+            format!("[{:.4}, {:.4}]", ci[0], ci[1]),
+            metric(&s.baseline, k)
+        );
+    }
+    match &s.warning {
+        Some(w) => {
+            let _ = writeln!(out, "\n!!! WARNING: {w} !!!");
+        }
+        None if s.beats_baseline => {
+            let _ = writeln!(
+                out,
+                "Beats popularity: ndcg@10 lift interval [{:.4}, {:.4}].",
+                s.ndcg10_lift_ci[0], s.ndcg10_lift_ci[1]
+            );
+        }
+        None => {}
+    }
+    out
+}
+
+pub fn registry(ctx: &Context, command: ModelsCommand) -> Result<()> {
+    let store = ctx.settings.open_store()?;
+    match command {
+        ModelsCommand::List => {
+            let list = training::list(&store)?;
+            ctx.print(&list, || render_list(&list))
+        }
+        ModelsCommand::Promote { version } => {
+            let p = training::promote(&store, &version)?;
+            ctx.print(&p, || render_promotion(&p))
+        }
+    }
+}
+
+fn render_list(list: &ModelList) -> String {
+    if list.models.is_empty() {
+        return "No model yet: run `manirec train --model ease`.\n".into();
+    }
+    let mut out = format!(
+        "{:<6} {:<8} {:<8} {:<10} {:<24} {:>8} {:>10} {:>12}\n",
+        "model", "kind", "dataset", "status", "created", "ndcg@10", "recall@20", "coverage@20"
+    );
+    for m in &list.models {
+        let _ = writeln!(
+            out,
+            "{:<6} {:<8} {:<8} {:<10} {:<24} {:>8.4} {:>10.4} {:>12.4}",
+            m.version,
+            m.model,
+            m.dataset,
+            m.status,
+            m.created_at,
+            metric(&m.metrics, "ndcg@10"),
+            metric(&m.metrics, "recall@20"),
+            metric(&m.metrics, "coverage@20"),
+        );
+    }
+    out
+}
+
+fn render_promotion(p: &Promotion) -> String {
+    match &p.retired {
+        Some(r) => format!("{} is now active; {r} retired.\n", p.model_version),
+        None => format!("{} is now active.\n", p.model_version),
+    }
+}

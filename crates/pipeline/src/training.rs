@@ -1,0 +1,662 @@
+//! Training, evaluation and the model registry's files.
+//!
+//! A model is trained on a dataset version's files exactly as they were
+//! published: `train.parquet` and `test.parquet` are read back from the object
+//! store (and checked against the manifest's SHA-256), never rebuilt. Items get
+//! their category from the shop mirror. Every training is evaluated on the
+//! contract's `warm` protocol beside popularity trained on the same rows; the
+//! artifact (`models/<version>/model.safetensors`) and a metadata sidecar
+//! (`models/<version>/meta.json`) go to the object store, and the version is
+//! registered as a candidate. `LAST_TRAINING_AT` is set, so that the retrain
+//! trigger counts from this training.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use bytes::Bytes;
+use manirec_models::evaluate::{self, EvalOptions, Protocol, RankedList, Report};
+use manirec_models::tune::{self, TuneOptions};
+use manirec_models::{Interaction, Model, ModelKind, ModelSpec};
+use manirec_store::{now_ms, DatasetVersion, ModelVersion, Objects, Store};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+
+use crate::dataset::Manifest;
+use crate::export::sha256_hex;
+use crate::trigger::{Quality, LAST_TRAINING_AT};
+use crate::{Error, Result};
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    /// Kind and hyper-parameters.
+    pub spec: ModelSpec,
+    /// The dataset version; `None`: the latest ready one.
+    pub dataset: Option<String>,
+    /// Start from the active model of the same kind (ALS only).
+    pub warm_start: bool,
+    /// Search hyper-parameters first (on a validation split cut from train).
+    pub tune: Option<TuneOptions>,
+}
+
+/// What `train` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// The new (candidate) version.
+    pub model_version: String,
+    /// `popular`, `als`, `ease`.
+    pub model: String,
+    /// The dataset version.
+    pub dataset: String,
+    /// Wall time of the training alone (not loading nor evaluating), seconds.
+    pub train_seconds: f64,
+    /// Warm-protocol metrics on the dataset's test part.
+    pub metrics: BTreeMap<String, f64>,
+    /// Their 95 % bootstrap intervals.
+    pub metrics_ci: BTreeMap<String, [f64; 2]>,
+    /// Popularity's metrics on the same users.
+    pub baseline: BTreeMap<String, f64>,
+    /// Users evaluated.
+    pub users_evaluated: usize,
+    /// Whether the model beats popularity (NDCG@10 lift interval above 0).
+    pub beats_baseline: bool,
+    /// Said loudly when it does not.
+    pub warning: Option<String>,
+    /// The hyper-parameters used.
+    pub params: ModelSpec,
+    /// The version it was warm-started from.
+    pub warm_started_from: Option<String>,
+    /// The search, when `--tune`.
+    pub tune: Option<serde_json::Value>,
+    /// Object key of the artifact.
+    pub artifact: String,
+    /// SHA-256 of the artifact.
+    pub sha256: String,
+}
+
+/// What `evaluate` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluateSummary {
+    /// The version evaluated.
+    pub model_version: String,
+    /// Its kind.
+    pub model: String,
+    /// The dataset version it was trained on (and is evaluated on).
+    pub dataset: String,
+    /// `warm` or `session`.
+    pub protocol: Protocol,
+    /// Users evaluated.
+    pub users_evaluated: usize,
+    /// The model's metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// Their 95 % bootstrap intervals.
+    pub metrics_ci: BTreeMap<String, [f64; 2]>,
+    /// Popularity's metrics on the same users.
+    pub baseline: BTreeMap<String, f64>,
+    /// Popularity's intervals.
+    pub baseline_ci: BTreeMap<String, [f64; 2]>,
+    /// Bootstrap interval of the NDCG@10 lift over popularity.
+    pub ndcg10_lift_ci: [f64; 2],
+    /// Whether the model beats popularity.
+    pub beats_baseline: bool,
+    /// Said loudly when it does not.
+    pub warning: Option<String>,
+}
+
+/// One line of `models list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// `m1`, …
+    pub version: String,
+    /// Kind.
+    pub model: String,
+    /// Dataset version.
+    pub dataset: String,
+    /// `training`, `candidate`, `active`, `retired`.
+    pub status: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub promoted_at: Option<String>,
+    /// Warm metrics at training.
+    pub metrics: BTreeMap<String, f64>,
+    /// Popularity's, same users.
+    pub baseline: BTreeMap<String, f64>,
+    /// Hyper-parameters.
+    pub params: serde_json::Value,
+    /// Object key of the artifact.
+    pub artifact: Option<String>,
+    /// SHA-256 of the artifact.
+    pub sha256: Option<String>,
+}
+
+/// `models list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelList {
+    /// Oldest first.
+    pub models: Vec<ModelInfo>,
+}
+
+/// `models promote`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Promotion {
+    /// The version now active.
+    pub model_version: String,
+    /// The version it replaced (now retired).
+    pub retired: Option<String>,
+    /// The registry after the change.
+    pub models: Vec<ModelInfo>,
+}
+
+/// A dataset version's rows, read back from its Parquet files.
+#[derive(Debug, Clone)]
+pub struct DatasetRows {
+    /// The version.
+    pub version: String,
+    /// Train part, time order.
+    pub train: Vec<Interaction>,
+    /// Test part, time order.
+    pub test: Vec<Interaction>,
+}
+
+fn data(message: impl std::fmt::Display) -> Error {
+    Error::Data(message.to_string())
+}
+
+fn model_error(e: manirec_models::Error) -> Error {
+    Error::Data(e.to_string())
+}
+
+/// The dataset version `version`, or the latest ready one.
+pub fn dataset_version(store: &Store, version: Option<&str>) -> Result<DatasetVersion> {
+    let v = match version {
+        Some(v) => store.dataset_version(v)?.ok_or_else(|| {
+            data(format!(
+                "no dataset version {v} (see `manirec dataset list`)"
+            ))
+        })?,
+        None => store
+            .latest_ready_dataset_version()?
+            .ok_or_else(|| data("no dataset version yet: run `manirec dataset build` first"))?,
+    };
+    if v.status != "ready" {
+        return Err(data(format!(
+            "dataset version {} is not ready (status {})",
+            v.version, v.status
+        )));
+    }
+    Ok(v)
+}
+
+/// Reads a dataset version's train and test rows from its Parquet files,
+/// checking each file's SHA-256 against the manifest.
+pub async fn load_dataset(objects: &Objects, version: &DatasetVersion) -> Result<DatasetRows> {
+    let manifest: Manifest = serde_json::from_str(
+        version
+            .manifest
+            .as_deref()
+            .ok_or_else(|| data(format!("dataset {} has no manifest", version.version)))?,
+    )
+    .map_err(|e| data(format!("dataset {} manifest: {e}", version.version)))?;
+    let mut parts: HashMap<&str, Vec<Interaction>> = HashMap::new();
+    for part in ["train", "test"] {
+        let file = manifest
+            .files
+            .iter()
+            .find(|f| f.part == part && f.format == "parquet")
+            .ok_or_else(|| {
+                data(format!(
+                    "dataset {} has no {part} Parquet file",
+                    version.version
+                ))
+            })?;
+        let bytes = objects.get(&file.key).await?;
+        let sha = sha256_hex(&bytes);
+        if sha != file.sha256 {
+            return Err(data(format!(
+                "{}: SHA-256 {sha} does not match the manifest's {}",
+                file.key, file.sha256
+            )));
+        }
+        let rows = read_parquet(bytes).map_err(|e| data(format!("{}: {e}", file.key)))?;
+        if rows.len() as u64 != file.rows {
+            return Err(data(format!(
+                "{}: {} rows, the manifest says {}",
+                file.key,
+                rows.len(),
+                file.rows
+            )));
+        }
+        parts.insert(part, rows);
+    }
+    Ok(DatasetRows {
+        version: version.version.clone(),
+        train: parts.remove("train").unwrap_or_default(),
+        test: parts.remove("test").unwrap_or_default(),
+    })
+}
+
+fn strings(col: &ArrayRef) -> std::result::Result<Vec<String>, String> {
+    if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+        return Ok(s.iter().map(|v| v.unwrap_or_default().to_owned()).collect());
+    }
+    if let Some(d) = col.as_any_dictionary_opt() {
+        let values = d
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or("dictionary values are not strings")?;
+        return Ok(d
+            .normalized_keys()
+            .into_iter()
+            .map(|k| values.value(k).to_owned())
+            .collect());
+    }
+    Err(format!("unexpected string column type {}", col.data_type()))
+}
+
+fn column<'a, T: 'static>(
+    batch: &'a arrow_array::RecordBatch,
+    name: &str,
+) -> std::result::Result<&'a T, String> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("no column {name}"))?
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| format!("column {name} has an unexpected type"))
+}
+
+/// Parquet bytes (the dataset files' schema) as engine rows.
+pub fn read_parquet(bytes: Bytes) -> std::result::Result<Vec<Interaction>, String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let named = |n: &str| {
+            batch
+                .column_by_name(n)
+                .cloned()
+                .ok_or_else(|| format!("no column {n}"))
+        };
+        let users = strings(&named("user_id")?)?;
+        let items = strings(&named("item_id")?)?;
+        let kinds = strings(&named("interaction_type")?)?;
+        let ratings = column::<Float64Array>(&batch, "rating")?;
+        let times = column::<Int64Array>(&batch, "timestamp")?;
+        let synthetic = column::<BooleanArray>(&batch, "synthetic")?;
+        for (i, ((user_id, item_id), interaction_type)) in
+            users.into_iter().zip(items).zip(kinds).enumerate()
+        {
+            out.push(Interaction {
+                user_id,
+                item_id,
+                weight: ratings.value(i) as f32,
+                timestamp: times.value(i),
+                interaction_type,
+                synthetic: synthetic.is_valid(i) && synthetic.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Item → category, from the shop mirror.
+pub fn categories(store: &Store) -> Result<HashMap<String, String>> {
+    Ok(store
+        .catalog()?
+        .into_iter()
+        .map(|c| (c.item_id, c.category_id))
+        .collect())
+}
+
+/// Object key of a version's artifact.
+pub fn artifact_key(version: &str) -> String {
+    format!("models/{version}/model.safetensors")
+}
+
+/// Loads a registered version's artifact, checking its SHA-256.
+pub async fn load_model(objects: &Objects, v: &ModelVersion) -> Result<Model> {
+    let key = v
+        .artifact_key
+        .as_deref()
+        .ok_or_else(|| data(format!("model {} has no artifact yet", v.version)))?;
+    let bytes = objects.get(key).await?;
+    if let Some(expected) = &v.sha256 {
+        let sha = sha256_hex(&bytes);
+        if &sha != expected {
+            return Err(data(format!(
+                "{key}: SHA-256 {sha} does not match the registry's {expected}"
+            )));
+        }
+    }
+    Model::from_bytes(&bytes).map_err(model_error)
+}
+
+fn baseline(rows: &DatasetRows, cats: &HashMap<String, String>) -> Result<Model> {
+    manirec_models::train(&rows.train, &ModelSpec::new(ModelKind::Popular), Some(cats))
+        .map_err(model_error)
+}
+
+/// The report as the registry stores it.
+fn report_json(report: &Report) -> serde_json::Value {
+    serde_json::json!({
+        "protocol": report.protocol,
+        "users_evaluated": report.users_evaluated,
+        "metrics": report.metrics,
+        "metrics_ci": report.metrics_ci,
+        "baseline": report.baseline,
+        "baseline_ci": report.baseline_ci,
+        "ndcg10_lift_ci": report.ndcg10_lift_ci,
+        "beats_baseline": report.beats_baseline,
+    })
+}
+
+/// Trains, evaluates (warm, beside popularity), writes the artifact and
+/// registers a candidate.
+pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Result<TrainSummary> {
+    let dv = dataset_version(store, req.dataset.as_deref())?;
+    let rows = load_dataset(objects, &dv).await?;
+    if rows.train.is_empty() {
+        return Err(data(format!("dataset {} has no train rows", dv.version)));
+    }
+    let cats = categories(store)?;
+    let mut spec = req.spec;
+    let tuned = match &req.tune {
+        Some(opts) => {
+            let report = tune::tune(&rows.train, &spec, opts).map_err(model_error)?;
+            spec = report.best;
+            Some(serde_json::json!({
+                "best_ndcg10": report.best_ndcg10,
+                "validation_users": report.validation_users,
+                "trials": report.trials.len(),
+            }))
+        }
+        None => None,
+    };
+    let previous = if req.warm_start {
+        if spec.kind != ModelKind::Als {
+            return Err(data(format!(
+                "--warm-start is for ALS only, not {}",
+                spec.kind
+            )));
+        }
+        let active = store
+            .active_model_version()?
+            .filter(|v| v.kind == spec.kind.as_str())
+            .ok_or_else(|| {
+                data("--warm-start needs an active ALS model (see `manirec models promote`)")
+            })?;
+        Some((active.version.clone(), load_model(objects, &active).await?))
+    } else {
+        None
+    };
+    let params = serde_json::to_string(&spec).map_err(data)?;
+    let version = store.reserve_model_version(spec.kind.as_str(), &dv.version, &params)?;
+    let result = train_reserved(store, objects, &version, &spec, &rows, &cats, previous).await;
+    match result {
+        Ok(mut summary) => {
+            summary.tune = tuned;
+            Ok(summary)
+        }
+        Err(e) => {
+            let _ = store.abandon_model_version(&version);
+            Err(e)
+        }
+    }
+}
+
+async fn train_reserved(
+    store: &Store,
+    objects: &Objects,
+    version: &str,
+    spec: &ModelSpec,
+    rows: &DatasetRows,
+    cats: &HashMap<String, String>,
+    previous: Option<(String, Model)>,
+) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let model = match &previous {
+        Some((_, prev)) => Model::warm_start(prev, &rows.train, spec, Some(cats)),
+        None => manirec_models::train(&rows.train, spec, Some(cats)),
+    }
+    .map_err(model_error)?;
+    let train_seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    let base = baseline(rows, cats)?;
+    let (report, _) = evaluate::evaluate(
+        &model,
+        &base,
+        &rows.train,
+        &rows.test,
+        Protocol::Warm,
+        &EvalOptions::default(),
+    )
+    .map_err(model_error)?;
+    let bytes = model.to_bytes().map_err(model_error)?;
+    let sha = sha256_hex(&bytes);
+    let key = artifact_key(version);
+    let params = serde_json::to_string(spec).map_err(data)?;
+    let metrics = report_json(&report);
+    let meta = serde_json::json!({
+        "model_version": version,
+        "model": spec.kind.as_str(),
+        "dataset": rows.version,
+        "params": spec,
+        "warm_started_from": previous.as_ref().map(|(v, _)| v),
+        "train_seconds": train_seconds,
+        "evaluation": metrics,
+        "artifact": {"key": key, "format": "safetensors", "bytes": bytes.len(), "sha256": sha},
+        "created_at": now_ms(),
+    });
+    objects.put(&key, Bytes::from(bytes)).await?;
+    objects
+        .put(
+            &format!("models/{version}/meta.json"),
+            Bytes::from(serde_json::to_vec_pretty(&meta).map_err(data)?),
+        )
+        .await?;
+    store.register_model_candidate(version, &params, &metrics.to_string(), &key, &sha)?;
+    store.state_set(LAST_TRAINING_AT, &now_ms().to_string())?;
+    Ok(TrainSummary {
+        model_version: version.to_owned(),
+        model: spec.kind.as_str().to_owned(),
+        dataset: rows.version.clone(),
+        train_seconds,
+        metrics: report.metrics,
+        metrics_ci: report.metrics_ci,
+        baseline: report.baseline,
+        users_evaluated: report.users_evaluated,
+        beats_baseline: report.beats_baseline,
+        warning: report.warning,
+        params: *spec,
+        warm_started_from: previous.map(|(v, _)| v),
+        tune: None,
+        artifact: key,
+        sha256: sha,
+    })
+}
+
+/// The version `version`, or the active one, or the latest trained one.
+pub fn model_version(store: &Store, version: Option<&str>) -> Result<ModelVersion> {
+    let v = match version {
+        Some(v) => store
+            .model_version(v)?
+            .ok_or_else(|| data(format!("no model version {v} (see `manirec models list`)")))?,
+        None => match store.active_model_version()? {
+            Some(v) => v,
+            None => store.latest_model_version()?.ok_or_else(|| {
+                data("no model trained yet: run `manirec train --model ease` first")
+            })?,
+        },
+    };
+    if v.status == "training" {
+        return Err(data(format!(
+            "model version {} has not finished training",
+            v.version
+        )));
+    }
+    Ok(v)
+}
+
+/// Evaluates a registered version on its dataset's test part under `protocol`,
+/// beside popularity trained on the same train part. Returns the summary and
+/// the ranked lists (for `--dump`).
+pub async fn evaluate_version(
+    store: &Store,
+    objects: &Objects,
+    version: Option<&str>,
+    protocol: Protocol,
+) -> Result<(EvaluateSummary, Vec<RankedList>)> {
+    let v = model_version(store, version)?;
+    let model = load_model(objects, &v).await?;
+    let dv = dataset_version(store, Some(&v.dataset_version))?;
+    let rows = load_dataset(objects, &dv).await?;
+    let base = baseline(&rows, &categories(store)?)?;
+    let (report, lists) = evaluate::evaluate(
+        &model,
+        &base,
+        &rows.train,
+        &rows.test,
+        protocol,
+        &EvalOptions::default(),
+    )
+    .map_err(model_error)?;
+    Ok((
+        EvaluateSummary {
+            model_version: v.version,
+            model: v.kind,
+            dataset: v.dataset_version,
+            protocol,
+            users_evaluated: report.users_evaluated,
+            metrics: report.metrics,
+            metrics_ci: report.metrics_ci,
+            baseline: report.baseline,
+            baseline_ci: report.baseline_ci,
+            ndcg10_lift_ci: report.ndcg10_lift_ci,
+            beats_baseline: report.beats_baseline,
+            warning: report.warning,
+        },
+        lists,
+    ))
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn info(v: ModelVersion) -> ModelInfo {
+    let metrics: serde_json::Value = v
+        .metrics
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    let map = |key: &str| -> BTreeMap<String, f64> {
+        serde_json::from_value(metrics[key].clone()).unwrap_or_default()
+    };
+    ModelInfo {
+        metrics: map("metrics"),
+        baseline: map("baseline"),
+        params: serde_json::from_str(&v.params).unwrap_or_default(),
+        created_at: rfc3339(v.created_at),
+        promoted_at: v.promoted_at.map(rfc3339),
+        version: v.version,
+        model: v.kind,
+        dataset: v.dataset_version,
+        status: v.status,
+        artifact: v.artifact_key,
+        sha256: v.sha256,
+    }
+}
+
+/// Every model version, oldest first.
+pub fn list(store: &Store) -> Result<ModelList> {
+    Ok(ModelList {
+        models: store.model_versions()?.into_iter().map(info).collect(),
+    })
+}
+
+/// Makes `version` active, retiring the previous active version.
+pub fn promote(store: &Store, version: &str) -> Result<Promotion> {
+    let retired = store.promote_model_version(version)?;
+    Ok(Promotion {
+        model_version: version.to_owned(),
+        retired,
+        models: list(store)?.models,
+    })
+}
+
+/// What the quality-drop signal reads from the store: the active version, its
+/// warm NDCG@10 at training, and the latest ready dataset version.
+#[derive(Debug, Clone)]
+pub struct QualityInputs {
+    /// The active model version.
+    pub active: ModelVersion,
+    /// Its warm NDCG@10 recorded at training.
+    pub at_deployment: f64,
+    /// The latest ready dataset version (the most recent real interactions).
+    pub latest: DatasetVersion,
+}
+
+/// The store's part of [`quality`] (`None` while no model is active or no
+/// dataset exists).
+pub fn quality_inputs(store: &Store) -> Result<Option<QualityInputs>> {
+    let Some(active) = store.active_model_version()? else {
+        return Ok(None);
+    };
+    let at_deployment = active
+        .metrics
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .and_then(|m| m["metrics"]["ndcg@10"].as_f64());
+    let (Some(at_deployment), Some(latest)) =
+        (at_deployment, store.latest_ready_dataset_version()?)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(QualityInputs {
+        active,
+        at_deployment,
+        latest,
+    }))
+}
+
+/// The object store's and the engine's part of [`quality`]: the active model's
+/// warm NDCG@10 on the latest dataset's test part, scored on the model's own
+/// catalogue (`None` when no user can be scored).
+pub async fn quality_of(objects: &Objects, inputs: &QualityInputs) -> Result<Option<Quality>> {
+    let model = load_model(objects, &inputs.active).await?;
+    let rows = load_dataset(objects, &inputs.latest).await?;
+    let cases = evaluate::cases(&rows.train, &rows.test, Protocol::Warm, model.items());
+    if cases.is_empty() {
+        return Ok(None);
+    }
+    let scores = evaluate::score(
+        &model,
+        &cases,
+        &EvalOptions {
+            bootstrap: 0,
+            seed: 0,
+        },
+    );
+    Ok(Some(Quality {
+        at_deployment: inputs.at_deployment,
+        recent: scores.metrics.get("ndcg@10").copied().unwrap_or(0.0),
+    }))
+}
+
+/// The quality-drop signal of the retrain trigger: the active model's warm
+/// NDCG@10 at training (recorded in the registry) vs on the latest ready
+/// dataset's test part (the most recent real interactions). `None` when no
+/// model is active or nothing can be scored.
+pub async fn quality(store: &Store, objects: &Objects) -> Result<Option<Quality>> {
+    match quality_inputs(store)? {
+        Some(inputs) => quality_of(objects, &inputs).await,
+        None => Ok(None),
+    }
+}
