@@ -337,7 +337,7 @@ pub fn generate(spec: &ShopSpec) -> Shop {
                 theme,
                 category,
                 created_at: spec.now - rng.random_range(5 * day..360 * day),
-                appeal: pareto(&mut rng, 1.6),
+                appeal: pareto(&mut rng, 2.5),
             }
         })
         .collect();
@@ -361,7 +361,7 @@ pub fn generate(spec: &ShopSpec) -> Shop {
             return 0.0; // not published yet
         }
         let theme = if taste.themes.contains(&p.theme) {
-            10.0
+            25.0
         } else {
             1.0
         };
@@ -505,18 +505,21 @@ fn behaviour(
     let mut events = Vec::new();
     let mut seq = 0u64;
     for s in 0..spec.sessions {
-        let known = rng.random_bool(0.4);
-        let (taste, user) = if known {
+        // Customers browse from their own device; an anonymous device is one
+        // visitor whose taste stays the same from visit to visit.
+        let known = rng.random_bool(0.5);
+        let (taste, user, device) = if known {
             let c = pick_weighted(rng, &activity_cum);
             (
                 &tastes[c],
                 rng.random_bool(0.6)
                     .then(|| accounts[designers + c].email.trim().to_owned()),
+                format!("d-c{:05}", c + 1),
             )
         } else {
-            (&tastes[rng.random_range(0..tastes.len())], None)
+            let d = rng.random_range(0..devices.len());
+            (&tastes[d % tastes.len()], None, devices[d].clone())
         };
-        let device = devices[rng.random_range(0..devices.len())].clone();
         let session = format!("s-{:06}", s + 1);
         let mut t = (start + rng.random_range(0..spec.behaviour_days * day)) * 1000;
         let weights = cumulative(products.iter().map(|p| preference(taste, p, t / 1000)));
