@@ -101,6 +101,11 @@ pub enum Command {
     /// (MANIREC_SHOPLAZZA_API, MANIREC_SHOPLAZZA_TOKEN): the backstop for
     /// missed webhooks.
     Poll,
+    /// Top-K recommendations from the active model, as `GET /v1/recommendations`
+    /// answers them: purchased items left out, popularity for strangers.
+    ///
+    /// Example: manirec recommend --user ana@example.com --k 5
+    Recommend(RecommendArgs),
     /// Build and list dataset versions (train/test Parquet files + manifest).
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -150,6 +155,23 @@ pub enum Command {
     /// events and training interactions in one transaction, and says how many rows
     /// of each table. Example: manirec forget --user ana@example.com
     Forget(ForgetArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["user", "session"])))]
+pub struct RecommendArgs {
+    /// The shop's user id or email.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A storefront session id (its customer, once linked).
+    #[arg(long)]
+    pub session: Option<String>,
+    /// How many items.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Only this category.
+    #[arg(long)]
+    pub category: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ mod progress;
 pub mod quality;
 mod report;
 pub mod retention;
+pub mod serving;
 pub mod shoplazza;
 pub mod sync;
 pub mod time;

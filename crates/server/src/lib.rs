@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use axum::Router;
 use manirec_pipeline::identity::UserKey;
+use manirec_pipeline::serving::LiveModel;
 use manirec_pipeline::sync::Weights;
 use manirec_pipeline::trigger::TriggerConfig;
 use manirec_store::Objects;
@@ -92,6 +93,8 @@ struct Inner {
     db: Db,
     objects: Objects,
     metrics: Metrics,
+    /// The active model; swapped whole when another version is promoted.
+    live: std::sync::RwLock<Option<Arc<LiveModel>>>,
 }
 
 impl AppState {
@@ -103,6 +106,7 @@ impl AppState {
                 db,
                 objects,
                 metrics: Metrics::default(),
+                live: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -122,6 +126,39 @@ impl AppState {
         &self.inner.objects
     }
 
+    /// The model answering recommendations, if one is active.
+    pub fn live_model(&self) -> Option<Arc<LiveModel>> {
+        self.inner.live.read().expect("not poisoned").clone()
+    }
+
+    /// Loads the active model version when it is not the one serving: requests in
+    /// flight keep the model they started with; the next ones get the new one.
+    pub async fn refresh_model(&self) -> Result<Option<String>, ApiError> {
+        let active = self
+            .db()
+            .call(|s| s.active_model_version())
+            .await?
+            .map_err(ApiError::internal)?;
+        let Some(active) = active else {
+            return Ok(None);
+        };
+        if self
+            .live_model()
+            .is_some_and(|m| m.version == active.version)
+        {
+            return Ok(Some(active.version));
+        }
+        let model = manirec_pipeline::training::load_model(self.objects(), &active)
+            .await
+            .map_err(ApiError::internal)?;
+        tracing::info!(version = %active.version, "serving model");
+        *self.inner.live.write().expect("not poisoned") = Some(Arc::new(LiveModel {
+            version: active.version.clone(),
+            model,
+        }));
+        Ok(Some(active.version))
+    }
+
     /// The counters `/metrics` shows.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
@@ -139,6 +176,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Err(e) = state.refresh_model().await {
+        tracing::warn!(error = %e, "no model loaded; recommendations answer 503 until one is promoted");
+    }
     let scheduler = tokio::spawn(scheduler::run(state.clone()));
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)

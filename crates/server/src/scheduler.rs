@@ -27,6 +27,17 @@ pub struct Tick {
 
 /// Runs ticks forever (the first one after one interval).
 pub async fn run(state: AppState) {
+    // Promotions are noticed within half a minute, without a restart.
+    let watcher = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            if let Err(e) = watcher.refresh_model().await {
+                tracing::warn!(error = %e, "could not load the active model");
+            }
+        }
+    });
     let mut interval = tokio::time::interval(state.config().sync_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     interval.tick().await;

@@ -206,6 +206,48 @@ impl Store {
         Ok(())
     }
 
+    /// A user's most recent interactions (at most `limit`), newest first: the
+    /// history a recommendation starts from.
+    pub fn user_interactions(&self, user_id: &str, limit: usize) -> Result<Vec<Interaction>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT user_id, item_id, timestamp, interaction_type, rating, source, synthetic,
+                    quantity, origin
+             FROM training_interactions WHERE user_id = ?1
+             ORDER BY timestamp DESC LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(rusqlite::params![user_id, limit as i64], |r| {
+                let source: String = r.get(5)?;
+                Ok(Interaction {
+                    key: InteractionKey {
+                        user_id: r.get(0)?,
+                        item_id: r.get(1)?,
+                        timestamp: r.get(2)?,
+                        interaction_type: r.get(3)?,
+                    },
+                    rating: r.get(4)?,
+                    source: source.parse().unwrap_or(Source::ExistingData),
+                    synthetic: r.get(6)?,
+                    quantity: r.get(7)?,
+                    origin: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Every item a user bought, however long ago.
+    pub fn purchased_items(&self, user_id: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT item_id FROM training_interactions
+             WHERE user_id = ?1 AND interaction_type = 'purchase' ORDER BY item_id",
+        )?;
+        let items = stmt
+            .query_map([user_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(items)
+    }
+
     /// Interactions written after `created_after` (Unix ms; all when `None`).
     pub fn count_interactions_since(&self, created_after: Option<i64>) -> Result<u64> {
         Ok(self.conn.query_row(

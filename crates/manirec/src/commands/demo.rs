@@ -195,6 +195,20 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     );
     timed("train", started);
 
+    // 8. Serve the best of them (by ndcg@10 on the warm protocol).
+    if let Some(best) = trained.iter().max_by(|a, b| {
+        let m = |t: &TrainSummary| t.metrics.get("ndcg@10").copied().unwrap_or(0.0);
+        m(a).total_cmp(&m(b))
+    }) {
+        training::promote(&store, &best.model_version)?;
+        let _ = writeln!(
+            human,
+            "\n8. Promoted {} ({}) to active: it answers /v1/recommendations",
+            best.model_version, best.model
+        );
+        stages.insert("promoted", json!(best.model_version));
+    }
+
     let totals = store.table_counts()?;
     let _ = writeln!(
         human,
@@ -226,6 +240,8 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         eprintln!(
             "\nServing the demo shop on http://{addr} (Ctrl-C to stop). Try:\n\
              \x20 curl -s http://{addr}/healthz\n\
+             \x20 curl -s 'http://{addr}/v1/recommendations?session_id=s-000001&k=5'\n\
+             \x20 curl -s 'http://{addr}/v1/popular?k=5'\n\
              \x20 curl -s -X POST http://{addr}/v1/events -d '[{{\"event_id\":\"try-1\",\"event_type\":\"product_view\",\"product_id\":\"p-1\",\"session_id\":\"s-1\",\"timestamp\":'$(date +%s000)'}}]'\n\
              \x20 curl -s http://{addr}/metrics | grep manirec_events\n\
              \x20 curl -s http://{addr}/sdk.js | head -5\n\

@@ -8,7 +8,7 @@ use manirec_server::{scheduler, AppState, Db};
 use serde_json::json;
 
 use super::Context;
-use crate::cli::{RetrainArgs, ServeArgs};
+use crate::cli::{RecommendArgs, RetrainArgs, ServeArgs};
 
 /// Starts the store thread and the shared state; the thread ends when the
 /// returned state (and every clone) is dropped.
@@ -196,5 +196,49 @@ pub async fn poll(ctx: &Context) -> Result<()> {
             "Polled {} pages: {} orders, {} applied, {} already known, {} rejected\n",
             summary.pages, summary.orders, summary.applied, summary.unchanged, summary.rejected
         )
+    })
+}
+
+pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
+    use manirec_pipeline::serving::{past, recommend, training_user, LiveModel, Past};
+    use manirec_pipeline::training;
+    let store = ctx.settings.open_store()?;
+    let objects = ctx.settings.objects()?;
+    let Some(active) = store.active_model_version()? else {
+        bail!("no active model yet: train one (manirec train) and promote it (manirec models promote V)");
+    };
+    let live = LiveModel {
+        model: training::load_model(&objects, &active).await?,
+        version: active.version,
+    };
+    let key = ctx.settings.user_key()?;
+    let user = training_user(&store, &key, args.user.as_deref(), args.session.as_deref())?;
+    let known = match &user {
+        Some(u) => past(&store, u)?,
+        None => Past {
+            history: Vec::new(),
+            bought: Vec::new(),
+        },
+    };
+    let items = recommend(
+        &live,
+        user.as_deref(),
+        &known,
+        args.k,
+        args.category.as_deref(),
+        &[],
+    );
+    let summary = json!({"model_version": live.version, "items": items});
+    ctx.print(&summary, || {
+        let mut out = format!(
+            "Model {} ({} history rows, {} bought items left out):\n",
+            live.version,
+            known.history.len(),
+            known.bought.len()
+        );
+        for (i, s) in items.iter().enumerate() {
+            out.push_str(&format!("{:>3}. {}  {:.4}\n", i + 1, s.item_id, s.score));
+        }
+        out
     })
 }

@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sync => runtime.block_on(live::sync(&ctx)),
         Command::Retrain(args) => runtime.block_on(live::retrain(&ctx, args)),
         Command::Poll => runtime.block_on(live::poll(&ctx)),
+        Command::Recommend(args) => runtime.block_on(live::recommend(&ctx, args)),
         Command::Dataset(command) => runtime.block_on(dataset::run(&ctx, command)),
         Command::Train(args) => runtime.block_on(models::train(&ctx, args)),
         Command::Evaluate(args) => runtime.block_on(models::evaluate(&ctx, args)),

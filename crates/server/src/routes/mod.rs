@@ -1,6 +1,7 @@
 //! The router. Each route module owns its wire shapes.
 
 mod events;
+mod recommend;
 mod webhooks;
 
 use axum::extract::Request;
@@ -30,6 +31,9 @@ pub fn router(state: AppState) -> Router {
             config.events_body_limit,
             declared_size_limit,
         ))
+        .route("/v1/recommendations", get(recommend::recommendations))
+        .route("/v1/items/{id}/similar", get(recommend::similar))
+        .route("/v1/popular", get(recommend::popular))
         .layer(CorsLayer::permissive());
     let webhooks = Router::new()
         .route("/webhooks/shoplazza", post(webhooks::post_webhook))
