@@ -367,3 +367,27 @@ fn forget_deletes_one_customer_everywhere_and_nothing_else() {
         0
     );
 }
+
+#[test]
+fn what_cleanup_deleted_is_not_extracted_again() {
+    let d = DataDir::new();
+    let shop = d.path().join("shop.db");
+    textbook_shop().write_sqlite(&shop);
+    d.json(&["import", "--store", shop.to_str().unwrap()]);
+    let first = d.json(&["extract"]);
+    assert!(first["inserted"].as_u64().unwrap() > 0);
+    // The textbook shop's orders and images are from 2025: a 30-day retention deletes them all.
+    let cleaned = d.json(&["cleanup", "--older-than", "30"]);
+    assert_eq!(
+        cleaned["deleted"]["training_interactions"].as_u64(),
+        first["inserted"].as_u64()
+    );
+    let again = d.json(&["extract"]);
+    assert_eq!(again["inserted"], 0);
+    assert_eq!(
+        again["skipped"]["reasons"]["older than the retention cut (cleanup)"],
+        3 + 4,
+        "3 paid orders, 4 viewed design images"
+    );
+    assert_eq!(count(&d, "SELECT COUNT(*) FROM training_interactions"), 0);
+}

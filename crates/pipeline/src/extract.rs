@@ -98,9 +98,16 @@ pub fn derive(
         similar_views: true,
     });
     let forgotten = store.forgotten_users()?;
+    let cutoff = crate::retention::retention_cutoff(store)?.unwrap_or(i64::MIN);
     let mut batches = Vec::new();
     for order in store.orders_with_status(PAID_STATUSES)? {
         let label = format!("order {:?}", order.order_id);
+        if order.created_at < cutoff {
+            summary
+                .skipped
+                .add(label, "older than the retention cut (cleanup)");
+            continue;
+        }
         let Some(email) = order.email.as_deref() else {
             summary.skipped.add(label, "paid order without an email");
             continue;
@@ -135,6 +142,10 @@ pub fn derive(
     let mut images = Vec::new();
     for image in store.viewed_design_images()? {
         match (image.entity_id, image.created_at) {
+            (Some(_), Some(ts)) if ts < cutoff => summary.skipped.add(
+                format!("image {:?}", image.id),
+                "older than the retention cut (cleanup)",
+            ),
             (Some(item), Some(ts)) => images.push((image.id, item, ts, image.view_count)),
             _ => summary.skipped.add(
                 format!("image {:?}", image.id),

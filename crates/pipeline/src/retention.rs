@@ -34,6 +34,10 @@ pub struct Cleanup {
 pub fn cleanup(store: &mut Store, days: u32, now: i64) -> Result<Cleanup> {
     let cutoff = now - i64::from(days) * 86_400;
     let deleted = store.delete_older_than(cutoff)?;
+    // Remembered so that `extract` does not derive again what retention deleted.
+    if retention_cutoff(store)?.is_none_or(|previous| cutoff > previous) {
+        store.state_set(RETENTION_CUTOFF, &cutoff.to_string())?;
+    }
     Ok(Cleanup {
         older_than_days: days,
         cutoff,
@@ -42,6 +46,16 @@ pub fn cleanup(store: &mut Store, days: u32, now: i64) -> Result<Cleanup> {
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         deleted,
     })
+}
+
+/// State key: the latest retention cut (Unix s); nothing older is derived again.
+pub const RETENTION_CUTOFF: &str = "retention.cutoff";
+
+/// The latest retention cut, if `cleanup` ever ran.
+pub fn retention_cutoff(store: &Store) -> Result<Option<i64>> {
+    Ok(store
+        .state_get(RETENTION_CUTOFF)?
+        .and_then(|v| v.parse().ok()))
 }
 
 /// What `forget` deleted.

@@ -61,7 +61,12 @@ impl Store {
         dataset_version: &str,
         params: &str,
     ) -> Result<String> {
-        let tx = self.conn.unchecked_transaction()?;
+        // IMMEDIATE takes the write lock before reading MAX(seq): two trainings
+        // started at once (two processes) get m(N+1) and m(N+2), never one number twice.
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
         let next: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM model_versions",
             [],
