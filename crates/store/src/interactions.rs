@@ -187,21 +187,7 @@ impl Store {
         )?;
         let mut rows = stmt.query([source.map(Source::as_str)])?;
         while let Some(r) = rows.next()? {
-            let source: String = r.get(5)?;
-            let row = Interaction {
-                key: InteractionKey {
-                    user_id: r.get(0)?,
-                    item_id: r.get(1)?,
-                    timestamp: r.get(2)?,
-                    interaction_type: r.get(3)?,
-                },
-                rating: r.get(4)?,
-                source: source.parse().unwrap_or(Source::ExistingData),
-                synthetic: r.get(6)?,
-                quantity: r.get(7)?,
-                origin: r.get(8)?,
-            };
-            f(&row)?;
+            f(&interaction_from_row(r)?)?;
         }
         Ok(())
     }
@@ -216,22 +202,10 @@ impl Store {
              ORDER BY timestamp DESC LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(rusqlite::params![user_id, limit as i64], |r| {
-                let source: String = r.get(5)?;
-                Ok(Interaction {
-                    key: InteractionKey {
-                        user_id: r.get(0)?,
-                        item_id: r.get(1)?,
-                        timestamp: r.get(2)?,
-                        interaction_type: r.get(3)?,
-                    },
-                    rating: r.get(4)?,
-                    source: source.parse().unwrap_or(Source::ExistingData),
-                    synthetic: r.get(6)?,
-                    quantity: r.get(7)?,
-                    origin: r.get(8)?,
-                })
-            })?
+            .query_map(
+                rusqlite::params![user_id, limit as i64],
+                interaction_from_row,
+            )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
@@ -268,6 +242,25 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
+}
+
+/// An interaction from a row of `SELECT user_id, item_id, timestamp,
+/// interaction_type, rating, source, synthetic, quantity, origin`.
+fn interaction_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Interaction> {
+    let source: String = r.get(5)?;
+    Ok(Interaction {
+        key: InteractionKey {
+            user_id: r.get(0)?,
+            item_id: r.get(1)?,
+            timestamp: r.get(2)?,
+            interaction_type: r.get(3)?,
+        },
+        rating: r.get(4)?,
+        source: source.parse().unwrap_or(Source::ExistingData),
+        synthetic: r.get(6)?,
+        quantity: r.get(7)?,
+        origin: r.get(8)?,
+    })
 }
 
 /// [`Store::reconcile_origins`] inside a caller's transaction.
