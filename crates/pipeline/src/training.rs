@@ -85,24 +85,9 @@ pub struct EvaluateSummary {
     pub model: String,
     /// The dataset version it was trained on (and is evaluated on).
     pub dataset: String,
-    /// `warm` or `session`.
-    pub protocol: Protocol,
-    /// Users evaluated.
-    pub users_evaluated: usize,
-    /// The model's metrics.
-    pub metrics: BTreeMap<String, f64>,
-    /// Their 95 % bootstrap intervals.
-    pub metrics_ci: BTreeMap<String, [f64; 2]>,
-    /// Popularity's metrics on the same users.
-    pub baseline: BTreeMap<String, f64>,
-    /// Popularity's intervals.
-    pub baseline_ci: BTreeMap<String, [f64; 2]>,
-    /// Bootstrap interval of the NDCG@10 lift over popularity.
-    pub ndcg10_lift_ci: [f64; 2],
-    /// Whether the model beats popularity.
-    pub beats_baseline: bool,
-    /// Said loudly when it does not.
-    pub warning: Option<String>,
+    /// Protocol, users, metrics with intervals, popularity beside them, the verdict.
+    #[serde(flatten)]
+    pub report: manirec_models::evaluate::Report,
 }
 
 /// One line of `models list`.
@@ -530,15 +515,7 @@ pub async fn evaluate_version(
             model_version: v.version,
             model: v.kind,
             dataset: v.dataset_version,
-            protocol,
-            users_evaluated: report.users_evaluated,
-            metrics: report.metrics,
-            metrics_ci: report.metrics_ci,
-            baseline: report.baseline,
-            baseline_ci: report.baseline_ci,
-            ndcg10_lift_ci: report.ndcg10_lift_ci,
-            beats_baseline: report.beats_baseline,
-            warning: report.warning,
+            report,
         },
         lists,
     ))

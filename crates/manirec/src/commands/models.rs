@@ -126,16 +126,17 @@ pub async fn evaluate(ctx: &Context, args: EvaluateArgs) -> Result<()> {
         write_dump(std::io::BufWriter::new(file), &lists)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(w) = &summary.warning {
+    if let Some(w) = &summary.report.warning {
         eprintln!("WARNING: {w}");
     }
     ctx.print(&summary, || render_evaluate(&summary))
 }
 
-fn render_evaluate(s: &EvaluateSummary) -> String {
+fn render_evaluate(e: &EvaluateSummary) -> String {
+    let s = &e.report;
     let mut out = format!(
         "{} ({}, dataset {}), {:?} protocol, {} users evaluated\n",
-        s.model_version, s.model, s.dataset, s.protocol, s.users_evaluated
+        e.model_version, e.model, e.dataset, s.protocol, s.users_evaluated
     );
     let _ = writeln!(
         out,
