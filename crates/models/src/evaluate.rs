@@ -79,6 +79,17 @@ pub struct Case {
     pub relevant: HashSet<u32>,
 }
 
+/// A case's rows in the model's item indices (items outside the catalogue dropped).
+fn indexed(rows: &[&Interaction], items: &Vocab) -> Vec<(u32, f32, i64, bool)> {
+    rows.iter()
+        .filter_map(|r| {
+            items
+                .get(&r.item_id)
+                .map(|i| (i, r.weight, r.timestamp, r.synthetic))
+        })
+        .collect()
+}
+
 /// Picks the evaluated users and their relevant sets under `protocol`. Items are
 /// indexed by `items` (the catalogue: the items of `train`).
 pub fn cases(
@@ -122,14 +133,7 @@ pub fn cases(
                 }
                 out.push(Case {
                     user_id: user.to_string(),
-                    rows: hist
-                        .iter()
-                        .filter_map(|r| {
-                            items
-                                .get(&r.item_id)
-                                .map(|i| (i, r.weight, r.timestamp, r.synthetic))
-                        })
-                        .collect(),
+                    rows: indexed(hist, items),
                     reference_ts: train_reference,
                     context: Vec::new(),
                     exclude: seen,
@@ -160,14 +164,7 @@ pub fn cases(
                 let ctx_rows = &rows[..first_row[n_ctx]];
                 out.push(Case {
                     user_id: user.to_string(),
-                    rows: ctx_rows
-                        .iter()
-                        .filter_map(|r| {
-                            items
-                                .get(&r.item_id)
-                                .map(|i| (i, r.weight, r.timestamp, r.synthetic))
-                        })
-                        .collect(),
+                    rows: indexed(ctx_rows, items),
                     reference_ts: ctx_rows.iter().map(|r| r.timestamp).max().unwrap_or(0),
                     context: distinct[..n_ctx].iter().map(|s| s.to_string()).collect(),
                     exclude: distinct[..n_ctx]
