@@ -43,6 +43,17 @@ impl Store {
         Self::configure(conn)
     }
 
+    /// A second connection to the same database file, for a long job that
+    /// runs beside the connection that ingests (WAL lets both proceed).
+    pub fn reopen(&self) -> Result<Self> {
+        match self.conn.path().filter(|p| !p.is_empty()) {
+            Some(path) => Store::open(Path::new(path)),
+            None => Err(Error::Invalid(
+                "an in-memory store has no file to open again".into(),
+            )),
+        }
+    }
+
     /// An in-memory store, for tests and scratch work.
     pub fn open_in_memory() -> Result<Self> {
         Self::configure(Connection::open_in_memory()?)

@@ -19,12 +19,15 @@ mod datasets;
 mod db;
 mod error;
 mod events;
+mod experiments;
 mod interactions;
+mod jobs;
 mod migrations;
 mod models;
 mod objects;
 mod quality;
 mod retention;
+mod serving;
 mod shop;
 mod state;
 mod sync;
@@ -34,14 +37,17 @@ pub use datasets::{DatasetVersion, ScanFilter, ScanStats, TrainingRow, REFUNDED_
 pub use db::{Store, TableCounts};
 pub use error::{Error, Result};
 pub use events::{device_user, session_user, BehaviorEvent};
+pub use experiments::{ArmCounts, Experiment, Outcome};
 pub use interactions::{
     is_anonymous, Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
     ANONYMOUS_PREFIX,
 };
+pub use jobs::JobRun;
 pub use models::ModelVersion;
 pub use objects::{ObjectInfo, Objects};
 pub use quality::{QualityCounts, SourceCounts, StoredReport};
 pub use retention::{ForgetTarget, RetentionCounts};
+pub use serving::{CatalogRule, RecentEvent, RecommendationLog, RuleKind};
 pub use shop::{
     Account, BaseProduct, CatalogItem, EndProduct, Image, OrderLine, ShopOrder, UpsertCounts,
 };

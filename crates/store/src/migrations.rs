@@ -191,4 +191,60 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX model_versions_one_active ON model_versions(status) WHERE status = 'active';
     "#,
+    // 5: serving's log, A/B experiments, catalogue rules, the jobs' journal.
+    r#"
+    -- Every recommendation answered: who asked, which model and arm answered,
+    -- and what was shown (JSON array of item ids, best first). Impressions,
+    -- clicks and purchases are joined to it by request_id and by user.
+    CREATE TABLE recommendation_log (
+        request_id    TEXT PRIMARY KEY,
+        created_at    INTEGER NOT NULL,        -- Unix ms
+        user_id       TEXT,                    -- training id (hashed, or session:<id>); NULL for strangers
+        endpoint      TEXT NOT NULL,           -- recommendations | similar | popular
+        model_version TEXT,
+        experiment_id INTEGER,
+        variant       TEXT NOT NULL,           -- control | treatment
+        items         TEXT NOT NULL
+    );
+    CREATE INDEX recommendation_log_experiment ON recommendation_log(experiment_id, variant);
+    CREATE INDEX recommendation_log_created ON recommendation_log(created_at);
+    CREATE INDEX behavior_events_request ON behavior_events(request_id) WHERE request_id IS NOT NULL;
+
+    -- A/B tests between two model versions; at most one runs at a time.
+    CREATE TABLE experiments (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        control     TEXT NOT NULL,
+        treatment   TEXT NOT NULL,
+        traffic     INTEGER NOT NULL CHECK (traffic BETWEEN 1 AND 99), -- % of units to treatment
+        status      TEXT NOT NULL,             -- running | stopped
+        started_at  INTEGER NOT NULL,          -- Unix ms
+        stopped_at  INTEGER,
+        outcome     TEXT,                      -- promoted | rolled_back | stopped
+        started_by  TEXT NOT NULL              -- cli | admin | retrain
+    );
+    CREATE UNIQUE INDEX experiments_one_running ON experiments(status) WHERE status = 'running';
+
+    -- What the shop decides over the models: items never shown, pinned to a
+    -- position, or boosted.
+    CREATE TABLE catalog_rules (
+        item_id    TEXT PRIMARY KEY,
+        rule       TEXT NOT NULL CHECK (rule IN ('hide', 'pin', 'boost')),
+        value      REAL NOT NULL DEFAULT 0,    -- pin: position (1 = first); boost: strength
+        updated_at INTEGER NOT NULL
+    );
+
+    -- The scheduled and manual jobs (retrain loop, sync, report, retention):
+    -- what each run did, step by step, and why it failed.
+    CREATE TABLE job_runs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        job         TEXT NOT NULL,
+        started_by  TEXT NOT NULL,             -- schedule | cli | admin
+        status      TEXT NOT NULL,             -- running | ok | skipped | failed
+        started_at  INTEGER NOT NULL,          -- Unix ms
+        finished_at INTEGER,
+        steps       TEXT NOT NULL DEFAULT '[]',-- JSON [{step, at, detail}]
+        error       TEXT
+    );
+    CREATE INDEX job_runs_job ON job_runs(job, started_at);
+    "#,
 ];

@@ -167,45 +167,51 @@ impl Store {
     /// active version changes nothing.
     pub fn promote_model_version(&self, version: &str) -> Result<Option<String>> {
         let tx = self.conn.unchecked_transaction()?;
-        let status: Option<String> = tx
-            .query_row(
-                "SELECT status FROM model_versions WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match status.as_deref() {
-            None => {
-                return Err(Error::Invalid(format!(
-                    "no model version {version} (see `manirec models list`)"
-                )))
-            }
-            Some("active") => return Ok(None),
-            Some("training") => {
-                return Err(Error::Invalid(format!(
-                    "model version {version} has not finished training"
-                )))
-            }
-            Some(_) => {}
-        }
-        let retired: Option<String> = tx
-            .query_row(
-                "SELECT version FROM model_versions WHERE status = 'active'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        tx.execute(
-            "UPDATE model_versions SET status = 'retired' WHERE status = 'active'",
-            [],
-        )?;
-        tx.execute(
-            "UPDATE model_versions SET status = 'active', promoted_at = ?2 WHERE version = ?1",
-            params![version, now_ms()],
-        )?;
+        let retired = promote_in(&tx, version)?;
         tx.commit()?;
         Ok(retired)
     }
+}
+
+/// Promotion inside the caller's transaction (an experiment's end promotes too).
+pub(crate) fn promote_in(tx: &rusqlite::Connection, version: &str) -> Result<Option<String>> {
+    let status: Option<String> = tx
+        .query_row(
+            "SELECT status FROM model_versions WHERE version = ?1",
+            [version],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match status.as_deref() {
+        None => {
+            return Err(Error::Invalid(format!(
+                "no model version {version} (see `manirec models list`)"
+            )))
+        }
+        Some("active") => return Ok(None),
+        Some("training") => {
+            return Err(Error::Invalid(format!(
+                "model version {version} has not finished training"
+            )))
+        }
+        Some(_) => {}
+    }
+    let retired: Option<String> = tx
+        .query_row(
+            "SELECT version FROM model_versions WHERE status = 'active'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    tx.execute(
+        "UPDATE model_versions SET status = 'retired' WHERE status = 'active'",
+        [],
+    )?;
+    tx.execute(
+        "UPDATE model_versions SET status = 'active', promoted_at = ?2 WHERE version = ?1",
+        params![version, now_ms()],
+    )?;
+    Ok(retired)
 }
 
 #[cfg(test)]

@@ -1,0 +1,415 @@
+//! A/B experiments between two model versions, and what each arm collected:
+//! recommendation requests (from `recommendation_log`), impressions and clicks
+//! (storefront events carrying a `request_id`), and purchases of a recommended
+//! item by the same shopper within the attribution window.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use crate::{now_ms, Error, Result, Store};
+
+/// One experiment as the store holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Experiment {
+    /// Its number.
+    pub id: i64,
+    /// The model version of the control arm.
+    pub control: String,
+    /// The model version of the treatment arm.
+    pub treatment: String,
+    /// Percent of shoppers sent to the treatment.
+    pub traffic: u8,
+    /// `running` or `stopped`.
+    pub status: String,
+    /// Unix ms.
+    pub started_at: i64,
+    /// Unix ms.
+    pub stopped_at: Option<i64>,
+    /// `promoted`, `rolled_back` or `stopped`, once stopped.
+    pub outcome: Option<String>,
+    /// `cli`, `admin` or `retrain`.
+    pub started_by: String,
+}
+
+/// What one arm collected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ArmCounts {
+    /// Recommendation answers given.
+    pub requests: u64,
+    /// Distinct (request, item) impressions reported.
+    pub impressions: u64,
+    /// Distinct (request, item) clicks reported.
+    pub clicks: u64,
+    /// Distinct (shopper, item, second) purchases of an item recommended to that
+    /// shopper within the window before.
+    pub purchases: u64,
+}
+
+/// How an experiment ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The treatment becomes the active model.
+    Promoted,
+    /// The treatment is retired; the control keeps serving.
+    RolledBack,
+    /// Ended without a decision; nothing changes in the registry.
+    Stopped,
+}
+
+impl Outcome {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Stopped => "stopped",
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "id, control, treatment, traffic, status, started_at, stopped_at, outcome, started_by";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
+    Ok(Experiment {
+        id: r.get(0)?,
+        control: r.get(1)?,
+        treatment: r.get(2)?,
+        traffic: r.get(3)?,
+        status: r.get(4)?,
+        started_at: r.get(5)?,
+        stopped_at: r.get(6)?,
+        outcome: r.get(7)?,
+        started_by: r.get(8)?,
+    })
+}
+
+impl Store {
+    /// Starts an experiment. Both versions must be trained (candidate, active or
+    /// retired) and differ; only one experiment runs at a time.
+    pub fn start_experiment(
+        &self,
+        control: &str,
+        treatment: &str,
+        traffic: u8,
+        started_by: &str,
+    ) -> Result<Experiment> {
+        if control == treatment {
+            return Err(Error::Invalid(format!(
+                "control and treatment are both {control}: an experiment needs two versions"
+            )));
+        }
+        if !(1..=99).contains(&traffic) {
+            return Err(Error::Invalid(format!(
+                "traffic is the percent of shoppers sent to the treatment: 1 to 99, not {traffic}"
+            )));
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        for v in [control, treatment] {
+            let status: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM model_versions WHERE version = ?1",
+                    [v],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match status.as_deref() {
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "no model version {v} (see `manirec models list`)"
+                    )))
+                }
+                Some("training") => {
+                    return Err(Error::Invalid(format!(
+                        "model version {v} has not finished training"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(running) = running(&tx)? {
+            return Err(Error::Conflict(format!(
+                "experiment {} ({} vs {}) is still running: stop it first (manirec experiment stop {})",
+                running.id, running.control, running.treatment, running.id
+            )));
+        }
+        tx.execute(
+            "INSERT INTO experiments (control, treatment, traffic, status, started_at, started_by)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+            params![control, treatment, traffic, now_ms(), started_by],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        self.experiment(id)?
+            .ok_or_else(|| Error::Invalid(format!("experiment {id} vanished")))
+    }
+
+    /// The running experiment, if any.
+    pub fn running_experiment(&self) -> Result<Option<Experiment>> {
+        running(&self.conn)
+    }
+
+    /// One experiment.
+    pub fn experiment(&self, id: i64) -> Result<Option<Experiment>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM experiments WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// Every experiment, newest first.
+    pub fn experiments(&self) -> Result<Vec<Experiment>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM experiments ORDER BY id DESC"))?;
+        let rows = stmt.query_map([], from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Ends a running experiment, in one transaction with its consequence: the
+    /// treatment promoted (the previous active version retired), or the
+    /// treatment retired (rolled back), or nothing. Stopping a stopped
+    /// experiment is an error that says how it ended.
+    pub fn stop_experiment(&self, id: i64, outcome: Outcome) -> Result<Experiment> {
+        let tx = self.conn.unchecked_transaction()?;
+        let Some(exp) = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM experiments WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()?
+        else {
+            return Err(Error::Invalid(format!(
+                "no experiment {id} (see `manirec experiment status`)"
+            )));
+        };
+        if exp.status != "running" {
+            return Err(Error::Conflict(format!(
+                "experiment {id} already stopped ({})",
+                exp.outcome.as_deref().unwrap_or("stopped")
+            )));
+        }
+        match outcome {
+            Outcome::Promoted => {
+                crate::models::promote_in(&tx, &exp.treatment)?;
+            }
+            Outcome::RolledBack => {
+                tx.execute(
+                    "UPDATE model_versions SET status = 'retired'
+                     WHERE version = ?1 AND status = 'candidate'",
+                    [&exp.treatment],
+                )?;
+            }
+            Outcome::Stopped => {}
+        }
+        tx.execute(
+            "UPDATE experiments SET status = 'stopped', stopped_at = ?2, outcome = ?3 WHERE id = ?1",
+            params![id, now_ms(), outcome.as_str()],
+        )?;
+        tx.commit()?;
+        self.experiment(id)?
+            .ok_or_else(|| Error::Invalid(format!("experiment {id} vanished")))
+    }
+
+    /// Per arm (`control`, `treatment`) of experiment `id`: requests, impressions,
+    /// clicks, and purchases attributed within `window_ms` of a recommendation
+    /// that showed the item to the same shopper (a session and the customer it
+    /// was linked to count as one shopper). Purchases are read from both the
+    /// training interactions (orders, synced events) and the events not yet
+    /// synced; the same purchase seen twice counts once.
+    pub fn arm_counts(&self, id: i64, window_ms: i64) -> Result<BTreeMap<String, ArmCounts>> {
+        let mut arms: BTreeMap<String, ArmCounts> = ["control", "treatment"]
+            .into_iter()
+            .map(|a| (a.to_string(), ArmCounts::default()))
+            .collect();
+        let started_at: i64 = match self.experiment(id)? {
+            Some(e) => e.started_at,
+            None => return Ok(arms),
+        };
+        let mut requests = self.conn.prepare_cached(
+            "SELECT variant, COUNT(*) FROM recommendation_log WHERE experiment_id = ?1 GROUP BY variant",
+        )?;
+        for row in requests.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (variant, n) = row?;
+            arms.entry(variant).or_default().requests = n as u64;
+        }
+        let mut feedback = self.conn.prepare_cached(
+            "SELECT r.variant, e.event_type, COUNT(DISTINCT e.request_id || char(31) || e.product_id)
+             FROM behavior_events e JOIN recommendation_log r ON r.request_id = e.request_id
+             WHERE r.experiment_id = ?1 AND e.event_type IN ('rec_impression', 'rec_click')
+             GROUP BY r.variant, e.event_type",
+        )?;
+        for row in feedback.query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })? {
+            let (variant, kind, n) = row?;
+            let arm = arms.entry(variant).or_default();
+            match kind.as_str() {
+                "rec_impression" => arm.impressions = n as u64,
+                _ => arm.clicks = n as u64,
+            }
+        }
+        let mut purchases = self.conn.prepare_cached(
+            "WITH purchases(user_id, item_id, at_s) AS (
+                 SELECT user_id, item_id, timestamp FROM training_interactions
+                 WHERE interaction_type = 'purchase' AND synthetic = 0 AND timestamp >= ?2 / 1000
+                 UNION
+                 SELECT COALESCE(user_id, 'session:' || session_id, 'device:' || device_id),
+                        product_id, timestamp_ms / 1000
+                 FROM behavior_events WHERE event_type = 'purchase' AND timestamp_ms >= ?2
+             ),
+             shoppers(user_id, item_id, at_s) AS (
+                 SELECT COALESCE(l.user_id, p.user_id), p.item_id, p.at_s
+                 FROM purchases p LEFT JOIN identity_links l ON l.anonymous_id = p.user_id
+             ),
+             shown(variant, user_id, item_id, at_ms) AS (
+                 SELECT r.variant, COALESCE(l.user_id, r.user_id), j.value, r.created_at
+                 FROM recommendation_log r, json_each(r.items) j
+                 LEFT JOIN identity_links l ON l.anonymous_id = r.user_id
+                 WHERE r.experiment_id = ?1 AND r.user_id IS NOT NULL
+             )
+             SELECT s.variant, COUNT(DISTINCT p.user_id || char(31) || p.item_id || char(31) || p.at_s)
+             FROM shown s JOIN shoppers p ON p.user_id = s.user_id AND p.item_id = s.item_id
+             WHERE p.at_s * 1000 >= s.at_ms - 999 AND p.at_s * 1000 <= s.at_ms + ?3
+             GROUP BY s.variant",
+        )?;
+        for row in purchases.query_map(params![id, started_at, window_ms], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (variant, n) = row?;
+            arms.entry(variant).or_default().purchases = n as u64;
+        }
+        Ok(arms)
+    }
+}
+
+fn running(conn: &rusqlite::Connection) -> Result<Option<Experiment>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM experiments WHERE status = 'running'"),
+            [],
+            from_row,
+        )
+        .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BehaviorEvent, Interaction, InteractionKey, RecommendationLog, Source};
+
+    fn trained(store: &Store) -> String {
+        let v = store.reserve_model_version("als", "v1.0", "{}").unwrap();
+        store
+            .register_model_candidate(&v, "{}", "{}", "k", "00")
+            .unwrap();
+        v
+    }
+
+    fn log(id: &str, user: &str, variant: &'static str, exp: i64, at: i64, items: &[&str]) -> RecommendationLog {
+        RecommendationLog {
+            request_id: id.into(),
+            created_at: at,
+            user_id: Some(user.into()),
+            endpoint: "recommendations",
+            model_version: None,
+            experiment_id: Some(exp),
+            variant,
+            items: items.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn event(id: &str, kind: &str, item: &str, session: &str, request: Option<&str>, at: i64) -> BehaviorEvent {
+        BehaviorEvent {
+            event_id: id.into(),
+            event_type: kind.into(),
+            product_id: item.into(),
+            user_id: None,
+            session_id: Some(session.into()),
+            device_id: None,
+            timestamp_ms: at,
+            request_id: request.map(str::to_owned),
+            properties: None,
+        }
+    }
+
+    #[test]
+    fn one_experiment_at_a_time_and_stopping_promotes_or_rolls_back() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, b) = (trained(&store), trained(&store));
+        store.promote_model_version(&a).unwrap();
+        assert!(store.start_experiment(&a, &a, 50, "cli").is_err());
+        assert!(store.start_experiment(&a, "m9", 50, "cli").is_err());
+        assert!(store.start_experiment(&a, &b, 100, "cli").is_err());
+        let e = store.start_experiment(&a, &b, 50, "cli").unwrap();
+        assert!(matches!(store.start_experiment(&a, &b, 50, "cli"), Err(Error::Conflict(_))));
+        assert_eq!(store.running_experiment().unwrap().unwrap().id, e.id);
+        let stopped = store.stop_experiment(e.id, Outcome::Promoted).unwrap();
+        assert_eq!(stopped.outcome.as_deref(), Some("promoted"));
+        assert_eq!(store.active_model_version().unwrap().unwrap().version, b);
+        assert!(store.stop_experiment(e.id, Outcome::Stopped).is_err());
+        let c = trained(&store);
+        let e2 = store.start_experiment(&b, &c, 10, "retrain").unwrap();
+        store.stop_experiment(e2.id, Outcome::RolledBack).unwrap();
+        assert_eq!(store.active_model_version().unwrap().unwrap().version, b);
+        assert_eq!(store.model_version(&c).unwrap().unwrap().status, "retired");
+    }
+
+    #[test]
+    fn arms_count_feedback_once_and_purchases_within_the_window() {
+        let mut store = Store::open_in_memory().unwrap();
+        let (a, b) = (trained(&store), trained(&store));
+        let e = store.start_experiment(&a, &b, 50, "cli").unwrap();
+        let t0 = e.started_at + 1_000;
+        store
+            .insert_recommendation_log(&[
+                log("r1", "session:s1", "control", e.id, t0, &["x", "y"]),
+                log("r2", "session:s2", "treatment", e.id, t0, &["x", "z"]),
+                log("r3", "session:s2", "treatment", e.id, t0 + 5, &["z"]),
+            ])
+            .unwrap();
+        store
+            .insert_events(&[
+                event("i1", "rec_impression", "x", "s1", Some("r1"), t0),
+                event("i2", "rec_impression", "y", "s1", Some("r1"), t0),
+                event("i2b", "rec_impression", "y", "s1", Some("r1"), t0), // same item again
+                event("i3", "rec_impression", "x", "s2", Some("r2"), t0),
+                event("c1", "rec_click", "x", "s2", Some("r2"), t0 + 10),
+                // Bought z (shown twice): counted once; x bought by s1 after the window: not counted.
+                event("p1", "purchase", "z", "s2", None, t0 + 60_000),
+                event("p2", "purchase", "x", "s1", None, t0 + 3 * 86_400_000),
+            ])
+            .unwrap();
+        // The same purchase also arrives as an order's interaction: still one.
+        store
+            .insert_interactions(&[Interaction {
+                key: InteractionKey {
+                    user_id: "session:s2".into(),
+                    item_id: "z".into(),
+                    timestamp: (t0 + 60_000) / 1000,
+                    interaction_type: "purchase".into(),
+                },
+                rating: 5.0,
+                source: Source::Realtime,
+                synthetic: false,
+                quantity: 1,
+                origin: None,
+            }])
+            .unwrap();
+        let arms = store.arm_counts(e.id, 86_400_000).unwrap();
+        let (c, t) = (arms["control"], arms["treatment"]);
+        assert_eq!((c.requests, c.impressions, c.clicks, c.purchases), (1, 2, 0, 0));
+        assert_eq!((t.requests, t.impressions, t.clicks, t.purchases), (2, 1, 1, 1));
+    }
+}

@@ -1,0 +1,182 @@
+//! The journal of jobs (the retrain loop, scheduled sync, report, retention):
+//! one row per run with its steps, so the dashboard and the admin API can show
+//! what happened and why a run failed. A running row is also the job's lease:
+//! one run of a job at a time, across processes.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use crate::{now_ms, Error, Result, Store};
+
+/// A run left `running` longer than this is taken to have died with its process.
+const LEASE_MS: i64 = 6 * 3600 * 1000;
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRun {
+    /// Its number.
+    pub id: i64,
+    /// `retrain`, `sync`, `quality`, `retention`.
+    pub job: String,
+    /// `schedule`, `cli` or `admin`.
+    pub started_by: String,
+    /// `running`, `ok`, `skipped` or `failed`.
+    pub status: String,
+    /// Unix ms.
+    pub started_at: i64,
+    /// Unix ms.
+    pub finished_at: Option<i64>,
+    /// `[{step, at, detail}]`, in order.
+    pub steps: serde_json::Value,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRun> {
+    let steps: String = r.get(6)?;
+    Ok(JobRun {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        started_by: r.get(2)?,
+        status: r.get(3)?,
+        started_at: r.get(4)?,
+        finished_at: r.get(5)?,
+        steps: serde_json::from_str(&steps).unwrap_or(serde_json::Value::Null),
+        error: r.get(7)?,
+    })
+}
+
+const COLUMNS: &str = "id, job, started_by, status, started_at, finished_at, steps, error";
+
+impl Store {
+    /// Starts a run of `job`, unless one is already running (a run older than
+    /// the lease is marked failed first: its process died).
+    pub fn start_job_run(&self, job: &str, started_by: &str) -> Result<i64> {
+        let tx = self.conn.unchecked_transaction()?;
+        let now = now_ms();
+        tx.execute(
+            "UPDATE job_runs SET status = 'failed', finished_at = ?2,
+                 error = 'interrupted: its process stopped before the run finished'
+             WHERE job = ?1 AND status = 'running' AND started_at < ?3",
+            params![job, now, now - LEASE_MS],
+        )?;
+        let running: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM job_runs WHERE job = ?1 AND status = 'running'",
+                [job],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = running {
+            return Err(Error::Conflict(format!(
+                "{job} run {id} is still running; wait for it (manirec runs) and try again"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO job_runs (job, started_by, status, started_at) VALUES (?1, ?2, 'running', ?3)",
+            params![job, started_by, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Appends a step to run `id`.
+    pub fn add_job_step(&self, id: i64, step: &str, detail: &serde_json::Value) -> Result<()> {
+        self.conn.execute(
+            "UPDATE job_runs SET steps = json_insert(steps, '$[#]',
+                 json_object('step', ?2, 'at', ?3, 'detail', json(?4)))
+             WHERE id = ?1",
+            params![id, step, now_ms(), serde_json::to_string(detail)?],
+        )?;
+        Ok(())
+    }
+
+    /// Ends run `id` as `ok`, `skipped` or `failed` (with the reason).
+    pub fn finish_job_run(&self, id: i64, status: &str, error: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE job_runs SET status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+            params![id, status, error, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// One run.
+    pub fn job_run(&self, id: i64) -> Result<Option<JobRun>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM job_runs WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// The latest `limit` runs, of one job or all, newest first.
+    pub fn job_runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<JobRun>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM job_runs WHERE ?1 IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![job, limit as i64], from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// When `job` last finished with one of `statuses` (Unix ms).
+    pub fn last_job_finish(&self, job: &str, statuses: &[&str]) -> Result<Option<i64>> {
+        let list = serde_json::to_string(statuses)?;
+        Ok(self.conn.query_row(
+            "SELECT MAX(finished_at) FROM job_runs
+             WHERE job = ?1 AND status IN (SELECT value FROM json_each(?2))",
+            params![job, list],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_a_lease_and_keeps_its_steps() {
+        let store = Store::open_in_memory().unwrap();
+        let id = store.start_job_run("retrain", "cli").unwrap();
+        assert!(matches!(
+            store.start_job_run("retrain", "schedule"),
+            Err(Error::Conflict(_))
+        ));
+        // Another job is not blocked.
+        let other = store.start_job_run("sync", "schedule").unwrap();
+        store.finish_job_run(other, "ok", None).unwrap();
+        store
+            .add_job_step(id, "trigger", &serde_json::json!({"should_retrain": true}))
+            .unwrap();
+        store
+            .add_job_step(id, "dataset", &serde_json::json!({"version": "v1.1"}))
+            .unwrap();
+        store.finish_job_run(id, "failed", Some("boom")).unwrap();
+        let run = store.job_run(id).unwrap().unwrap();
+        assert_eq!(run.status, "failed");
+        assert_eq!(run.steps[1]["step"], "dataset");
+        assert_eq!(run.steps[0]["detail"]["should_retrain"], true);
+        assert_eq!(run.error.as_deref(), Some("boom"));
+        assert!(store.last_job_finish("retrain", &["failed"]).unwrap().is_some());
+        assert!(store.last_job_finish("retrain", &["ok"]).unwrap().is_none());
+        // Finished: the next run may start.
+        store.start_job_run("retrain", "cli").unwrap();
+        assert_eq!(store.job_runs(Some("retrain"), 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_run_whose_process_died_does_not_hold_the_lease_forever() {
+        let store = Store::open_in_memory().unwrap();
+        let id = store.start_job_run("retrain", "cli").unwrap();
+        store
+            .conn
+            .execute("UPDATE job_runs SET started_at = 0 WHERE id = ?1", [id])
+            .unwrap();
+        store.start_job_run("retrain", "cli").unwrap();
+        assert_eq!(store.job_run(id).unwrap().unwrap().status, "failed");
+    }
+}
