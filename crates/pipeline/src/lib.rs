@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod dataset;
+pub mod experiments;
 pub mod export;
 pub mod extract;
 pub mod identity;

@@ -82,3 +82,15 @@ mod tests {
         }
     }
 }
+
+/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Now, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    manirec_store::now_ms()
+}

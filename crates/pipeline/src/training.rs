@@ -521,12 +521,6 @@ pub async fn evaluate_version(
     ))
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 fn info(v: ModelVersion) -> ModelInfo {
     let metrics: serde_json::Value = v
         .metrics
@@ -540,8 +534,8 @@ fn info(v: ModelVersion) -> ModelInfo {
         metrics: map("metrics"),
         baseline: map("baseline"),
         params: serde_json::from_str(&v.params).unwrap_or_default(),
-        created_at: rfc3339(v.created_at),
-        promoted_at: v.promoted_at.map(rfc3339),
+        created_at: crate::time::rfc3339_ms(v.created_at),
+        promoted_at: v.promoted_at.map(crate::time::rfc3339_ms),
         version: v.version,
         model: v.kind,
         dataset: v.dataset_version,
