@@ -172,6 +172,9 @@ pub struct RecommendArgs {
     /// Only this category.
     #[arg(long)]
     pub category: Option<String>,
+    /// Items to leave out (repeat, or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Args)]

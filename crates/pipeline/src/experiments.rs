@@ -71,7 +71,10 @@ pub struct ExperimentConfig {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_secs())
     }
 }
@@ -204,7 +207,9 @@ pub fn compare(x1: u64, n1: u64, x2: u64, n2: u64) -> Comparison {
     let pooled = (x1 + x2) as f64 / (n1 + n2) as f64;
     let se = (pooled * (1.0 - pooled) * (1.0 / n1 as f64 + 1.0 / n2 as f64)).sqrt();
     let p_value = if se > 0.0 {
-        Some(libm::erfc(((p2 - p1) / se).abs() / std::f64::consts::SQRT_2))
+        Some(libm::erfc(
+            ((p2 - p1) / se).abs() / std::f64::consts::SQRT_2,
+        ))
     } else {
         Some(1.0)
     };
@@ -253,12 +258,21 @@ pub fn find(store: &Store, id: Option<i64>) -> Result<Experiment> {
 }
 
 /// Per-arm results, the comparison and the decision the loop would take.
-pub fn status(store: &Store, id: Option<i64>, config: &ExperimentConfig) -> Result<ExperimentStatus> {
+pub fn status(
+    store: &Store,
+    id: Option<i64>,
+    config: &ExperimentConfig,
+) -> Result<ExperimentStatus> {
     let e = find(store, id)?;
     let counts = store.arm_counts(e.id, config.attribution_window.as_millis() as i64)?;
     let control = Arm::from(counts.get("control").copied().unwrap_or_default());
     let treatment = Arm::from(counts.get("treatment").copied().unwrap_or_default());
-    let ctr = compare(control.clicks, control.impressions, treatment.clicks, treatment.impressions);
+    let ctr = compare(
+        control.clicks,
+        control.impressions,
+        treatment.clicks,
+        treatment.impressions,
+    );
     let conversion = compare(
         control.purchases,
         control.requests,
@@ -269,7 +283,11 @@ pub fn status(store: &Store, id: Option<i64>, config: &ExperimentConfig) -> Resu
     let (metric, primary, exposures) = if by_ctr {
         ("ctr", ctr, control.impressions.min(treatment.impressions))
     } else {
-        ("conversion", conversion, control.requests.min(treatment.requests))
+        (
+            "conversion",
+            conversion,
+            control.requests.min(treatment.requests),
+        )
     };
     let enough_evidence = exposures >= config.min_exposures;
     let age = crate::time::now_ms() - e.started_at;
@@ -318,12 +336,18 @@ fn decide(
         return if lift > 0.0 {
             (
                 Decision::Promote,
-                format!("treatment's {metric} is {:+.1} % (p = {p:.3})", lift * 100.0),
+                format!(
+                    "treatment's {metric} is {:+.1} % (p = {p:.3})",
+                    lift * 100.0
+                ),
             )
         } else {
             (
                 Decision::RollBack,
-                format!("treatment's {metric} is {:+.1} % (p = {p:.3})", lift * 100.0),
+                format!(
+                    "treatment's {metric} is {:+.1} % (p = {p:.3})",
+                    lift * 100.0
+                ),
             )
         };
     }
@@ -359,10 +383,12 @@ fn decide(
 pub fn stop(store: &Store, id: Option<i64>, outcome: Outcome) -> Result<Experiment> {
     let id = match id {
         Some(id) => id,
-        None => store
-            .running_experiment()?
-            .ok_or_else(|| crate::Error::Data("no experiment is running".into()))?
-            .id,
+        None => {
+            store
+                .running_experiment()?
+                .ok_or_else(|| crate::Error::Data("no experiment is running".into()))?
+                .id
+        }
     };
     Ok(store.stop_experiment(id, outcome)?)
 }
@@ -429,11 +455,23 @@ mod tests {
         let worse = compare(650, 10_000, 500, 10_000);
         let better = compare(500, 10_000, 650, 10_000);
         let even = compare(500, 10_000, 505, 10_000);
-        assert_eq!(decide(&better, false, 0, &config, "ctr").0, Decision::Continue);
-        assert_eq!(decide(&better, true, 0, &config, "ctr").0, Decision::Promote);
-        assert_eq!(decide(&worse, true, 0, &config, "ctr").0, Decision::RollBack);
+        assert_eq!(
+            decide(&better, false, 0, &config, "ctr").0,
+            Decision::Continue
+        );
+        assert_eq!(
+            decide(&better, true, 0, &config, "ctr").0,
+            Decision::Promote
+        );
+        assert_eq!(
+            decide(&worse, true, 0, &config, "ctr").0,
+            Decision::RollBack
+        );
         assert_eq!(decide(&even, true, 0, &config, "ctr").0, Decision::Continue);
         let late = config.max_duration.as_millis() as i64;
-        assert_eq!(decide(&even, true, late, &config, "ctr").0, Decision::Promote);
+        assert_eq!(
+            decide(&even, true, late, &config, "ctr").0,
+            Decision::Promote
+        );
     }
 }

@@ -1,17 +1,26 @@
-//! Recommendations from the active model: who is asking (a customer, whose
+//! Recommendations as the shop serves them: who is asking (a customer, whose
 //! email is hashed exactly as in training, or a session, through its identity
-//! link when it has one), their history from the store, and the model's ranking
-//! with what they bought left out. Models fall back to per-category popularity
-//! for strangers on their own.
+//! link when it has one), their past (stored interactions plus the events sync
+//! has not reached yet, so a visitor's first views count at once), the model's
+//! ranking with what they bought left out, and the shop's catalogue rules over
+//! it (hidden items never shown, pinned items at their place, boosted items
+//! lifted). Models fall back to per-category popularity for strangers on their
+//! own. HTTP and the command line both answer through here.
+
+use std::collections::{HashMap, HashSet};
 
 use manirec_models::{Model, Request, Scored};
-use manirec_store::{session_user, Store};
+use manirec_store::{session_user, RuleKind, Store};
 
 use crate::identity::UserKey;
+use crate::sync::Weights;
 use crate::Result;
 
 /// Interactions of a user read to rank for them.
 const HISTORY: usize = 500;
+
+/// Extra candidates ranked when boosts may reorder them.
+const BOOST_POOL: usize = 3;
 
 /// A loaded model version, ready to answer.
 pub struct LiveModel {
@@ -19,6 +28,38 @@ pub struct LiveModel {
     pub version: String,
     /// The model.
     pub model: Model,
+}
+
+/// The shop's rules over every model's answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogRules {
+    /// Never shown: hidden by a rule, or unpublished in the shop.
+    pub hidden: HashSet<String>,
+    /// `(item, position)`, 0-based, by position.
+    pub pins: Vec<(String, usize)>,
+    /// Item → strength (1.0 lifts the last candidate to the first place).
+    pub boosts: HashMap<String, f32>,
+}
+
+impl CatalogRules {
+    /// The rules in force.
+    pub fn load(store: &Store) -> Result<Self> {
+        let mut rules = CatalogRules {
+            hidden: store.hidden_items()?.into_iter().collect(),
+            ..CatalogRules::default()
+        };
+        for r in store.catalog_rules()? {
+            match r.rule {
+                RuleKind::Hide => {}
+                RuleKind::Pin => rules.pins.push((r.item_id, (r.value as usize).max(1) - 1)),
+                RuleKind::Boost => {
+                    rules.boosts.insert(r.item_id, r.value as f32);
+                }
+            }
+        }
+        rules.pins.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        Ok(rules)
+    }
 }
 
 /// Who a request is for, as the training data names them.
@@ -41,6 +82,7 @@ pub fn training_user(
 
 /// What a request ranks from: the user's recent history, and everything they
 /// ever bought (left out of the answer).
+#[derive(Debug, Clone, Default)]
 pub struct Past {
     /// Recent interactions, in the models' terms.
     pub history: Vec<manirec_models::Interaction>,
@@ -48,16 +90,10 @@ pub struct Past {
     pub bought: Vec<String>,
 }
 
-/// The past of a training user.
-pub fn past(store: &Store, user: &str) -> Result<Past> {
-    Ok(Past {
-        history: history(store, user)?,
-        bought: store.purchased_items(user)?,
-    })
-}
-
-fn history(store: &Store, user: &str) -> Result<Vec<manirec_models::Interaction>> {
-    Ok(store
+/// The past of a training user: their interactions, and their events not yet
+/// synced (weighted as sync will weigh them).
+pub fn past(store: &Store, user: &str, weights: &Weights) -> Result<Past> {
+    let mut history: Vec<manirec_models::Interaction> = store
         .user_interactions(user, HISTORY)?
         .into_iter()
         .map(|r| manirec_models::Interaction {
@@ -68,26 +104,194 @@ fn history(store: &Store, user: &str) -> Result<Vec<manirec_models::Interaction>
             interaction_type: r.key.interaction_type,
             synthetic: r.synthetic,
         })
-        .collect())
+        .collect();
+    let mut bought = store.purchased_items(user)?;
+    for e in store.unsynced_events(user, HISTORY)? {
+        let weight = weights.of(&e.event_type);
+        if weight <= 0.0 {
+            continue;
+        }
+        if e.event_type == "purchase" {
+            bought.push(e.product_id.clone());
+        }
+        history.push(manirec_models::Interaction {
+            user_id: user.to_owned(),
+            item_id: e.product_id,
+            weight: weight as f32,
+            timestamp: e.timestamp_ms.div_euclid(1000),
+            interaction_type: e.event_type,
+            synthetic: false,
+        });
+    }
+    Ok(Past { history, bought })
 }
 
-/// Top `k` for `user` from their `past`: purchased items and `exclude` left out.
-pub fn recommend(
-    live: &LiveModel,
-    user: Option<&str>,
-    past: &Past,
-    k: usize,
-    category: Option<&str>,
-    exclude: &[String],
-) -> Vec<Scored> {
-    let mut excluded: Vec<String> = exclude.to_vec();
-    excluded.extend(past.bought.iter().cloned());
-    live.model.recommend(&Request {
-        user_id: user,
-        history: &past.history,
-        k,
+/// A recommendation request.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The shopper's training id, when known.
+    pub user: Option<&'a str>,
+    /// Their past.
+    pub past: &'a Past,
+    /// How many items.
+    pub k: usize,
+    /// Only this category.
+    pub category: Option<&'a str>,
+    /// Items the caller does not want.
+    pub exclude: &'a [String],
+}
+
+/// Top `k` for the asker: bought, excluded and hidden items left out, boosts
+/// and pins applied.
+pub fn recommend(live: &LiveModel, ask: &Ask<'_>, rules: &CatalogRules) -> Vec<Scored> {
+    let mut excluded: Vec<String> = ask.exclude.to_vec();
+    excluded.extend(ask.past.bought.iter().cloned());
+    excluded.extend(rules.hidden.iter().cloned());
+    let pool = if rules.boosts.is_empty() {
+        ask.k
+    } else {
+        ask.k * BOOST_POOL
+    };
+    let ranked = live.model.recommend(&Request {
+        user_id: ask.user,
+        history: &ask.past.history,
+        k: pool,
         exclude: &excluded,
         exclude_history: false,
-        category,
-    })
+        category: ask.category,
+    });
+    let allowed = |item: &str| {
+        !excluded.iter().any(|e| e == item)
+            && ask
+                .category
+                .is_none_or(|c| category_of(&live.model, item) == Some(c))
+    };
+    apply_rules(ranked, ask.k, rules, allowed)
+}
+
+/// Items like `item`, hidden ones left out.
+pub fn similar(live: &LiveModel, item: &str, k: usize, rules: &CatalogRules) -> Vec<Scored> {
+    let mut items = live.model.similar(item, k + rules.hidden.len().min(k * 4));
+    items.retain(|s| !rules.hidden.contains(&s.item_id));
+    items.truncate(k);
+    items
+}
+
+/// The most popular items (of a category), hidden ones left out, pins applied.
+pub fn popular(
+    live: &LiveModel,
+    k: usize,
+    category: Option<&str>,
+    rules: &CatalogRules,
+) -> Vec<Scored> {
+    let mut items = live
+        .model
+        .most_popular(k + rules.hidden.len().min(k * 4), category);
+    items.retain(|s| !rules.hidden.contains(&s.item_id));
+    let allowed = |item: &str| {
+        !rules.hidden.contains(item)
+            && category.is_none_or(|c| category_of(&live.model, item) == Some(c))
+    };
+    apply_rules(items, k, rules, allowed)
+}
+
+fn category_of<'m>(model: &'m Model, item: &str) -> Option<&'m str> {
+    model
+        .items()
+        .get(item)
+        .and_then(|i| model.popular().category_of(i))
+}
+
+/// Boosts reorder the candidates, the best `k` are kept, then pins take their
+/// places (an allowed pinned item moves there, or comes in from outside).
+fn apply_rules(
+    mut ranked: Vec<Scored>,
+    k: usize,
+    rules: &CatalogRules,
+    allowed: impl Fn(&str) -> bool,
+) -> Vec<Scored> {
+    if !rules.boosts.is_empty() && !ranked.is_empty() {
+        let (lo, hi) = ranked.iter().fold((f32::MAX, f32::MIN), |(lo, hi), s| {
+            (lo.min(s.score), hi.max(s.score))
+        });
+        let spread = if hi > lo { hi - lo } else { 1.0 };
+        for s in &mut ranked {
+            if let Some(b) = rules.boosts.get(&s.item_id) {
+                s.score += b * spread;
+            }
+        }
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    }
+    ranked.truncate(k);
+    for (item, position) in &rules.pins {
+        if !allowed(item) {
+            continue;
+        }
+        let existing = ranked.iter().position(|s| &s.item_id == item);
+        let entry = match existing {
+            Some(i) => ranked.remove(i),
+            None => Scored {
+                item_id: item.clone(),
+                score: 0.0,
+            },
+        };
+        let at = (*position).min(ranked.len());
+        ranked.insert(at, entry);
+        ranked.truncate(k);
+    }
+    // Scores stay non-increasing down the list, whatever the pins did.
+    for i in 1..ranked.len() {
+        if ranked[i].score > ranked[i - 1].score || !ranked[i].score.is_finite() {
+            ranked[i].score = ranked[i - 1].score;
+        }
+    }
+    if let Some(first) = ranked.first_mut().filter(|s| !s.score.is_finite()) {
+        first.score = 0.0;
+    }
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(ids: &[&str]) -> Vec<Scored> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| Scored {
+                item_id: id.to_string(),
+                score: 10.0 - i as f32,
+            })
+            .collect()
+    }
+
+    fn ids(s: &[Scored]) -> Vec<&str> {
+        s.iter().map(|s| s.item_id.as_str()).collect()
+    }
+
+    #[test]
+    fn pins_take_their_place_and_boosts_lift() {
+        let rules = CatalogRules {
+            pins: vec![("p".into(), 0), ("c".into(), 2)],
+            boosts: HashMap::from([("e".into(), 1.0)]),
+            ..CatalogRules::default()
+        };
+        let out = apply_rules(scored(&["a", "b", "c", "d", "e"]), 4, &rules, |_| true);
+        assert_eq!(ids(&out), ["p", "e", "c", "a"]);
+        assert!(out.windows(2).all(|w| w[0].score >= w[1].score));
+        // A pin that is not allowed here (bought, hidden, other category) stays out.
+        let out = apply_rules(scored(&["a", "b", "c"]), 3, &rules, |i| i != "p");
+        assert_eq!(ids(&out), ["a", "b", "c"]);
+        // Fewer candidates than the pin's position: it goes last.
+        let out = apply_rules(
+            scored(&["a"]),
+            3,
+            &CatalogRules {
+                pins: vec![("z".into(), 5)],
+                ..CatalogRules::default()
+            },
+            |_| true,
+        );
+        assert_eq!(ids(&out), ["a", "z"]);
+    }
 }

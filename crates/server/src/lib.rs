@@ -21,6 +21,7 @@ pub mod notify;
 pub mod poll;
 mod routes;
 pub mod scheduler;
+mod serving;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ use manirec_store::Objects;
 pub use db::Db;
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use serving::Serving;
 
 /// Everything the service is configured with.
 #[derive(Debug, Clone)]
@@ -93,8 +95,11 @@ struct Inner {
     db: Db,
     objects: Objects,
     metrics: Metrics,
-    /// The active model; swapped whole when another version is promoted.
-    live: std::sync::RwLock<Option<Arc<LiveModel>>>,
+    /// What answers recommendations; swapped whole when the registry, the
+    /// running experiment or the catalogue rules change.
+    serving: std::sync::RwLock<Arc<Serving>>,
+    /// Recommendation answers waiting to be logged.
+    log: serving::LogBuffer,
 }
 
 impl AppState {
@@ -106,7 +111,8 @@ impl AppState {
                 db,
                 objects,
                 metrics: Metrics::default(),
-                live: std::sync::RwLock::new(None),
+                serving: std::sync::RwLock::new(Arc::new(Serving::default())),
+                log: serving::LogBuffer::default(),
             }),
         }
     }
@@ -126,37 +132,35 @@ impl AppState {
         &self.inner.objects
     }
 
-    /// The model answering recommendations, if one is active.
-    pub fn live_model(&self) -> Option<Arc<LiveModel>> {
-        self.inner.live.read().expect("not poisoned").clone()
+    /// What answers recommendations now.
+    pub fn serving(&self) -> Arc<Serving> {
+        self.inner.serving.read().expect("not poisoned").clone()
     }
 
-    /// Loads the active model version when it is not the one serving: requests in
-    /// flight keep the model they started with; the next ones get the new one.
+    /// The model answering recommendations, if one is active.
+    pub fn live_model(&self) -> Option<Arc<LiveModel>> {
+        self.serving().active.clone()
+    }
+
+    /// Reloads what serving depends on: the active version, the running
+    /// experiment's two versions, the catalogue rules. Models already loaded are
+    /// reused; requests in flight keep what they started with. Returns the
+    /// active version.
     pub async fn refresh_model(&self) -> Result<Option<String>, ApiError> {
-        let active = self
-            .db()
-            .call(|s| s.active_model_version())
-            .await?
-            .map_err(ApiError::internal)?;
-        let Some(active) = active else {
-            return Ok(None);
-        };
-        if self
-            .live_model()
-            .is_some_and(|m| m.version == active.version)
-        {
-            return Ok(Some(active.version));
-        }
-        let model = manirec_pipeline::training::load_model(self.objects(), &active)
-            .await
-            .map_err(ApiError::internal)?;
-        tracing::info!(version = %active.version, "serving model");
-        *self.inner.live.write().expect("not poisoned") = Some(Arc::new(LiveModel {
-            version: active.version.clone(),
-            model,
-        }));
-        Ok(Some(active.version))
+        let next = serving::load(self, &self.serving()).await?;
+        let active = next.active.as_ref().map(|m| m.version.clone());
+        *self.inner.serving.write().expect("not poisoned") = Arc::new(next);
+        Ok(active)
+    }
+
+    /// Queues a recommendation answer for the log (written in batches).
+    pub(crate) fn log_recommendation(&self, entry: manirec_store::RecommendationLog) {
+        self.inner.log.push(entry);
+    }
+
+    /// Writes the queued log entries now.
+    pub async fn flush_log(&self) -> Result<u64, ApiError> {
+        serving::flush(self).await
     }
 
     /// The counters `/metrics` shows.
@@ -180,9 +184,12 @@ pub async fn serve(
         tracing::warn!(error = %e, "no model loaded; recommendations answer 503 until one is promoted");
     }
     let scheduler = tokio::spawn(scheduler::run(state.clone()));
-    let result = axum::serve(listener, app(state))
+    let result = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
     scheduler.abort();
+    if let Err(e) = state.flush_log().await {
+        tracing::warn!(error = %e, "the last recommendation log entries were not written");
+    }
     result
 }

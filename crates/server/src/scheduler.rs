@@ -27,6 +27,10 @@ pub struct Tick {
 
 /// Runs ticks forever (the first one after one interval).
 pub async fn run(state: AppState) {
+    tokio::spawn(crate::serving::flush_forever(
+        state.clone(),
+        std::time::Duration::from_millis(250),
+    ));
     // Promotions are noticed within half a minute, without a restart.
     let watcher = state.clone();
     tokio::spawn(async move {

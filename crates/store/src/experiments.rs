@@ -165,9 +165,9 @@ impl Store {
 
     /// Every experiment, newest first.
     pub fn experiments(&self) -> Result<Vec<Experiment>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM experiments ORDER BY id DESC"))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM experiments ORDER BY id DESC"
+        ))?;
         let rows = stmt.query_map([], from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -236,7 +236,9 @@ impl Store {
         let mut requests = self.conn.prepare_cached(
             "SELECT variant, COUNT(*) FROM recommendation_log WHERE experiment_id = ?1 GROUP BY variant",
         )?;
-        for row in requests.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        for row in
+            requests.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        {
             let (variant, n) = row?;
             arms.entry(variant).or_default().requests = n as u64;
         }
@@ -317,7 +319,14 @@ mod tests {
         v
     }
 
-    fn log(id: &str, user: &str, variant: &'static str, exp: i64, at: i64, items: &[&str]) -> RecommendationLog {
+    fn log(
+        id: &str,
+        user: &str,
+        variant: &'static str,
+        exp: i64,
+        at: i64,
+        items: &[&str],
+    ) -> RecommendationLog {
         RecommendationLog {
             request_id: id.into(),
             created_at: at,
@@ -330,7 +339,14 @@ mod tests {
         }
     }
 
-    fn event(id: &str, kind: &str, item: &str, session: &str, request: Option<&str>, at: i64) -> BehaviorEvent {
+    fn event(
+        id: &str,
+        kind: &str,
+        item: &str,
+        session: &str,
+        request: Option<&str>,
+        at: i64,
+    ) -> BehaviorEvent {
         BehaviorEvent {
             event_id: id.into(),
             event_type: kind.into(),
@@ -353,7 +369,10 @@ mod tests {
         assert!(store.start_experiment(&a, "m9", 50, "cli").is_err());
         assert!(store.start_experiment(&a, &b, 100, "cli").is_err());
         let e = store.start_experiment(&a, &b, 50, "cli").unwrap();
-        assert!(matches!(store.start_experiment(&a, &b, 50, "cli"), Err(Error::Conflict(_))));
+        assert!(matches!(
+            store.start_experiment(&a, &b, 50, "cli"),
+            Err(Error::Conflict(_))
+        ));
         assert_eq!(store.running_experiment().unwrap().unwrap().id, e.id);
         let stopped = store.stop_experiment(e.id, Outcome::Promoted).unwrap();
         assert_eq!(stopped.outcome.as_deref(), Some("promoted"));
@@ -409,7 +428,13 @@ mod tests {
             .unwrap();
         let arms = store.arm_counts(e.id, 86_400_000).unwrap();
         let (c, t) = (arms["control"], arms["treatment"]);
-        assert_eq!((c.requests, c.impressions, c.clicks, c.purchases), (1, 2, 0, 0));
-        assert_eq!((t.requests, t.impressions, t.clicks, t.purchases), (2, 1, 1, 1));
+        assert_eq!(
+            (c.requests, c.impressions, c.clicks, c.purchases),
+            (1, 2, 0, 0)
+        );
+        assert_eq!(
+            (t.requests, t.impressions, t.clicks, t.purchases),
+            (2, 1, 1, 1)
+        );
     }
 }

@@ -161,7 +161,10 @@ mod tests {
         assert_eq!(run.steps[1]["step"], "dataset");
         assert_eq!(run.steps[0]["detail"]["should_retrain"], true);
         assert_eq!(run.error.as_deref(), Some("boom"));
-        assert!(store.last_job_finish("retrain", &["failed"]).unwrap().is_some());
+        assert!(store
+            .last_job_finish("retrain", &["failed"])
+            .unwrap()
+            .is_some());
         assert!(store.last_job_finish("retrain", &["ok"]).unwrap().is_none());
         // Finished: the next run may start.
         store.start_job_run("retrain", "cli").unwrap();

@@ -238,7 +238,13 @@ mod tests {
     use super::*;
     use crate::BehaviorEvent;
 
-    fn event(id: &str, kind: &str, item: &str, session: &str, request: Option<&str>) -> BehaviorEvent {
+    fn event(
+        id: &str,
+        kind: &str,
+        item: &str,
+        session: &str,
+        request: Option<&str>,
+    ) -> BehaviorEvent {
         BehaviorEvent {
             event_id: id.into(),
             event_type: kind.into(),
@@ -289,7 +295,12 @@ mod tests {
             variant: "control",
             items: vec!["a".into(), "b".into()],
         };
-        assert_eq!(store.insert_recommendation_log(&[log.clone(), log.clone()]).unwrap(), 1);
+        assert_eq!(
+            store
+                .insert_recommendation_log(&[log.clone(), log.clone()])
+                .unwrap(),
+            1
+        );
         assert_eq!(store.insert_recommendation_log(&[log]).unwrap(), 0);
         assert_eq!(store.count_recommendation_log(None).unwrap(), 1);
         store
@@ -302,7 +313,10 @@ mod tests {
         let mine = store.unsynced_events("session:s1", 10).unwrap();
         let items: Vec<_> = mine.iter().map(|e| e.product_id.as_str()).collect();
         assert_eq!(items, ["a", "c"]);
-        assert_eq!(store.unsynced_events("session:s1", 1).unwrap()[0].product_id, "c");
+        assert_eq!(
+            store.unsynced_events("session:s1", 1).unwrap()[0].product_id,
+            "c"
+        );
         assert!(store.unsynced_events("u_nobody", 10).unwrap().is_empty());
     }
 }

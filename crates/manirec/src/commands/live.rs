@@ -200,7 +200,9 @@ pub async fn poll(ctx: &Context) -> Result<()> {
 }
 
 pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
-    use manirec_pipeline::serving::{past, recommend, training_user, LiveModel, Past};
+    use manirec_pipeline::serving::{
+        self, past, training_user, Ask, CatalogRules, LiveModel, Past,
+    };
     use manirec_pipeline::training;
     let store = ctx.settings.open_store()?;
     let objects = ctx.settings.objects()?;
@@ -214,19 +216,20 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
     let key = ctx.settings.user_key()?;
     let user = training_user(&store, &key, args.user.as_deref(), args.session.as_deref())?;
     let known = match &user {
-        Some(u) => past(&store, u)?,
-        None => Past {
-            history: Vec::new(),
-            bought: Vec::new(),
-        },
+        Some(u) => past(&store, u, &ctx.settings.sync.weights)?,
+        None => Past::default(),
     };
-    let items = recommend(
+    let rules = CatalogRules::load(&store)?;
+    let items = serving::recommend(
         &live,
-        user.as_deref(),
-        &known,
-        args.k,
-        args.category.as_deref(),
-        &[],
+        &Ask {
+            user: user.as_deref(),
+            past: &known,
+            k: args.k,
+            category: args.category.as_deref(),
+            exclude: &args.exclude,
+        },
+        &rules,
     );
     let summary = json!({"model_version": live.version, "items": items});
     ctx.print(&summary, || {

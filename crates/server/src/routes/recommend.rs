@@ -1,10 +1,16 @@
 //! `GET /v1/recommendations`, `GET /v1/items/{id}/similar`, `GET /v1/popular`:
-//! answers from the active model, swapped without a restart.
+//! answers from the serving snapshot (active model, experiment arms, catalogue
+//! rules), each with a `request_id` that impressions and clicks carry back, and
+//! each logged for attribution.
+
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use manirec_models::Scored;
-use manirec_pipeline::serving::{past, recommend, training_user, Past};
+use manirec_pipeline::experiments::Variant;
+use manirec_pipeline::serving::{self, past, training_user, Ask, LiveModel, Past};
+use manirec_store::RecommendationLog;
 use serde::{Deserialize, Serialize};
 
 use crate::{ApiError, AppState};
@@ -31,6 +37,7 @@ pub struct Recommendations {
 
 #[derive(Serialize)]
 pub struct Items {
+    request_id: String,
     model_version: String,
     items: Vec<Scored>,
 }
@@ -39,38 +46,36 @@ fn k(k: Option<usize>) -> usize {
     k.unwrap_or(10).clamp(1, MAX_K)
 }
 
-fn live(
-    state: &AppState,
-) -> Result<std::sync::Arc<manirec_pipeline::serving::LiveModel>, ApiError> {
-    state.live_model().ok_or_else(|| {
-        ApiError::unavailable(
-            "no active model yet: train one (manirec train) and promote it (manirec models promote V)",
-        )
-    })
+fn no_model() -> ApiError {
+    ApiError::unavailable(
+        "no active model yet: train one (manirec train) and promote it (manirec models promote V)",
+    )
 }
 
 pub async fn recommendations(
     State(state): State<AppState>,
     Query(p): Query<RecommendParams>,
 ) -> Result<Json<Recommendations>, ApiError> {
-    let live = live(&state)?;
+    let serving = state.serving();
+    if serving.active.is_none() && serving.experiment.is_none() {
+        return Err(no_model());
+    }
     let key = state.config().user_key.clone();
+    let weights = state.config().weights.clone();
     let (user_id, session_id) = (p.user_id.clone(), p.session_id.clone());
-    let (user, past) = state
+    let (user, known) = state
         .db()
         .call(move |store| -> manirec_pipeline::Result<_> {
             let user = training_user(store, &key, user_id.as_deref(), session_id.as_deref())?;
             let known = match &user {
-                Some(u) => past(store, u)?,
-                None => Past {
-                    history: Vec::new(),
-                    bought: Vec::new(),
-                },
+                Some(u) => past(store, u, &weights)?,
+                None => Past::default(),
             };
             Ok((user, known))
         })
         .await?
         .map_err(ApiError::internal)?;
+    let (live, experiment_id, variant) = serving.choose(user.as_deref()).ok_or_else(no_model)?;
     let exclude: Vec<String> = p
         .exclude
         .as_deref()
@@ -80,18 +85,30 @@ pub async fn recommendations(
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    let items = recommend(
+    let items = serving::recommend(
         &live,
-        user.as_deref(),
-        &past,
-        k(p.k),
-        p.category.as_deref(),
-        &exclude,
+        &Ask {
+            user: user.as_deref(),
+            past: &known,
+            k: k(p.k),
+            category: p.category.as_deref(),
+            exclude: &exclude,
+        },
+        &serving.rules,
+    );
+    let request_id = log(
+        &state,
+        "recommendations",
+        user,
+        &live,
+        experiment_id,
+        variant,
+        &items,
     );
     Ok(Json(Recommendations {
-        request_id: request_id(),
+        request_id,
         model_version: live.version.clone(),
-        variant: "control",
+        variant: variant.as_str(),
         items,
     }))
 }
@@ -107,10 +124,22 @@ pub async fn similar(
     Path(item): Path<String>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Items>, ApiError> {
-    let live = live(&state)?;
+    let serving = state.serving();
+    let live = serving.active.clone().ok_or_else(no_model)?;
+    let items = serving::similar(&live, &item, k(p.k), &serving.rules);
+    let request_id = log(
+        &state,
+        "similar",
+        None,
+        &live,
+        None,
+        Variant::Control,
+        &items,
+    );
     Ok(Json(Items {
+        request_id,
         model_version: live.version.clone(),
-        items: live.model.similar(&item, k(p.k)),
+        items,
     }))
 }
 
@@ -118,11 +147,47 @@ pub async fn popular(
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Items>, ApiError> {
-    let live = live(&state)?;
+    let serving = state.serving();
+    let live = serving.active.clone().ok_or_else(no_model)?;
+    let items = serving::popular(&live, k(p.k), p.category.as_deref(), &serving.rules);
+    let request_id = log(
+        &state,
+        "popular",
+        None,
+        &live,
+        None,
+        Variant::Control,
+        &items,
+    );
     Ok(Json(Items {
+        request_id,
         model_version: live.version.clone(),
-        items: live.model.most_popular(k(p.k), p.category.as_deref()),
+        items,
     }))
+}
+
+/// Queues the answer for the log and returns its request id.
+fn log(
+    state: &AppState,
+    endpoint: &'static str,
+    user_id: Option<String>,
+    live: &Arc<LiveModel>,
+    experiment_id: Option<i64>,
+    variant: Variant,
+    items: &[Scored],
+) -> String {
+    let request_id = request_id();
+    state.log_recommendation(RecommendationLog {
+        request_id: request_id.clone(),
+        created_at: manirec_store::now_ms(),
+        user_id,
+        endpoint,
+        model_version: Some(live.version.clone()),
+        experiment_id,
+        variant: variant.as_str(),
+        items: items.iter().map(|s| s.item_id.clone()).collect(),
+    });
+    request_id
 }
 
 /// A random 128-bit id: impressions and clicks come back carrying it.

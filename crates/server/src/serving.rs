@@ -1,0 +1,201 @@
+//! What answers recommendations, held as one immutable snapshot that is swapped
+//! whole: the active model, the running experiment with its two models, and the
+//! catalogue rules. And the log of answers, written in batches off the request
+//! path (an answer is never slowed by its own log line).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use manirec_pipeline::experiments::{assign, Variant};
+use manirec_pipeline::serving::{CatalogRules, LiveModel};
+use manirec_store::{Experiment, ModelVersion, RecommendationLog};
+
+use crate::{ApiError, AppState};
+
+/// Log entries kept in memory before a write is forced.
+const LOG_BATCH: usize = 2_000;
+
+/// One snapshot of what serves.
+#[derive(Default)]
+pub struct Serving {
+    /// The active version.
+    pub active: Option<Arc<LiveModel>>,
+    /// The running experiment and its arms' models.
+    pub experiment: Option<RunningExperiment>,
+    /// The shop's rules.
+    pub rules: Arc<CatalogRules>,
+}
+
+/// An experiment being served.
+pub struct RunningExperiment {
+    /// As stored.
+    pub experiment: Experiment,
+    /// The control's model.
+    pub control: Arc<LiveModel>,
+    /// The treatment's model.
+    pub treatment: Arc<LiveModel>,
+}
+
+impl Serving {
+    /// The model, experiment and arm for a shopper (`unit`: their training id).
+    /// Without a running experiment, or for a stranger, the active model
+    /// answers as `control` outside any experiment.
+    pub fn choose(&self, unit: Option<&str>) -> Option<(Arc<LiveModel>, Option<i64>, Variant)> {
+        if let (Some(exp), Some(unit)) = (&self.experiment, unit) {
+            let variant = assign(&exp.experiment, unit);
+            let model = match variant {
+                Variant::Control => &exp.control,
+                Variant::Treatment => &exp.treatment,
+            };
+            return Some((model.clone(), Some(exp.experiment.id), variant));
+        }
+        self.active.clone().map(|m| (m, None, Variant::Control))
+    }
+}
+
+/// The next snapshot: versions already loaded in `current` are reused.
+pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving, ApiError> {
+    let (active, experiment, rules) = state
+        .db()
+        .call(|s| -> manirec_pipeline::Result<_> {
+            let active = s.active_model_version()?;
+            let experiment = match s.running_experiment()? {
+                Some(e) => {
+                    let control = s.model_version(&e.control)?;
+                    let treatment = s.model_version(&e.treatment)?;
+                    Some((e, control, treatment))
+                }
+                None => None,
+            };
+            Ok((active, experiment, CatalogRules::load(s)?))
+        })
+        .await?
+        .map_err(ApiError::internal)?;
+    let mut loaded: HashMap<String, Arc<LiveModel>> = HashMap::new();
+    let known = current.active.iter().chain(
+        current
+            .experiment
+            .iter()
+            .flat_map(|e| [&e.control, &e.treatment]),
+    );
+    for m in known {
+        loaded.insert(m.version.clone(), m.clone());
+    }
+    let active = match active {
+        Some(v) => Some(model(state, &mut loaded, &v).await?),
+        None => None,
+    };
+    let experiment = match experiment {
+        Some((e, Some(c), Some(t))) => {
+            let control = model(state, &mut loaded, &c).await;
+            let treatment = model(state, &mut loaded, &t).await;
+            match (control, treatment) {
+                (Ok(control), Ok(treatment)) => Some(RunningExperiment {
+                    experiment: e,
+                    control,
+                    treatment,
+                }),
+                (Err(err), _) | (_, Err(err)) => {
+                    tracing::error!(experiment = e.id, error = %err, "cannot load an arm's model; serving the active model to everyone");
+                    None
+                }
+            }
+        }
+        Some((e, _, _)) => {
+            tracing::error!(experiment = e.id, "an arm's model version is missing from the registry; serving the active model to everyone");
+            None
+        }
+        None => None,
+    };
+    let rules = if *current.rules == rules {
+        current.rules.clone()
+    } else {
+        Arc::new(rules)
+    };
+    Ok(Serving {
+        active,
+        experiment,
+        rules,
+    })
+}
+
+async fn model(
+    state: &AppState,
+    loaded: &mut HashMap<String, Arc<LiveModel>>,
+    v: &ModelVersion,
+) -> Result<Arc<LiveModel>, ApiError> {
+    if let Some(m) = loaded.get(&v.version) {
+        return Ok(m.clone());
+    }
+    let model = manirec_pipeline::training::load_model(state.objects(), v)
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(version = %v.version, "model loaded");
+    let live = Arc::new(LiveModel {
+        version: v.version.clone(),
+        model,
+    });
+    loaded.insert(v.version.clone(), live.clone());
+    Ok(live)
+}
+
+/// Answers waiting to be logged.
+#[derive(Default)]
+pub(crate) struct LogBuffer {
+    pending: Mutex<Vec<RecommendationLog>>,
+    /// Wakes the flusher early when the buffer is full.
+    full: tokio::sync::Notify,
+}
+
+impl LogBuffer {
+    pub(crate) fn push(&self, entry: RecommendationLog) {
+        let len = {
+            let mut pending = self.pending.lock().expect("not poisoned");
+            pending.push(entry);
+            pending.len()
+        };
+        if len >= LOG_BATCH {
+            self.full.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<RecommendationLog> {
+        std::mem::take(&mut *self.pending.lock().expect("not poisoned"))
+    }
+}
+
+/// Writes what is queued, in one transaction.
+pub(crate) async fn flush(state: &AppState) -> Result<u64, ApiError> {
+    let batch = state.inner.log.take();
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let (written, batch) = state
+        .db()
+        .call(move |s| (s.insert_recommendation_log(&batch), batch))
+        .await?;
+    written.map_err(|e| {
+        // Kept for the next flush: a busy database must not lose the log.
+        state
+            .inner
+            .log
+            .pending
+            .lock()
+            .expect("not poisoned")
+            .extend(batch);
+        ApiError::internal(e)
+    })
+}
+
+/// Flushes the log every `every`, or sooner when a batch fills up.
+pub(crate) async fn flush_forever(state: AppState, every: std::time::Duration) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = state.inner.log.full.notified() => {}
+        }
+        if let Err(e) = flush(&state).await {
+            tracing::warn!(error = %e, "recommendation log write failed; will retry");
+        }
+    }
+}
