@@ -57,6 +57,18 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
         .map(|t| t.and_utc().timestamp())
 }
 
+/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Now, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    manirec_store::now_ms()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,16 +93,4 @@ mod tests {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }
-}
-
-/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
-pub fn rfc3339_ms(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Now, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    manirec_store::now_ms()
 }
