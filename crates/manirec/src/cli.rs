@@ -90,13 +90,45 @@ pub enum Command {
     /// advanced in the same transaction as the rows. Anonymous sessions and
     /// devices that later logged in are re-attributed to the customer.
     Sync,
-    /// The retrain trigger: is a new model due?
+    /// The retrain trigger (--check), or the whole weekly loop (--run).
     ///
-    /// Due when >= 10,000 new interactions since the last training, or >= 7 days,
-    /// or the live model's quality dropped > 10 % ([trigger] in manirec.toml).
-    /// When due, exports the increment (training-data/incremental-<ms>.csv and
-    /// .meta.json) and notifies MANIREC_NOTIFY_URL, once per training cycle.
+    /// --check: due when at least 10,000 new interactions since the last
+    /// training, or 7 days, or the live model's quality dropped over 10 %
+    /// ([trigger] in manirec.toml). When due, exports the increment
+    /// (training-data/incremental-<ms>.csv and .meta.json) and notifies
+    /// MANIREC_NOTIFY_URL, once per training cycle.
+    ///
+    /// --run: sync, then settle a running A/B test when it has the evidence
+    /// (promote the winner or roll back); otherwise, when the trigger is due (or
+    /// --force): export the increment, build the dataset, train a candidate
+    /// ([retrain] model, warm_start), compare it offline with the active model on
+    /// the same test set, and start an A/B test when it is not worse ([retrain]
+    /// traffic, tolerance). A failing step leaves the active model serving.
+    /// `serve` runs this every [schedule] retrain_minutes. Steps: `manirec runs`.
     Retrain(RetrainArgs),
+    /// A/B tests between two model versions.
+    ///
+    /// Shoppers are assigned by a hash of their id and the experiment: the same
+    /// shopper always sees the same arm. Status reports per arm: requests,
+    /// impressions, clicks, CTR, purchases attributed within [experiments]
+    /// attribution_hours, conversion; the lift with a 95 % interval and the
+    /// p-value of a two-proportion test.
+    ///
+    /// Example: manirec experiment start --control m1 --treatment m2 --traffic 50
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
+    /// The shop's rules over every recommendation: hide, pin or boost items.
+    ///
+    /// Hidden items (and end products the shop marks unpublished) are never
+    /// shown; a pinned item takes its position whenever it is allowed (not
+    /// bought, not excluded, in the asked category); a boost lifts an item among
+    /// the model's candidates (1.0 = from last to first). `serve` applies a change
+    /// within 30 seconds.
+    #[command(subcommand)]
+    Rule(RuleCommand),
+    /// The journal of jobs: what each retrain, report and retention run did, step
+    /// by step, and why one failed.
+    Runs(RunsArgs),
     /// Fetch orders updated since the last poll from the shop's orders API
     /// (MANIREC_SHOPLAZZA_API, MANIREC_SHOPLAZZA_TOKEN): the backstop for
     /// missed webhooks.
@@ -185,14 +217,92 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
 pub struct RetrainArgs {
     /// Check the trigger (and fire it when due).
-    #[arg(long)]
+    #[arg(long, required_unless_present = "run", conflicts_with = "run")]
     pub check: bool,
     /// Run the whole weekly loop.
     #[arg(long)]
     pub run: bool,
+    /// With --run: train a candidate even when the trigger is not due.
+    #[arg(long, requires = "run")]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    /// Start an A/B test: --traffic % of shoppers get the treatment.
+    Start {
+        /// The version serving now (usually the active one).
+        #[arg(long)]
+        control: String,
+        /// The version to test.
+        #[arg(long)]
+        treatment: String,
+        /// Percent of shoppers sent to the treatment (1-99).
+        #[arg(long, default_value_t = 50)]
+        traffic: u8,
+    },
+    /// Per-arm results of an experiment (default: the running one, else the latest).
+    Status {
+        /// Experiment id.
+        id: Option<i64>,
+    },
+    /// End an experiment (default: the running one).
+    Stop {
+        /// Experiment id.
+        id: Option<i64>,
+        /// Make the treatment the active model.
+        #[arg(long)]
+        promote: bool,
+        /// Retire the treatment; the control keeps serving.
+        #[arg(long, conflicts_with = "promote")]
+        roll_back: bool,
+    },
+    /// Every experiment, newest first.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuleCommand {
+    /// Every rule, and the items hidden because the shop unpublished them.
+    List,
+    /// Never show ITEM.
+    Hide {
+        /// The item id.
+        item: String,
+    },
+    /// Show ITEM at --position (1 = first) whenever it is allowed.
+    Pin {
+        /// The item id.
+        item: String,
+        /// 1 = first.
+        #[arg(long, default_value_t = 1)]
+        position: u32,
+    },
+    /// Lift ITEM among the model's candidates.
+    Boost {
+        /// The item id.
+        item: String,
+        /// 1.0 lifts the last candidate to the first place.
+        #[arg(long, default_value_t = 0.5)]
+        strength: f64,
+    },
+    /// Remove ITEM's rule.
+    Clear {
+        /// The item id.
+        item: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only this job: retrain, quality, retention.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// How many runs, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,11 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use manirec_pipeline::experiments::ExperimentConfig;
 use manirec_pipeline::identity::UserKey;
+use manirec_pipeline::retrain::RetrainConfig;
 use manirec_pipeline::sync::Weights;
 use manirec_pipeline::trigger::TriggerConfig;
 use manirec_server::poll::PollConfig;
-use manirec_server::ServerConfig;
+use manirec_server::{Schedule, ServerConfig};
 use manirec_store::{Objects, Store};
 use serde::Deserialize;
 
@@ -29,6 +31,12 @@ struct FileSettings {
     sync: SyncSettings,
     #[serde(default)]
     trigger: TriggerConfig,
+    #[serde(default)]
+    retrain: RetrainConfig,
+    #[serde(default)]
+    experiments: ExperimentConfig,
+    #[serde(default)]
+    schedule: Schedule,
 }
 
 /// `[sync]` in manirec.toml.
@@ -58,8 +66,6 @@ pub struct Settings {
     pub object_store: String,
     // Read by the live-data and serving commands.
     pub shoplazza_secret: Option<String>,
-    // Read by the admin API.
-    #[allow(dead_code)]
     pub admin_token: Option<String>,
     pub notify_url: Option<String>,
     /// The shop's API base (`https://SHOP.myshoplaza.com`), for the reconciliation poll.
@@ -67,6 +73,9 @@ pub struct Settings {
     pub shoplazza_token: Option<String>,
     pub sync: SyncSettings,
     pub trigger: TriggerConfig,
+    pub retrain: RetrainConfig,
+    pub experiments: ExperimentConfig,
+    pub schedule: Schedule,
     user_key: Option<String>,
 }
 
@@ -103,6 +112,9 @@ impl Settings {
             shoplazza_token: env("MANIREC_SHOPLAZZA_TOKEN").or(file.shoplazza_token),
             sync: file.sync,
             trigger: file.trigger,
+            retrain: file.retrain,
+            experiments: file.experiments,
+            schedule: file.schedule,
             data_dir,
         })
     }
@@ -180,6 +192,10 @@ impl Settings {
         config.trigger = self.trigger.clone();
         config.sync_interval = self.sync_interval();
         config.poll = self.poll_config();
+        config.admin_token = self.admin_token.clone();
+        config.retrain = self.retrain.clone();
+        config.experiments = self.experiments.clone();
+        config.schedule = self.schedule.clone();
         Ok(config)
     }
 }

@@ -10,10 +10,8 @@
 //! comes with a 95 % interval (log of the ratio, delta method) and the p-value
 //! of a pooled two-proportion z-test.
 
-use std::time::Duration;
-
 use manirec_store::{ArmCounts, Experiment, Outcome, Store};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::time::rfc3339_ms;
@@ -52,40 +50,41 @@ pub fn assign(experiment: &Experiment, unit: &str) -> Variant {
     }
 }
 
-/// When a test has enough evidence, and how purchases are attributed.
-#[derive(Debug, Clone, Serialize)]
+/// When a test has enough evidence, and how purchases are attributed
+/// (`[experiments]` in manirec.toml).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExperimentConfig {
-    /// A purchase of a recommended item within this long after the
+    /// A purchase of a recommended item within this many hours after the
     /// recommendation is attributed to it.
-    #[serde(with = "secs")]
-    pub attribution_window: Duration,
+    pub attribution_hours: f64,
     /// Exposures (impressions, or requests when there are none) each arm needs
     /// before the loop decides.
     pub min_exposures: u64,
     /// Significance level of the decision.
     pub alpha: f64,
-    /// After this long with enough exposures and no significant difference, the
-    /// loop keeps the treatment unless it looks worse.
-    #[serde(with = "secs")]
-    pub max_duration: Duration,
+    /// After this many days with enough exposures and no significant
+    /// difference, the loop keeps the treatment unless it looks worse.
+    pub max_days: f64,
 }
 
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_secs())
+impl ExperimentConfig {
+    fn window_ms(&self) -> i64 {
+        (self.attribution_hours * 3_600_000.0) as i64
+    }
+
+    fn max_ms(&self) -> i64 {
+        (self.max_days * 86_400_000.0) as i64
     }
 }
 
 impl Default for ExperimentConfig {
     fn default() -> Self {
         ExperimentConfig {
-            attribution_window: Duration::from_secs(24 * 3600),
+            attribution_hours: 24.0,
             min_exposures: 1000,
             alpha: 0.05,
-            max_duration: Duration::from_secs(14 * 24 * 3600),
+            max_days: 14.0,
         }
     }
 }
@@ -264,7 +263,7 @@ pub fn status(
     config: &ExperimentConfig,
 ) -> Result<ExperimentStatus> {
     let e = find(store, id)?;
-    let counts = store.arm_counts(e.id, config.attribution_window.as_millis() as i64)?;
+    let counts = store.arm_counts(e.id, config.window_ms())?;
     let control = Arm::from(counts.get("control").copied().unwrap_or_default());
     let treatment = Arm::from(counts.get("treatment").copied().unwrap_or_default());
     let ctr = compare(
@@ -351,13 +350,13 @@ fn decide(
             )
         };
     }
-    if age_ms >= config.max_duration.as_millis() as i64 {
+    if age_ms >= config.max_ms() {
         return if lift >= 0.0 {
             (
                 Decision::Promote,
                 format!(
-                    "no significant difference after {} days and the treatment is not worse ({:+.1} %): keep the newer model",
-                    config.max_duration.as_secs() / 86_400,
+                    "no significant difference after {:.0} days and the treatment is not worse ({:+.1} %): keep the newer model",
+                    config.max_days,
                     lift * 100.0
                 ),
             )
@@ -365,8 +364,8 @@ fn decide(
             (
                 Decision::RollBack,
                 format!(
-                    "no significant difference after {} days and the treatment looks worse ({:+.1} %)",
-                    config.max_duration.as_secs() / 86_400,
+                    "no significant difference after {:.0} days and the treatment looks worse ({:+.1} %)",
+                    config.max_days,
                     lift * 100.0
                 ),
             )
@@ -468,7 +467,7 @@ mod tests {
             Decision::RollBack
         );
         assert_eq!(decide(&even, true, 0, &config, "ctr").0, Decision::Continue);
-        let late = config.max_duration.as_millis() as i64;
+        let late = config.max_ms();
         assert_eq!(
             decide(&even, true, late, &config, "ctr").0,
             Decision::Promote

@@ -30,6 +30,7 @@ mod progress;
 pub mod quality;
 mod report;
 pub mod retention;
+pub mod retrain;
 pub mod serving;
 pub mod shoplazza;
 pub mod sync;

@@ -322,7 +322,8 @@ pub async fn load_model(objects: &Objects, v: &ModelVersion) -> Result<Model> {
     Model::from_bytes(&bytes).map_err(model_error)
 }
 
-fn baseline(rows: &DatasetRows, cats: &HashMap<String, String>) -> Result<Model> {
+/// Popularity trained on a dataset's train part: every evaluation's baseline.
+pub fn baseline(rows: &DatasetRows, cats: &HashMap<String, String>) -> Result<Model> {
     manirec_models::train(&rows.train, &ModelSpec::new(ModelKind::Popular), Some(cats))
         .map_err(model_error)
 }

@@ -66,6 +66,28 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A pipeline error: what the caller asked that the state does not allow
+    /// (an unknown version, a running experiment, missing data) is theirs to
+    /// fix, with the pipeline's message; anything else is internal.
+    pub fn from_pipeline(e: manirec_pipeline::Error) -> Self {
+        use manirec_pipeline::Error as P;
+        use manirec_store::Error as S;
+        match e {
+            P::Store(S::Conflict(m)) => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                message: m,
+            },
+            P::Store(S::Invalid(m)) | P::Data(m) => ApiError::bad_request("invalid", m),
+            P::Input { path, message } => {
+                ApiError::bad_request("invalid_input", format!("{path}: {message}"))
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});

@@ -16,6 +16,7 @@
 
 mod db;
 mod error;
+pub mod jobs;
 mod metrics;
 pub mod notify;
 pub mod poll;
@@ -27,7 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use manirec_pipeline::experiments::ExperimentConfig;
 use manirec_pipeline::identity::UserKey;
+use manirec_pipeline::retrain::RetrainConfig;
 use manirec_pipeline::serving::LiveModel;
 use manirec_pipeline::sync::Weights;
 use manirec_pipeline::trigger::TriggerConfig;
@@ -36,6 +39,7 @@ use manirec_store::Objects;
 pub use db::Db;
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use scheduler::Schedule;
 pub use serving::Serving;
 
 /// Everything the service is configured with.
@@ -63,6 +67,14 @@ pub struct ServerConfig {
     pub sync_interval: Duration,
     /// The reconciliation poll, when the shop's API is configured.
     pub poll: Option<poll::PollConfig>,
+    /// Bearer token of `/admin/*`; without it the admin API is off.
+    pub admin_token: Option<String>,
+    /// How the weekly loop trains and decides.
+    pub retrain: RetrainConfig,
+    /// A/B evidence and attribution.
+    pub experiments: ExperimentConfig,
+    /// How often the scheduled jobs run.
+    pub schedule: Schedule,
 }
 
 impl ServerConfig {
@@ -80,6 +92,10 @@ impl ServerConfig {
             notify_url: None,
             sync_interval: Duration::from_secs(3600),
             poll: None,
+            admin_token: None,
+            retrain: RetrainConfig::default(),
+            experiments: ExperimentConfig::default(),
+            schedule: Schedule::default(),
         }
     }
 }

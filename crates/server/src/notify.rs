@@ -10,7 +10,7 @@ const ATTEMPTS: u32 = 4;
 
 /// Logs the notice and, when a URL is configured, POSTs it in the background.
 pub fn spawn(url: Option<String>, notice: Value) -> Option<tokio::task::JoinHandle<bool>> {
-    tracing::warn!(notice = %notice, "retrain trigger fired");
+    tracing::info!(notice = %notice, "retrain notice");
     let url = url?;
     Some(tokio::spawn(async move { send(&url, &notice).await }))
 }

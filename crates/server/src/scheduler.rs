@@ -1,13 +1,17 @@
 //! The jobs `serve` runs on its own: every `sync_interval`, the reconciliation
-//! poll (when configured), then sync, then the retrain trigger. A failing job is
-//! logged and retried at the next tick; ingestion never waits for it.
+//! poll (when configured), then sync, then the retrain trigger; on the
+//! `[schedule]` periods, the weekly loop (`retrain --run`), the data-quality
+//! report and retention. A periodic job runs when its last successful run is
+//! older than its period (the journal says when), so a restart neither skips
+//! nor repeats it. A failing job is logged and retried later; ingestion never
+//! waits for it.
 
 use manirec_pipeline::export::ExportSummary;
 use manirec_pipeline::sync::{sync, SyncSummary};
 use manirec_pipeline::training;
 use manirec_pipeline::trigger::{self, TriggerCheck};
 use manirec_pipeline::NoProgress;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{ApiError, AppState};
@@ -25,8 +29,58 @@ pub struct Tick {
     pub fired: Option<ExportSummary>,
 }
 
-/// Runs ticks forever (the first one after one interval).
+/// How often the periodic jobs run (`[schedule]` in manirec.toml); 0 turns a
+/// job off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Schedule {
+    /// Minutes between runs of the weekly loop (it trains only when the
+    /// trigger says so, and settles a running A/B test when it has evidence).
+    pub retrain_minutes: u64,
+    /// Hours between data-quality reports.
+    pub report_hours: u64,
+    /// Hours between retention runs.
+    pub retention_hours: u64,
+    /// Age in days past which retention deletes interactions, events and logged answers.
+    pub retention_days: u32,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            retrain_minutes: 60,
+            report_hours: 24,
+            retention_hours: 24,
+            retention_days: 365,
+        }
+    }
+}
+
+/// Runs ticks forever (the first one after one interval), and the periodic jobs.
 pub async fn run(state: AppState) {
+    let schedule = state.config().schedule.clone();
+    periodic(
+        &state,
+        "retrain",
+        schedule.retrain_minutes * 60,
+        |s| async move {
+            crate::jobs::retrain(&s, false, "schedule")
+                .await
+                .map(|r| serde_json::json!({"status": r.status, "outcome": r.outcome}))
+        },
+    );
+    periodic(
+        &state,
+        "quality",
+        schedule.report_hours * 3600,
+        |s| async move { crate::jobs::quality_report(&s, "schedule").await },
+    );
+    periodic(
+        &state,
+        "retention",
+        schedule.retention_hours * 3600,
+        |s| async move { crate::jobs::retention(&s, "schedule").await },
+    );
     tokio::spawn(crate::serving::flush_forever(
         state.clone(),
         std::time::Duration::from_millis(250),
@@ -144,4 +198,40 @@ async fn quality(state: &AppState) -> Option<trigger::Quality> {
             None
         }
     }
+}
+
+/// Runs `job` whenever its last finished run is older than `period_s`
+/// (checked every few minutes); `period_s == 0` turns it off.
+fn periodic<F, Fut>(state: &AppState, job: &'static str, period_s: u64, run: F)
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>> + Send,
+{
+    if period_s == 0 {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let period_ms = period_s as i64 * 1000;
+        let check = std::time::Duration::from_secs(period_s.clamp(1, 300));
+        loop {
+            tokio::time::sleep(check).await;
+            let last = state
+                .db()
+                .call(move |s| s.last_job_finish(job, &["ok", "skipped", "failed"]))
+                .await;
+            let due = match last {
+                Ok(Ok(Some(at))) => manirec_store::now_ms() - at >= period_ms,
+                Ok(Ok(None)) => true,
+                _ => false,
+            };
+            if !due {
+                continue;
+            }
+            match run(state.clone()).await {
+                Ok(summary) => tracing::info!(job, %summary, "scheduled job done"),
+                Err(e) => tracing::error!(job, error = %e, "scheduled job failed"),
+            }
+        }
+    });
 }

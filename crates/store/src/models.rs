@@ -162,6 +162,21 @@ impl Store {
             .optional()?)
     }
 
+    /// Retires a candidate that lost (offline or in an A/B test). The active
+    /// version cannot be retired this way: promote another one instead.
+    pub fn retire_model_version(&self, version: &str) -> Result<()> {
+        let changed = self.conn.execute(
+            "UPDATE model_versions SET status = 'retired' WHERE version = ?1 AND status = 'candidate'",
+            [version],
+        )?;
+        if changed == 0 {
+            return Err(Error::Invalid(format!(
+                "model version {version} is not a candidate (see `manirec models list`)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Makes `version` the active one, in one transaction: the previous active
     /// version is retired. Returns the version retired, if any. Promoting the
     /// active version changes nothing.

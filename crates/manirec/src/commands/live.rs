@@ -110,7 +110,7 @@ pub async fn sync(ctx: &Context) -> Result<()> {
 
 pub async fn retrain(ctx: &Context, args: RetrainArgs) -> Result<()> {
     if args.run {
-        bail!("retrain --run (the weekly loop) needs the models and serving stages, which this build does not have yet; use retrain --check");
+        return retrain_run(ctx, args.force).await;
     }
     let store = ctx.settings.open_store()?;
     let quality = match manirec_pipeline::training::quality(&store, &ctx.settings.objects()?).await
@@ -139,6 +139,40 @@ pub async fn retrain(ctx: &Context, args: RetrainArgs) -> Result<()> {
     let mut summary = serde_json::to_value(&check)?;
     summary["fired"] = serde_json::to_value(&fired)?;
     ctx.print(&summary, || render_trigger(&check, fired.as_ref()))
+}
+
+/// The weekly loop once, on the same jobs `serve` schedules.
+async fn retrain_run(ctx: &Context, force: bool) -> Result<()> {
+    let (state, thread) = start(ctx)?;
+    let run = manirec_server::jobs::retrain(&state, force, "cli").await;
+    finish(state, thread);
+    let run = run?;
+    let failed = run.status == "failed";
+    ctx.print(&run, || {
+        let mut out = format!("Retrain run {}: {}\n", run.run_id, run.outcome);
+        for step in run.steps.as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  - {}: {}\n",
+                step["step"].as_str().unwrap_or("?"),
+                step["detail"]
+            ));
+        }
+        if let Some(e) = &run.error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+        out.push_str(&format!(
+            "Active model: {}\n",
+            run.active.as_deref().unwrap_or("none")
+        ));
+        out
+    })?;
+    if failed {
+        bail!(
+            "the retrain run failed: {}; the active model keeps serving",
+            run.error.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn render_trigger(

@@ -4,6 +4,7 @@
 mod cleanup;
 mod dataset;
 mod demo;
+mod experiment;
 mod export;
 mod extract;
 mod forget;
@@ -62,5 +63,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report => runtime.block_on(report::run(&ctx)),
         Command::Cleanup(args) => cleanup::run(&ctx, args),
         Command::Forget(args) => forget::run(&ctx, args),
+        Command::Experiment(command) => experiment::run(&ctx, command),
+        Command::Rule(command) => experiment::rule(&ctx, command),
+        Command::Runs(args) => experiment::runs(&ctx, args),
     }
 }
