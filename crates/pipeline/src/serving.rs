@@ -220,33 +220,33 @@ fn apply_rules(
                 s.score += b * spread;
             }
         }
-        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+        // On a tie the boosted item goes first: 1.0 does lift the last to the top.
+        let boosted = |s: &Scored| rules.boosts.contains_key(&s.item_id);
+        ranked.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(boosted(b).cmp(&boosted(a)))
+        });
     }
     ranked.truncate(k);
     for (item, position) in &rules.pins {
         if !allowed(item) {
             continue;
         }
-        let existing = ranked.iter().position(|s| &s.item_id == item);
-        let entry = match existing {
-            Some(i) => ranked.remove(i),
-            None => Scored {
-                item_id: item.clone(),
-                score: 0.0,
-            },
-        };
-        let at = (*position).min(ranked.len());
-        ranked.insert(at, entry);
-        ranked.truncate(k);
-    }
-    // Scores stay non-increasing down the list, whatever the pins did.
-    for i in 1..ranked.len() {
-        if ranked[i].score > ranked[i - 1].score || !ranked[i].score.is_finite() {
-            ranked[i].score = ranked[i - 1].score;
+        if let Some(i) = ranked.iter().position(|s| &s.item_id == item) {
+            ranked.remove(i);
         }
-    }
-    if let Some(first) = ranked.first_mut().filter(|s| !s.score.is_finite()) {
-        first.score = 0.0;
+        let at = (*position).min(ranked.len());
+        // It takes the score of the place it takes, so scores stay in order.
+        let score = ranked.get(at).or(ranked.last()).map_or(0.0, |s| s.score);
+        ranked.insert(
+            at,
+            Scored {
+                item_id: item.clone(),
+                score,
+            },
+        );
+        ranked.truncate(k);
     }
     ranked
 }

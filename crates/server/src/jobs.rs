@@ -15,7 +15,7 @@ use crate::{ApiError, AppState};
 
 /// Runs `f` on a second connection to the store, on a blocking thread (with a
 /// handle to drive the object store's async calls).
-async fn on_own_connection<T: Send + 'static>(
+pub(crate) async fn on_own_connection<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&mut Store, &Objects, &Handle) -> T + Send + 'static,
 ) -> Result<T, ApiError> {

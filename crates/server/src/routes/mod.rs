@@ -1,5 +1,7 @@
 //! The router. Each route module owns its wire shapes.
 
+mod admin;
+mod dashboard;
 mod events;
 mod recommend;
 mod webhooks;
@@ -42,9 +44,12 @@ pub fn router(state: AppState) -> Router {
             config.webhook_body_limit,
             declared_size_limit,
         ));
+    let admin = admin::router().route_layer(from_fn_with_state(state.clone(), admin::authorize));
     Router::new()
         .merge(storefront)
         .merge(webhooks)
+        .merge(admin)
+        .route("/dashboard", get(dashboard::page))
         .route("/sdk.js", get(sdk))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
