@@ -12,7 +12,7 @@
 //! `failed` with its reason and leaves the registry as it was: the active model
 //! keeps serving.
 
-use manirec_models::evaluate::{self, EvalOptions, Protocol};
+use manirec_models::evaluate::{self, EvalOptions, Protocol, RankedList};
 use manirec_models::{ModelKind, ModelSpec};
 use manirec_store::{Objects, Outcome, Store};
 use serde::{Deserialize, Serialize};
@@ -354,7 +354,11 @@ fn candidate_spec(
 }
 
 /// Warm-protocol NDCG@10 of each version on one dataset version's test part,
-/// so a candidate and the active model are judged on the same users.
+/// so a candidate and the active model are judged on the same users and the
+/// same relevant items. The users, their histories and what counts as a hit
+/// come from the dataset (its train part's catalogue); each model ranks with
+/// what it knows, so an older model that never saw a newer item cannot hit it —
+/// exactly what serving it would do.
 pub async fn compare_offline(
     store: &Store,
     objects: &Objects,
@@ -364,20 +368,31 @@ pub async fn compare_offline(
     let dv = training::dataset_version(store, Some(dataset))?;
     let rows = training::load_dataset(objects, &dv).await?;
     let base = training::baseline(&rows, &training::categories(store)?)?;
+    let catalogue = base.items();
+    let cases = evaluate::cases(&rows.train, &rows.test, Protocol::Warm, catalogue);
+    let options = EvalOptions {
+        bootstrap: 0,
+        seed: 0,
+    };
     let mut out = Vec::with_capacity(versions.len());
     for v in versions {
         let model =
             training::load_model(objects, &training::model_version(store, Some(v))?).await?;
-        let (report, _) = evaluate::evaluate(
-            &model,
-            &base,
-            &rows.train,
-            &rows.test,
-            Protocol::Warm,
-            &EvalOptions::default(),
-        )
-        .map_err(|e| Error::Data(e.to_string()))?;
-        out.push(report.metrics.get("ndcg@10").copied().unwrap_or(0.0));
+        let own = evaluate::cases(&rows.train, &rows.test, Protocol::Warm, model.items());
+        let lists: Vec<RankedList> = evaluate::rank(&model, &own)
+            .into_iter()
+            .zip(&own)
+            .map(|(list, case)| RankedList {
+                user_id: case.user_id.clone(),
+                context: None,
+                items: list
+                    .into_iter()
+                    .map(|i| model.items().id(i).to_owned())
+                    .collect(),
+            })
+            .collect();
+        let scores = evaluate::score_ranked(&lists, &cases, catalogue, &options);
+        out.push(scores.metrics.get("ndcg@10").copied().unwrap_or(0.0));
     }
     Ok(out)
 }
