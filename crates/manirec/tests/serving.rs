@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use common::server::Server;
 use common::DataDir;
@@ -124,4 +124,135 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
     // The command line answers the same.
     let cli = d.json(&["recommend", "--user", &email, "--k", "20"]);
     assert_eq!(items(&cli), recommended);
+}
+
+/// The demo shop's designers and categories, from the shop's own file.
+fn catalogue(d: &DataDir) -> (HashMap<String, String>, HashMap<String, String>) {
+    let shop = rusqlite::Connection::open(d.path().join("data/demo/shop.db")).unwrap();
+    let mut stmt = shop
+        .prepare(
+            "SELECT CAST(e.id AS TEXT), CAST(e.designer_id AS TEXT), CAST(b.category_id AS TEXT) FROM end_products e
+             JOIN base_products b ON b.id = e.base_product_id",
+        )
+        .unwrap();
+    let mut designer = HashMap::new();
+    let mut category = HashMap::new();
+    for row in stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .unwrap()
+    {
+        let (id, d, c) = row.unwrap();
+        designer.insert(id.clone(), d);
+        category.insert(id, c);
+    }
+    (designer, category)
+}
+
+#[test]
+fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold() {
+    let d = DataDir::new();
+    d.json(&["demo", "--no-serve", "--seed", "5", "--as-of", "2026-06-30"]);
+    let (designer, category) = catalogue(&d);
+    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "t")]);
+    let popular = items(&get(&s, "/v1/popular?k=40").1);
+    let designs: Vec<&String> = popular
+        .iter()
+        .filter(|i| designer.contains_key(*i))
+        .take(15)
+        .collect();
+    assert!(designs.len() >= 10);
+    let share = |list: &[String], x: &str, m: &HashMap<String, String>| {
+        list.iter().filter(|i| m.get(*i) == m.get(x)).count() as f64 / list.len().max(1) as f64
+    };
+    let (mut session_related, mut similar_related, mut popular_related) = (0.0, 0.0, 0.0);
+    for (n, x) in designs.iter().enumerate() {
+        // A new visitor views one design; sync has not run: the view counts at once.
+        let session = format!("visitor-{n}");
+        let r = Client::new()
+            .post(s.url("/v1/events"))
+            .json(
+                &serde_json::json!([{"event_id": format!("v-{n}"), "event_type": "product_view",
+                "product_id": x, "session_id": session, "timestamp": 1_790_000_000_000i64}]),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let recs = items(
+            &get(
+                &s,
+                &format!("/v1/recommendations?session_id={session}&k=10"),
+            )
+            .1,
+        );
+        assert_eq!(recs.len(), 10);
+        assert!(!recs.contains(x), "the design just viewed comes back");
+        let similar = items(&get(&s, &format!("/v1/items/{x}/similar?k=10")).1);
+        let others: Vec<String> = popular
+            .iter()
+            .filter(|p| p != x)
+            .take(10)
+            .cloned()
+            .collect();
+        let related = |list: &[String]| share(list, x, &designer).max(share(list, x, &category));
+        session_related += related(&recs);
+        similar_related += related(&similar);
+        popular_related += related(&others);
+    }
+    let n = designs.len() as f64;
+    let (session_related, similar_related, popular_related) = (
+        session_related / n,
+        similar_related / n,
+        popular_related / n,
+    );
+    // Same designer or category dominates, far above what popularity shows.
+    assert!(similar_related > 0.6, "similar: {similar_related:.2}");
+    assert!(session_related > 0.5, "session: {session_related:.2}");
+    assert!(
+        session_related > popular_related + 0.2,
+        "session {session_related:.2} vs popular {popular_related:.2}"
+    );
+
+    // The shop's rules: a hidden item never shows, a pinned one takes its place.
+    let admin = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        let r = Client::new()
+            .request(method, s.url(path))
+            .bearer_auth("t")
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    };
+    let (hidden, pinned) = (popular[0].clone(), popular[25].clone());
+    admin(
+        reqwest::Method::PUT,
+        &format!("/admin/rules/{hidden}"),
+        serde_json::json!({"rule": "hide"}),
+    );
+    admin(
+        reqwest::Method::PUT,
+        &format!("/admin/rules/{pinned}"),
+        serde_json::json!({"rule": "pin", "value": 2}),
+    );
+    let top = items(&get(&s, "/v1/popular?k=10").1);
+    assert!(!top.contains(&hidden));
+    assert_eq!(top[1], pinned);
+    let stranger = items(&get(&s, "/v1/recommendations?user_id=new%40example.com&k=10").1);
+    assert!(!stranger.contains(&hidden));
+    assert_eq!(stranger[1], pinned);
+    let similar = items(&get(&s, &format!("/v1/items/{}/similar?k=20", popular[1])).1);
+    assert!(!similar.contains(&hidden));
+    // A bad rule is refused with a reason.
+    let r = Client::new()
+        .put(s.url(&format!("/admin/rules/{pinned}")))
+        .bearer_auth("t")
+        .json(&serde_json::json!({"rule": "pin", "value": 0}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
 }

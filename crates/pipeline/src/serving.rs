@@ -19,8 +19,15 @@ use crate::Result;
 /// Interactions of a user read to rank for them.
 const HISTORY: usize = 500;
 
-/// Extra candidates ranked when boosts may reorder them.
+/// Extra candidates ranked when boosts or the catalogue may reorder them.
 const BOOST_POOL: usize = 3;
+
+/// Neighbours the model proposes per similar item asked.
+const SIMILAR_POOL: usize = 10;
+
+/// A visitor with at most this many items is a fresh session: their
+/// recommendations stay close to what they looked at.
+const FRESH_SESSION: usize = 20;
 
 /// A loaded model version, ready to answer.
 pub struct LiveModel {
@@ -60,6 +67,76 @@ impl CatalogRules {
         rules.pins.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
         Ok(rules)
     }
+}
+
+/// What the shop's catalogue says about how items relate: a design's designer
+/// and category. A print-on-demand shop's "similar" is first of all "more of
+/// this designer, more of this kind of product"; the model orders within that.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalogue {
+    category: HashMap<String, u32>,
+    designer: HashMap<String, u32>,
+    /// Designer → their designs.
+    designs: HashMap<u32, Vec<String>>,
+}
+
+impl Catalogue {
+    /// The catalogue of the shop mirror.
+    pub fn load(store: &Store) -> Result<Self> {
+        let mut names: HashMap<String, u32> = HashMap::new();
+        let mut intern = |name: String| {
+            let next = names.len() as u32;
+            *names.entry(name).or_insert(next)
+        };
+        let mut c = Catalogue::default();
+        for item in store.catalog()? {
+            let id = intern(format!("c:{}", item.category_id));
+            c.category.insert(item.item_id, id);
+        }
+        for (item, designer) in store.item_designers()? {
+            let id = intern(format!("d:{designer}"));
+            c.designer.insert(item.clone(), id);
+            c.designs.entry(id).or_default().push(item);
+        }
+        Ok(c)
+    }
+
+    /// 0 unrelated, 1 same category, 2 same designer, 3 both.
+    fn relatedness(&self, a: &str, b: &str) -> u8 {
+        let same =
+            |m: &HashMap<String, u32>| matches!((m.get(a), m.get(b)), (Some(x), Some(y)) if x == y);
+        2 * u8::from(same(&self.designer)) + u8::from(same(&self.category))
+    }
+
+    /// The other designs of `item`'s designer.
+    fn same_designer<'a>(&'a self, item: &str) -> impl Iterator<Item = &'a String> {
+        self.designer
+            .get(item)
+            .and_then(|d| self.designs.get(d))
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// Model candidates reordered by how they relate to `anchors` (catalogue
+/// tier first, the model's order within a tier). Scores become tier + the
+/// model's score scaled into [0, 1), so they stay comparable within the answer.
+fn by_relatedness(mut pool: Vec<Scored>, anchors: &[&str], catalogue: &Catalogue) -> Vec<Scored> {
+    let (lo, hi) = pool.iter().fold((f32::MAX, f32::MIN), |(lo, hi), s| {
+        (lo.min(s.score), hi.max(s.score))
+    });
+    let spread = if hi > lo { hi - lo } else { 1.0 };
+    for s in &mut pool {
+        let tier = anchors
+            .iter()
+            .map(|a| catalogue.relatedness(&s.item_id, a))
+            .max()
+            .unwrap_or(0);
+        let scaled = ((s.score - lo) / spread).clamp(0.0, 1.0) * 0.999;
+        s.score = f32::from(tier) + if s.score.is_finite() { scaled } else { 0.0 };
+    }
+    pool.sort_by(|a, b| b.score.total_cmp(&a.score));
+    pool
 }
 
 /// Who a request is for, as the training data names them.
@@ -143,23 +220,42 @@ pub struct Ask<'a> {
 
 /// Top `k` for the asker: bought, excluded and hidden items left out, boosts
 /// and pins applied.
-pub fn recommend(live: &LiveModel, ask: &Ask<'_>, rules: &CatalogRules) -> Vec<Scored> {
+pub fn recommend(
+    live: &LiveModel,
+    ask: &Ask<'_>,
+    rules: &CatalogRules,
+    catalogue: &Catalogue,
+) -> Vec<Scored> {
     let mut excluded: Vec<String> = ask.exclude.to_vec();
     excluded.extend(ask.past.bought.iter().cloned());
     excluded.extend(rules.hidden.iter().cloned());
-    let pool = if rules.boosts.is_empty() {
+    // An anonymous session that just looked at a few designs: related designs
+    // first. Customers and longer histories are the model's alone.
+    let fresh = ask.user.is_some_and(|u| u.starts_with("session:"))
+        && !ask.past.history.is_empty()
+        && ask.past.history.len() <= FRESH_SESSION;
+    let pool = if rules.boosts.is_empty() && !fresh {
         ask.k
     } else {
         ask.k * BOOST_POOL
     };
-    let ranked = live.model.recommend(&Request {
+    let mut ranked = live.model.recommend(&Request {
         user_id: ask.user,
         history: &ask.past.history,
         k: pool,
         exclude: &excluded,
-        exclude_history: false,
+        exclude_history: fresh,
         category: ask.category,
     });
+    if fresh {
+        let anchors: Vec<&str> = ask
+            .past
+            .history
+            .iter()
+            .map(|r| r.item_id.as_str())
+            .collect();
+        ranked = by_relatedness(ranked, &anchors, catalogue);
+    }
     let allowed = |item: &str| {
         !excluded.iter().any(|e| e == item)
             && ask
@@ -169,12 +265,32 @@ pub fn recommend(live: &LiveModel, ask: &Ask<'_>, rules: &CatalogRules) -> Vec<S
     apply_rules(ranked, ask.k, rules, allowed)
 }
 
-/// Items like `item`, hidden ones left out.
-pub fn similar(live: &LiveModel, item: &str, k: usize, rules: &CatalogRules) -> Vec<Scored> {
-    let mut items = live.model.similar(item, k + rules.hidden.len().min(k * 4));
-    items.retain(|s| !rules.hidden.contains(&s.item_id));
-    items.truncate(k);
-    items
+/// Items like `item`: the model's neighbours, same designer and category
+/// first (other designs of the designer come in even before they have any
+/// history), hidden ones left out.
+pub fn similar(
+    live: &LiveModel,
+    item: &str,
+    k: usize,
+    rules: &CatalogRules,
+    catalogue: &Catalogue,
+) -> Vec<Scored> {
+    let mut pool = live.model.similar(item, k * SIMILAR_POOL);
+    let floor = pool.iter().map(|s| s.score).fold(0.0f32, f32::min) - 1.0;
+    let known: HashSet<String> = pool.iter().map(|s| s.item_id.clone()).collect();
+    pool.extend(
+        catalogue
+            .same_designer(item)
+            .filter(|i| *i != item && !known.contains(*i))
+            .map(|i| Scored {
+                item_id: i.clone(),
+                score: floor,
+            }),
+    );
+    pool.retain(|s| !rules.hidden.contains(&s.item_id));
+    let mut out = by_relatedness(pool, &[item], catalogue);
+    out.truncate(k);
+    out
 }
 
 /// The most popular items (of a category), hidden ones left out, pins applied.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use manirec_pipeline::experiments::{assign, Variant};
-use manirec_pipeline::serving::{CatalogRules, LiveModel};
+use manirec_pipeline::serving::{CatalogRules, Catalogue, LiveModel};
 use manirec_store::{Experiment, ModelVersion, RecommendationLog};
 
 use crate::{ApiError, AppState};
@@ -24,6 +24,8 @@ pub struct Serving {
     pub experiment: Option<RunningExperiment>,
     /// The shop's rules.
     pub rules: Arc<CatalogRules>,
+    /// Designers and categories.
+    pub catalogue: Arc<Catalogue>,
 }
 
 /// An experiment being served.
@@ -55,7 +57,7 @@ impl Serving {
 
 /// The next snapshot: versions already loaded in `current` are reused.
 pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving, ApiError> {
-    let (active, experiment, rules) = state
+    let (active, experiment, rules, catalogue) = state
         .db()
         .call(|s| -> manirec_pipeline::Result<_> {
             let active = s.active_model_version()?;
@@ -67,7 +69,12 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
                 }
                 None => None,
             };
-            Ok((active, experiment, CatalogRules::load(s)?))
+            Ok((
+                active,
+                experiment,
+                CatalogRules::load(s)?,
+                Catalogue::load(s)?,
+            ))
         })
         .await?
         .map_err(ApiError::internal)?;
@@ -112,10 +119,16 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
     } else {
         Arc::new(rules)
     };
+    let catalogue = if *current.catalogue == catalogue {
+        current.catalogue.clone()
+    } else {
+        Arc::new(catalogue)
+    };
     Ok(Serving {
         active,
         experiment,
         rules,
+        catalogue,
     })
 }
 

@@ -235,7 +235,7 @@ pub async fn poll(ctx: &Context) -> Result<()> {
 
 pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
     use manirec_pipeline::serving::{
-        self, past, training_user, Ask, CatalogRules, LiveModel, Past,
+        self, past, training_user, Ask, CatalogRules, Catalogue, LiveModel, Past,
     };
     use manirec_pipeline::training;
     let store = ctx.settings.open_store()?;
@@ -254,6 +254,7 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
         None => Past::default(),
     };
     let rules = CatalogRules::load(&store)?;
+    let catalogue = Catalogue::load(&store)?;
     let items = serving::recommend(
         &live,
         &Ask {
@@ -264,6 +265,7 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
             exclude: &args.exclude,
         },
         &rules,
+        &catalogue,
     );
     let summary = json!({"model_version": live.version, "items": items});
     ctx.print(&summary, || {

@@ -95,6 +95,7 @@ pub async fn recommendations(
             exclude: &exclude,
         },
         &serving.rules,
+        &serving.catalogue,
     );
     let request_id = log(
         &state,
@@ -126,7 +127,7 @@ pub async fn similar(
 ) -> Result<Json<Items>, ApiError> {
     let serving = state.serving();
     let live = serving.active.clone().ok_or_else(no_model)?;
-    let items = serving::similar(&live, &item, k(p.k), &serving.rules);
+    let items = serving::similar(&live, &item, k(p.k), &serving.rules, &serving.catalogue);
     let request_id = log(
         &state,
         "similar",
