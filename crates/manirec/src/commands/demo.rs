@@ -236,18 +236,62 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     if args.no_serve {
         return Ok(());
     }
-    super::live::serve_then(ctx, &args.addr, |addr| {
+    // Concrete examples for the curl lines: the best customer, the most
+    // appealing design, the models trained.
+    let customer = {
+        let mut paid: BTreeMap<&str, usize> = BTreeMap::new();
+        for o in shop.orders.iter().filter(|o| o.financial_status == "paid") {
+            *paid.entry(o.email.as_str()).or_default() += 1;
+        }
+        paid.into_iter()
+            .max_by_key(|(email, n)| (*n, std::cmp::Reverse(*email)))
+            .map(|(email, _)| email.trim().replace('@', "%40").replace('+', "%2B"))
+            .unwrap_or_default()
+    };
+    let design = shop
+        .end_products
+        .iter()
+        .max_by(|a, b| a.appeal.total_cmp(&b.appeal))
+        .map(|p| p.id.clone())
+        .unwrap_or_default();
+    let versions: Vec<String> = trained.iter().map(|t| t.model_version.clone()).collect();
+    let control = summary
+        .stages
+        .get("promoted")
+        .and_then(|v| v.as_str())
+        .unwrap_or("m1")
+        .to_owned();
+    let treatment = versions
+        .iter()
+        .rev()
+        .find(|v| **v != control)
+        .cloned()
+        .unwrap_or_else(|| "m2".into());
+    let token = ctx
+        .settings
+        .admin_token
+        .clone()
+        .unwrap_or_else(|| format!("demo-{:016x}", rand::random::<u64>()));
+    let data_dir = ctx.settings.data_dir.display().to_string();
+    super::live::serve_then(ctx, &args.addr, Some(token.clone()), |addr| {
+        let a = format!("curl -s -H 'Authorization: Bearer {token}'");
         eprintln!(
             "\nServing the demo shop on http://{addr} (Ctrl-C to stop). Try:\n\
-             \x20 curl -s http://{addr}/healthz\n\
-             \x20 curl -s 'http://{addr}/v1/recommendations?session_id=s-000001&k=5'\n\
+             \x20 # a customer (their email, hashed as in training): bought items never come back\n\
+             \x20 curl -s 'http://{addr}/v1/recommendations?user_id={customer}&k=5'\n\
+             \x20 # a new visitor views a design, and at once gets related designs\n\
+             \x20 curl -s -X POST http://{addr}/v1/events -d '[{{\"event_id\":\"try-1\",\"event_type\":\"product_view\",\"product_id\":\"{design}\",\"session_id\":\"s-try\",\"timestamp\":'$(date +%s000)'}}]'\n\
+             \x20 curl -s 'http://{addr}/v1/recommendations?session_id=s-try&k=5'\n\
+             \x20 curl -s 'http://{addr}/v1/items/{design}/similar?k=5'\n\
              \x20 curl -s 'http://{addr}/v1/popular?k=5'\n\
-             \x20 curl -s -X POST http://{addr}/v1/events -d '[{{\"event_id\":\"try-1\",\"event_type\":\"product_view\",\"product_id\":\"p-1\",\"session_id\":\"s-1\",\"timestamp\":'$(date +%s000)'}}]'\n\
+             \x20 # an A/B test, the weekly loop, the dashboard (admin token of this run: {token})\n\
+             \x20 {a} -X POST http://{addr}/admin/experiments -d '{{\"control\":\"{control}\",\"treatment\":\"{treatment}\",\"traffic\":50}}' -H 'content-type: application/json'\n\
+             \x20 {a} http://{addr}/admin/experiments/1\n\
+             \x20 {a} -X POST http://{addr}/admin/retrain\n\
+             \x20 open http://{addr}/dashboard\n\
              \x20 curl -s http://{addr}/metrics | grep manirec_events\n\
-             \x20 curl -s http://{addr}/sdk.js | head -5\n\
-             \x20 manirec --data-dir {} sync\n\
-             Webhooks need MANIREC_SHOPLAZZA_SECRET (then POST /webhooks/shoplazza, signed).",
-            ctx.settings.data_dir.display()
+             \x20 manirec --data-dir {data_dir} experiment status\n\
+             Webhooks need MANIREC_SHOPLAZZA_SECRET (then POST /webhooks/shoplazza, signed)."
         );
     })
     .await

@@ -13,9 +13,20 @@ use crate::cli::{RecommendArgs, RetrainArgs, ServeArgs};
 /// Starts the store thread and the shared state; the thread ends when the
 /// returned state (and every clone) is dropped.
 fn start(ctx: &Context) -> Result<(AppState, std::thread::JoinHandle<()>)> {
+    start_with(ctx, None)
+}
+
+fn start_with(
+    ctx: &Context,
+    admin_token: Option<String>,
+) -> Result<(AppState, std::thread::JoinHandle<()>)> {
     let store = ctx.settings.open_store()?;
     let (db, thread) = Db::start(store);
-    let state = AppState::new(ctx.settings.server_config()?, db, ctx.settings.objects()?);
+    let mut config = ctx.settings.server_config()?;
+    if admin_token.is_some() {
+        config.admin_token = admin_token;
+    }
+    let state = AppState::new(config, db, ctx.settings.objects()?);
     Ok((state, thread))
 }
 
@@ -25,16 +36,18 @@ fn finish(state: AppState, thread: std::thread::JoinHandle<()>) {
 }
 
 pub async fn serve(ctx: &Context, args: ServeArgs) -> Result<()> {
-    serve_then(ctx, &args.addr, |_| {}).await
+    serve_then(ctx, &args.addr, None, |_| {}).await
 }
 
-/// Serves on `addr`, calling `listening` with the bound address first.
+/// Serves on `addr` (with `admin_token` instead of the configured one, when
+/// given), calling `listening` with the bound address first.
 pub async fn serve_then(
     ctx: &Context,
     addr: &str,
+    admin_token: Option<String>,
     listening: impl FnOnce(std::net::SocketAddr),
 ) -> Result<()> {
-    let (state, thread) = start(ctx)?;
+    let (state, thread) = start_with(ctx, admin_token)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}; pick another with --addr"))?;
