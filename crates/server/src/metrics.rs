@@ -17,6 +17,12 @@ struct Webhook {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answer {
+    endpoint: &'static str,
+    variant: &'static str,
+}
+
 /// The service's counters.
 pub struct Metrics {
     registry: Registry,
@@ -25,6 +31,7 @@ pub struct Metrics {
     sync_lag: Gauge,
     sync_runs: Counter,
     synced: Counter,
+    recommendations: Family<Answer, Counter>,
 }
 
 impl Default for Metrics {
@@ -35,6 +42,12 @@ impl Default for Metrics {
         let sync_lag = Gauge::default();
         let sync_runs = Counter::default();
         let synced = Counter::default();
+        let recommendations = Family::<Answer, Counter>::default();
+        registry.register(
+            "recommendations",
+            "Recommendation answers by endpoint and A/B arm",
+            recommendations.clone(),
+        );
         registry.register(
             "events",
             "Storefront events by outcome (accepted, duplicate, rejected)",
@@ -63,6 +76,7 @@ impl Default for Metrics {
             sync_lag,
             sync_runs,
             synced,
+            recommendations,
         }
     }
 }
@@ -86,6 +100,13 @@ const KNOWN_TOPICS: &[&str] = &[
 ];
 
 impl Metrics {
+    /// Counts a recommendation answer.
+    pub fn recommendation(&self, endpoint: &'static str, variant: &'static str) {
+        self.recommendations
+            .get_or_create(&Answer { endpoint, variant })
+            .inc();
+    }
+
     /// Counts event outcomes.
     pub fn events(&self, accepted: u64, duplicates: u64, rejected: u64) {
         self.events

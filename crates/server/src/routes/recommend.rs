@@ -178,6 +178,7 @@ fn log(
     items: &[Scored],
 ) -> String {
     let request_id = request_id();
+    state.metrics().recommendation(endpoint, variant.as_str());
     state.log_recommendation(RecommendationLog {
         request_id: request_id.clone(),
         created_at: manirec_store::now_ms(),
