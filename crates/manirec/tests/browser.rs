@@ -104,3 +104,41 @@ fn page_clicks_arrive_and_leaving_the_page_flushes_the_last_batch() {
         .iter()
         .all(|e| e.3.is_some() && e.3 == events[0].3 && e.4.is_some() && e.4 == events[0].4));
 }
+
+#[test]
+fn the_dashboard_shows_serving_models_and_job_runs() {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "this test needs Debian's chromium (apt-get install chromium); .ci/run installs it"
+    );
+    let d = DataDir::new();
+    let demo = d.json(&["demo", "--no-serve", "--seed", "3", "--as-of", "2026-06-30"]);
+    let active = demo["stages"]["promoted"].as_str().unwrap().to_owned();
+    d.json(&["retrain", "--run"]);
+    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "dash-token")]);
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(s.url("/dashboard#token=dash-token"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // The page fetched /admin/overview with the token and rendered it.
+    assert!(dom.contains("updated "), "no overview rendered: {dom}");
+    assert!(dom.contains(&format!("<td>{active}</td>")), "{dom}");
+    assert!(
+        dom.contains(r#"<span class="pill active">active</span>"#),
+        "{dom}"
+    );
+    assert!(dom.contains("retrain"), "the job journal is missing: {dom}");
+    assert!(dom.contains("v1.0"), "datasets are missing: {dom}");
+}
