@@ -143,8 +143,10 @@ impl Store {
             }
             let mut links =
                 tx.prepare("DELETE FROM identity_links WHERE user_id = ?1 OR anonymous_id = ?1")?;
+            let mut answers = tx.prepare("DELETE FROM recommendation_log WHERE user_id = ?1")?;
             for who in &people {
                 add("identity_links", links.execute([who])?);
+                add("recommendation_log", answers.execute([who])?);
             }
             let mut remember = tx.prepare(
                 "INSERT INTO forgotten_users (user_id, forgotten_at) VALUES (?1, ?2)
@@ -161,6 +163,7 @@ impl Store {
             "shop_order_items",
             "shop_accounts",
             "identity_links",
+            "recommendation_log",
         ] {
             counts.entry(table.to_owned()).or_default();
         }
@@ -302,6 +305,23 @@ mod tests {
                 event("e3", None, "s-other", 3),
             ])
             .unwrap();
+        // What she was shown (as a session) is hers too; another shopper's stays.
+        let shown = |id: &str, user: &str| crate::RecommendationLog {
+            request_id: id.into(),
+            created_at: 1,
+            user_id: Some(user.into()),
+            endpoint: "recommendations",
+            model_version: None,
+            experiment_id: None,
+            variant: "control",
+            items: vec!["p1".into()],
+        };
+        store
+            .insert_recommendation_log(&[
+                shown("r1", "session:s-ana"),
+                shown("r2", "session:s-other"),
+            ])
+            .unwrap();
 
         let c = store
             .forget(
@@ -317,6 +337,8 @@ mod tests {
         assert_eq!(c["shop_orders"], 1);
         assert_eq!(c["shop_order_items"], 1);
         assert_eq!(c["shop_accounts"], 1);
+        assert_eq!(c["recommendation_log"], 1);
+        assert_eq!(store.count_recommendation_log(None).unwrap(), 1);
         let left = store.table_counts().unwrap();
         assert_eq!(left["training_interactions"], 2);
         assert_eq!(left["behavior_events"], 1);
