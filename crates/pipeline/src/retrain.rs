@@ -235,6 +235,20 @@ async fn steps(
     )?;
 
     let active = store.active_model_version()?;
+    if let Some(a) = active
+        .as_ref()
+        .filter(|a| a.dataset_version == built.version)
+    {
+        if !ctx.force {
+            return Ok((
+                "skipped",
+                format!(
+                    "nothing new to learn: {} was trained on {}, which is still the latest data",
+                    a.version, built.version
+                ),
+            ));
+        }
+    }
     let spec = candidate_spec(ctx.retrain, active.as_ref())?;
     let warm_start = ctx.retrain.warm_start
         && spec.kind == ModelKind::Als
