@@ -7,7 +7,13 @@
 //!   4294967295 = none);
 //! - ALS: `als.user_factors` (F32, [users, factors]), `als.item_factors` (F32, [items, factors]);
 //! - EASE: `ease.active` (U32, [active]: catalogue index of each active item),
-//!   `ease.b` (F32, [active, active], row-major, B[i][j]).
+//!   `ease.b` (F32, [active, active], row-major, B[i][j]);
+//! - two-tower: `users.json`, `features.json` (the `field=value` strings by index),
+//!   `two_tower.feat_ptr` (U32, [items + 1]) and `two_tower.feat_idx` (U32, [n]):
+//!   each item's features, the ones it was trained with, so a reloaded model embeds
+//!   cold items from them; `two_tower.user_emb`, `two_tower.item_emb`,
+//!   `two_tower.hist_emb`, `two_tower.feat_emb` (F32, [rows, dim]). The candidate
+//!   vectors are recomputed on load (same code, same order, same bits).
 //!
 //! Header metadata: `format` = `manirec-model`, `format_version` = `1`, `spec`
 //! (the [`crate::ModelSpec`] as JSON), `reference_ts`. Loading restores every
@@ -82,6 +88,33 @@ impl Model {
                     vec![a.items.len(), f],
                     f32_bytes(&a.item_factors),
                 );
+            }
+            Inner::TwoTower(t) => {
+                let users = json_bytes(&t.users);
+                put("users.json", Dtype::U8, vec![users.len()], users);
+                let feats = json_bytes(&t.features);
+                put("features.json", Dtype::U8, vec![feats.len()], feats);
+                let d = t.config.dim;
+                put(
+                    "two_tower.feat_ptr",
+                    Dtype::U32,
+                    vec![t.feat_ptr.len()],
+                    u32_bytes(&t.feat_ptr),
+                );
+                put(
+                    "two_tower.feat_idx",
+                    Dtype::U32,
+                    vec![t.feat_idx.len()],
+                    u32_bytes(&t.feat_idx),
+                );
+                for (name, w) in [
+                    ("two_tower.user_emb", &t.user_emb),
+                    ("two_tower.item_emb", &t.item_emb),
+                    ("two_tower.hist_emb", &t.hist_emb),
+                    ("two_tower.feat_emb", &t.feat_emb),
+                ] {
+                    put(name, Dtype::F32, vec![w.len() / d, d], f32_bytes(w));
+                }
             }
             Inner::Ease(e) => {
                 let m = e.active.len();
@@ -207,6 +240,48 @@ impl Model {
                     signal: spec.signal,
                     yty,
                 })
+            }
+            crate::ModelKind::TwoTower => {
+                let users = vocab("users.json")?;
+                let features = vocab("features.json")?;
+                let d = spec.two_tower.dim;
+                let feat_ptr = u32s("two_tower.feat_ptr")?;
+                let feat_idx = u32s("two_tower.feat_idx")?;
+                let ptr_ok = feat_ptr.len() == n + 1
+                    && feat_ptr.first() == Some(&0)
+                    && feat_ptr.windows(2).all(|w| w[0] <= w[1])
+                    && feat_ptr.last().map(|&p| p as usize) == Some(feat_idx.len());
+                if !ptr_ok || feat_idx.iter().any(|&f| f as usize >= features.len()) {
+                    return Err(bad("two-tower feature table does not match".into()));
+                }
+                let table = |name: &str, rows: usize| -> Result<Vec<f32>> {
+                    let (shape, w) = f32s(name)?;
+                    if shape != [rows, d] {
+                        return Err(bad(format!(
+                            "{name}: shape {shape:?}, expected [{rows}, {d}]"
+                        )));
+                    }
+                    Ok(w)
+                };
+                let user_emb = table("two_tower.user_emb", users.len())?;
+                let item_emb = table("two_tower.item_emb", n)?;
+                let hist_emb = table("two_tower.hist_emb", n)?;
+                let feat_emb = table("two_tower.feat_emb", features.len())?;
+                let mut t = crate::TwoTower {
+                    users,
+                    items: items.clone(),
+                    features,
+                    feat_ptr,
+                    feat_idx,
+                    user_emb,
+                    item_emb,
+                    hist_emb,
+                    feat_emb,
+                    config: spec.two_tower,
+                    candidates: Vec::new(),
+                };
+                t.refresh_candidates();
+                Inner::TwoTower(t)
             }
             crate::ModelKind::Ease => {
                 let active = u32s("ease.active")?;
