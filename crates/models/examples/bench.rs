@@ -12,6 +12,12 @@
 //!   iterations, 2 threads): wall time and warm quality, next to the `implicit`
 //!   library run by `scripts/anchors.py` in the same process tree, and warm start
 //!   vs full retrain.
+//! - `two-tower`: the two-tower model on MovieLens 100K (warm and session) beside
+//!   popularity and ALS with training times; `--genres 1` (genres as item
+//!   features, and the cold-start report), `--warm-start 1` (warm start vs full
+//!   retrain), `--tfrs scripts/anchor_tfrs.py` (TensorFlow Recommenders on the same
+//!   split, with `ANCHOR_PYTHON` naming a Python that has it), `--dim --epochs
+//!   --batch --lr --temperature --logq --user-dropout --item-dropout --history`.
 //!
 //! The data sets' licence forbids redistribution: they are read from
 //! `/work/shared/data` (or `--data DIR`) and never copied into the repository.

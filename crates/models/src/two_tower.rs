@@ -21,6 +21,26 @@
 //! passes run per example and per logit row/column on rayon; gradients are
 //! summed into the tables in example order, so the model does not depend on the
 //! number of threads, and a seed fixes it entirely.
+//!
+//! Measured (`ANCHOR_PYTHON=<venv>/bin/python cargo run --release -p
+//! manirec-models --example bench -- two-tower --tfrs scripts/anchor_tfrs.py
+//! --genres 1 --warm-start 1`; MovieLens 100K, contract split, 2 shared cores,
+//! defaults below, genres as item features), all in the same run:
+//!
+//! | model | warm NDCG@10 | warm Recall@20 | session NDCG@10 | train s |
+//! |---|---|---|---|---|
+//! | TFRS two-tower (tensorflow 2.15.1, TFRS 0.7.3; dim 64, 3 epochs, Adagrad) | 0.0511 | 0.0667 | — | 24.78 |
+//! | popularity | 0.1482 | 0.1947 | 0.2197 | 0.02 |
+//! | ALS (defaults) | 0.2011 | 0.2024 | 0.3233 | 0.10 |
+//! | two-tower (5 epochs, genres) | 0.1722 | 0.2021 | 0.2853 | 3.62 |
+//! | two-tower warm start, 1 epoch, from a model of the first 90 % of train | 0.1680 | 0.2055 | — | 0.82 |
+//!
+//! NDCG@10 is 3.4× TFRS' on the same split, training 6.8× faster. Warm start
+//! for 1 epoch keeps 98 % of a full retrain's NDCG@10 in 23 % of its time; 2
+//! and 3 epochs score lower (0.160, 0.148): the kept embeddings already fit the
+//! old rows, and more passes over them overfit. Use a warm start (1 epoch) for
+//! the weekly increment, a full retrain after a change of hyper-parameters or
+//! when the increment is large. It does not beat ALS on this data set.
 
 use std::collections::HashMap;
 
