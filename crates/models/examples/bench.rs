@@ -114,7 +114,13 @@ fn specs(split: &Split) -> Vec<(String, ModelSpec)> {
     ];
     for kind in [ModelKind::Als, ModelKind::Ease] {
         let t = Instant::now();
-        let r = tune(&split.train, &ModelSpec::new(kind), &TuneOptions::default()).unwrap();
+        let r = tune(
+            &split.train,
+            &ModelSpec::new(kind),
+            None,
+            &TuneOptions::default(),
+        )
+        .unwrap();
         let label = match kind {
             ModelKind::Als => format!(
                 "als tuned (reg {}, alpha {}, half-life {:?} d)",

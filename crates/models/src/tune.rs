@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::evaluate::{cases, score, EvalOptions, Protocol};
 use crate::{
-    temporal_split, Error, Interaction, Interactions, Model, ModelKind, ModelSpec, Result,
+    temporal_split, Error, Interaction, Interactions, ItemFeatures, Model, ModelKind, ModelSpec,
+    Result,
 };
 
 /// Search settings.
@@ -89,8 +90,14 @@ fn set(spec: &mut ModelSpec, p: Param, v: f64) {
     }
 }
 
-/// Searches around `base` (its kind decides the hyper-parameters searched).
-pub fn tune(train: &[Interaction], base: &ModelSpec, opts: &TuneOptions) -> Result<TuneReport> {
+/// Searches around `base` (its kind decides the hyper-parameters searched);
+/// `features` are the items' (the two-tower model's candidate tower embeds them).
+pub fn tune(
+    train: &[Interaction],
+    base: &ModelSpec,
+    features: Option<&ItemFeatures>,
+    opts: &TuneOptions,
+) -> Result<TuneReport> {
     let split = temporal_split(train.to_vec(), crate::split::TRAIN_FRACTION);
     let base_data = Interactions::build(&split.train, &base.signal)?;
     let val = cases(&split.train, &split.test, Protocol::Warm, &base_data.items);
@@ -116,7 +123,7 @@ pub fn tune(train: &[Interaction], base: &ModelSpec, opts: &TuneOptions) -> Resu
             rebuilt = Interactions::build(&split.train, &spec.signal)?;
             &rebuilt
         };
-        let model = Model::fit(&split.train, data, spec, None)?;
+        let model = Model::fit(&split.train, data, spec, features)?;
         let s = score(&model, &val, &eval_opts);
         let (ndcg10, recall20) = (s.metrics["ndcg@10"], s.metrics["recall@20"]);
         trials.push(Trial {
@@ -200,8 +207,8 @@ mod tests {
             seed: 1,
             max_trials: 8,
         };
-        let a = tune(&rows, &base, &opts).unwrap();
-        let b = tune(&rows, &base, &opts).unwrap();
+        let a = tune(&rows, &base, None, &opts).unwrap();
+        let b = tune(&rows, &base, None, &opts).unwrap();
         assert_eq!(a, b);
         assert!(a.trials.len() <= 8);
         assert!(a.best_ndcg10 >= a.trials[0].ndcg10);
@@ -209,5 +216,22 @@ mod tests {
             a.best.ease.lambda > 1.0,
             "λ = 1 is far too small for 50 users per item"
         );
+    }
+
+    #[test]
+    fn two_tower_tuning_moves_temperature_and_learning_rate() {
+        let rows = crate::tests::clustered(200, 4, 25, 13);
+        let mut base = ModelSpec::new(ModelKind::TwoTower);
+        base.two_tower.dim = 8;
+        base.two_tower.epochs = 2;
+        base.two_tower.batch_size = 64;
+        let opts = TuneOptions {
+            seed: 1,
+            max_trials: 4,
+        };
+        let r = tune(&rows, &base, None, &opts).unwrap();
+        assert_eq!(r.trials.len(), 4);
+        assert!(r.trials[1].spec.two_tower.temperature != base.two_tower.temperature);
+        assert!(r.best_ndcg10 >= r.trials[0].ndcg10);
     }
 }

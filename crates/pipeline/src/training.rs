@@ -376,11 +376,12 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
     if rows.train.is_empty() {
         return Err(data(format!("dataset {} has no train rows", dv.version)));
     }
-    let cats = item_features(store)?;
+    let features = item_features(store)?;
     let mut spec = req.spec;
     let tuned = match &req.tune {
         Some(opts) => {
-            let report = tune::tune(&rows.train, &spec, opts).map_err(model_error)?;
+            let report =
+                tune::tune(&rows.train, &spec, Some(&features), opts).map_err(model_error)?;
             spec = report.best;
             Some(serde_json::json!({
                 "best_ndcg10": report.best_ndcg10,
@@ -416,7 +417,7 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
     };
     let params = serde_json::to_string(&spec).map_err(data)?;
     let version = store.reserve_model_version(spec.kind.as_str(), &dv.version, &params)?;
-    let result = train_reserved(store, objects, &version, &spec, &rows, &cats, previous).await;
+    let result = train_reserved(store, objects, &version, &spec, &rows, &features, previous).await;
     match result {
         Ok(mut summary) => {
             summary.tune = tuned;
@@ -435,17 +436,17 @@ async fn train_reserved(
     version: &str,
     spec: &ModelSpec,
     rows: &DatasetRows,
-    cats: &ItemFeatures,
+    features: &ItemFeatures,
     previous: Option<(String, Model)>,
 ) -> Result<TrainSummary> {
     let started = Instant::now();
     let model = match &previous {
-        Some((_, prev)) => Model::warm_start(prev, &rows.train, spec, Some(cats)),
-        None => manirec_models::train(&rows.train, spec, Some(cats)),
+        Some((_, prev)) => Model::warm_start(prev, &rows.train, spec, Some(features)),
+        None => manirec_models::train(&rows.train, spec, Some(features)),
     }
     .map_err(model_error)?;
     let train_seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-    let base = baseline(rows, cats)?;
+    let base = baseline(rows, features)?;
     let (report, _) = evaluate::evaluate(
         &model,
         &base,
@@ -455,7 +456,7 @@ async fn train_reserved(
         &EvalOptions::default(),
     )
     .map_err(model_error)?;
-    let cold_start = evaluate::cold_start(&model, &rows.train, &rows.test, cats);
+    let cold_start = evaluate::cold_start(&model, &rows.train, &rows.test, features);
     let bytes = model.to_bytes().map_err(model_error)?;
     let sha = sha256_hex(&bytes);
     let key = artifact_key(version);
