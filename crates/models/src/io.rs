@@ -12,8 +12,10 @@
 //!   `two_tower.feat_ptr` (U32, [items + 1]) and `two_tower.feat_idx` (U32, [n]):
 //!   each item's features, the ones it was trained with, so a reloaded model embeds
 //!   cold items from them; `two_tower.user_emb`, `two_tower.item_emb`,
-//!   `two_tower.hist_emb`, `two_tower.feat_emb` (F32, [rows, dim]). The candidate
-//!   vectors are recomputed on load (same code, same order, same bits).
+//!   `two_tower.hist_emb`, `two_tower.feat_emb` (F32, [rows, dim]); `cold.json`,
+//!   `two_tower.cold_ptr`, `two_tower.cold_idx`: items with features and no
+//!   training row, and their features (absent in older two-tower artifacts). The
+//!   candidate vectors are recomputed on load (same code, same order, same bits).
 //!
 //! Header metadata: `format` = `manirec-model`, `format_version` = `1`, `spec`
 //! (the [`crate::ModelSpec`] as JSON), `reference_ts`. Loading restores every
@@ -107,6 +109,14 @@ impl Model {
                     vec![t.feat_idx.len()],
                     u32_bytes(&t.feat_idx),
                 );
+                let cold = json_bytes(&t.cold.items);
+                put("cold.json", Dtype::U8, vec![cold.len()], cold);
+                for (name, v) in [
+                    ("two_tower.cold_ptr", &t.cold.ptr),
+                    ("two_tower.cold_idx", &t.cold.idx),
+                ] {
+                    put(name, Dtype::U32, vec![v.len()], u32_bytes(v));
+                }
                 for (name, w) in [
                     ("two_tower.user_emb", &t.user_emb),
                     ("two_tower.item_emb", &t.item_emb),
@@ -267,6 +277,24 @@ impl Model {
                 let item_emb = table("two_tower.item_emb", n)?;
                 let hist_emb = table("two_tower.hist_emb", n)?;
                 let feat_emb = table("two_tower.feat_emb", features.len())?;
+                let cold = if st.names().contains(&"cold.json") {
+                    let c = crate::two_tower::ColdItems {
+                        items: vocab("cold.json")?,
+                        ptr: u32s("two_tower.cold_ptr")?,
+                        idx: u32s("two_tower.cold_idx")?,
+                    };
+                    let ok = c.ptr.len() == c.items.len() + 1
+                        && c.ptr.first() == Some(&0)
+                        && c.ptr.windows(2).all(|w| w[0] <= w[1])
+                        && c.ptr.last().map(|&p| p as usize) == Some(c.idx.len())
+                        && c.idx.iter().all(|&f| (f as usize) < features.len());
+                    if !ok {
+                        return Err(bad("two-tower cold items do not match".into()));
+                    }
+                    c
+                } else {
+                    Default::default()
+                };
                 let mut t = crate::TwoTower {
                     users,
                     items: items.clone(),
@@ -279,9 +307,10 @@ impl Model {
                     feat_emb,
                     config: spec.two_tower,
                     candidates: Vec::new(),
+                    cold,
                 };
                 t.refresh_candidates();
-                Inner::TwoTower(t)
+                Inner::TwoTower(Box::new(t))
             }
             crate::ModelKind::Ease => {
                 let active = u32s("ease.active")?;

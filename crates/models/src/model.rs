@@ -113,7 +113,7 @@ pub(crate) enum Inner {
     Popular,
     Als(Als),
     Ease(Ease),
-    TwoTower(TwoTower),
+    TwoTower(Box<TwoTower>),
 }
 
 /// A trained model: the chosen algorithm plus the popularity model it falls back
@@ -151,9 +151,12 @@ impl Model {
             ModelKind::Popular => Inner::Popular,
             ModelKind::Als => Inner::Als(Als::fit(data, &spec.als)?),
             ModelKind::Ease => Inner::Ease(Ease::fit(data, &spec.ease)?),
-            ModelKind::TwoTower => {
-                Inner::TwoTower(TwoTower::fit(rows, data, features, &spec.two_tower)?)
-            }
+            ModelKind::TwoTower => Inner::TwoTower(Box::new(TwoTower::fit(
+                rows,
+                data,
+                features,
+                &spec.two_tower,
+            )?)),
         };
         Ok(Model {
             spec: *spec,
@@ -191,13 +194,13 @@ impl Model {
         let popular = Popular::fit(rows, &data, spec.popular, features)?;
         let inner = match &previous.inner {
             Inner::Als(prev) => Inner::Als(Als::warm_start(prev, &data, &spec.als)?),
-            Inner::TwoTower(prev) => Inner::TwoTower(TwoTower::warm_start(
+            Inner::TwoTower(prev) => Inner::TwoTower(Box::new(TwoTower::warm_start(
                 prev,
                 rows,
                 &data,
                 features,
                 &spec.two_tower,
-            )?),
+            )?)),
             _ => unreachable!("checked above"),
         };
         Ok(Model {
@@ -385,11 +388,29 @@ impl Model {
     }
 
     /// Items most like `item_id`: ALS by cosine of item factors, EASE by the
-    /// item's row of weights, popularity by the most popular of its category.
+    /// item's row of weights, two-tower by cosine of candidate vectors (also for
+    /// an item that had features and no row at training time: a new design),
+    /// popularity by the most popular of its category.
     pub fn similar(&self, item_id: &str, k: usize) -> Vec<Scored> {
         let items = self.items();
         let Some(item) = items.get(item_id) else {
-            return Vec::new();
+            // A new design the two-tower model knows by its features only.
+            let Some((tt, v)) = self
+                .two_tower()
+                .and_then(|t| t.cold_vector_of(item_id).map(|v| (t, v)))
+            else {
+                return Vec::new();
+            };
+            let mut scores = vec![0f32; items.len()];
+            tt.scores_for(&v, &mut scores);
+            return self
+                .top_k(&scores, k, &HashSet::new(), |_| true)
+                .into_iter()
+                .map(|i| Scored {
+                    item_id: items.id(i).to_string(),
+                    score: scores[i as usize],
+                })
+                .collect();
         };
         let mut scores = vec![0f32; items.len()];
         match &self.inner {

@@ -575,3 +575,22 @@ fn cold_start_report_ranks_new_items_by_their_features() {
     let pop = train(&train_rows, &ModelSpec::new(ModelKind::Popular), None).unwrap();
     assert!(evaluate::cold_start(&pop, &train_rows, &test, &features).is_none());
 }
+
+#[test]
+fn a_new_design_known_by_its_features_has_similar_items_after_a_reload() {
+    let rows = clustered(200, 4, 25, 11);
+    let mut features = clustered_features(100, 25);
+    features.insert("new", "category", "c3");
+    features.insert("new", "designer", "d16");
+    let model = train(&rows, &small_two_tower(), Some(&features)).unwrap();
+    assert!(model.items().get("new").is_none(), "not in the catalogue");
+    let back = Model::from_bytes(&model.to_bytes().unwrap()).unwrap();
+    let sim = back.similar("new", 10);
+    assert_eq!(sim, model.similar("new", 10));
+    let group = |id: &str| id[1..].parse::<usize>().unwrap() / 25;
+    assert!(
+        sim.iter().filter(|s| group(&s.item_id) == 3).count() >= 9,
+        "{sim:?}"
+    );
+    assert!(back.similar("unknown", 10).is_empty());
+}

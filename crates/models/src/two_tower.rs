@@ -175,6 +175,48 @@ pub struct TwoTower {
     pub(crate) config: TwoTowerConfig,
     /// Derived: every catalogue item's normalised candidate vector.
     pub(crate) candidates: Vec<f32>,
+    /// Items that had features and no training row: not in the catalogue, but
+    /// their features are kept so that `similar` answers for them.
+    pub(crate) cold: ColdItems,
+}
+
+/// Items known by their features only, with those features (indices into
+/// `features`, the ones the model has embeddings for).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ColdItems {
+    pub(crate) items: Vocab,
+    pub(crate) ptr: Vec<u32>,
+    pub(crate) idx: Vec<u32>,
+}
+
+impl ColdItems {
+    /// The items of `item_features` outside `catalogue` with at least one known feature.
+    fn collect(item_features: Option<&ItemFeatures>, catalogue: &Vocab, features: &Vocab) -> Self {
+        let mut cold = ColdItems {
+            ptr: vec![0],
+            ..Default::default()
+        };
+        let Some(f) = item_features else {
+            return cold;
+        };
+        for id in f.items() {
+            if catalogue.get(id).is_some() {
+                continue;
+            }
+            let known: Vec<u32> = f.get(id).iter().filter_map(|n| features.get(n)).collect();
+            if known.is_empty() {
+                continue;
+            }
+            cold.items.insert(id);
+            cold.idx.extend(known);
+            cold.ptr.push(cold.idx.len() as u32);
+        }
+        cold
+    }
+
+    pub(crate) fn features(&self, k: u32) -> &[u32] {
+        &self.idx[self.ptr[k as usize] as usize..self.ptr[k as usize + 1] as usize]
+    }
 }
 
 /// One embedding table with its Adam moments and a sparse gradient.
@@ -369,8 +411,10 @@ impl TwoTower {
             feat_emb,
             config: *config,
             candidates: Vec::new(),
+            cold: ColdItems::default(),
         };
         model.train(rows, data, &mut rng)?;
+        model.cold = ColdItems::collect(item_features, &model.items, &model.features);
         Ok(model)
     }
 
@@ -444,8 +488,10 @@ impl TwoTower {
             feat_emb,
             config: *config,
             candidates: Vec::new(),
+            cold: ColdItems::default(),
         };
         model.train(rows, data, &mut rng)?;
+        model.cold = ColdItems::collect(item_features, &model.items, &model.features);
         Ok(model)
     }
 
@@ -696,6 +742,19 @@ impl TwoTower {
             normalise(&mut c);
             c
         })
+    }
+
+    /// The candidate vector of an item outside the catalogue that had features at
+    /// training time (a new design); `None` for any other item.
+    pub(crate) fn cold_vector_of(&self, item_id: &str) -> Option<Vec<f32>> {
+        let k = self.cold.items.get(item_id)?;
+        let names: Vec<String> = self
+            .cold
+            .features(k)
+            .iter()
+            .map(|&f| self.features.id(f).to_string())
+            .collect();
+        self.cold_item_vector(&names)
     }
 
     /// The user's index, when the model knows them.
