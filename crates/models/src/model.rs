@@ -211,6 +211,33 @@ impl Model {
         })
     }
 
+    /// A two-tower model trained on `rows` starting from the feature embeddings
+    /// of `pretrained` (a two-tower model of another data set, e.g. a public
+    /// one): pre-training, then fine-tuning. Only features (`genre=…`,
+    /// `category=…`) carry over; ids of another data set mean nothing here.
+    pub fn fine_tune(
+        pretrained: &Model,
+        rows: &[Interaction],
+        spec: &ModelSpec,
+        features: Option<&ItemFeatures>,
+    ) -> Result<Model> {
+        let (Some(p), ModelKind::TwoTower) = (pretrained.two_tower(), spec.kind) else {
+            return Err(Error::Config {
+                name: "fine-tune",
+                message: "needs a two-tower model and a two-tower spec".into(),
+            });
+        };
+        let data = Interactions::build(rows, &spec.signal)?;
+        let popular = Popular::fit(rows, &data, spec.popular, features)?;
+        let tt = TwoTower::fit_from(Some(p), rows, &data, features, &spec.two_tower)?;
+        Ok(Model {
+            spec: *spec,
+            popular,
+            inner: Inner::TwoTower(Box::new(tt)),
+            reference_ts: data.reference_ts,
+        })
+    }
+
     /// What it was trained with.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec

@@ -594,3 +594,30 @@ fn a_new_design_known_by_its_features_has_similar_items_after_a_reload() {
     );
     assert!(back.similar("unknown", 10).is_empty());
 }
+
+#[test]
+fn fine_tuning_starts_from_the_shared_features_of_a_pretrained_model() {
+    let features = clustered_features(100, 25);
+    let public = clustered(200, 4, 25, 5);
+    // Another data set: other users, other item ids, the same features.
+    let shop: Vec<Interaction> = clustered(100, 4, 25, 6)
+        .into_iter()
+        .map(|mut r| {
+            r.user_id = format!("shop-{}", r.user_id);
+            r
+        })
+        .collect();
+    let spec = small_two_tower();
+    let pre = train(&public, &spec, Some(&features)).unwrap();
+    let mut short = spec;
+    short.two_tower.epochs = 0;
+    let tuned = Model::fine_tune(&pre, &shop, &short, Some(&features)).unwrap();
+    let (p, t) = (pre.two_tower().unwrap(), tuned.two_tower().unwrap());
+    let emb = |m: &crate::TwoTower, name: &str| {
+        let f = m.features.get(name).unwrap() as usize;
+        m.feat_emb[f * 16..(f + 1) * 16].to_vec()
+    };
+    assert_eq!(emb(p, "designer=d3"), emb(t, "designer=d3"));
+    assert_eq!(t.users.ids()[0], "shop-u0");
+    assert!(Model::fine_tune(&pre, &shop, &small_als(), None).is_err());
+}
