@@ -252,6 +252,9 @@ impl Model {
                 })
             }
             crate::ModelKind::TwoTower => {
+                spec.two_tower
+                    .validate()
+                    .map_err(|e| bad(format!("two-tower spec: {e}")))?;
                 let users = vocab("users.json")?;
                 let features = vocab("features.json")?;
                 let d = spec.two_tower.dim;
