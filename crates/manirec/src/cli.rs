@@ -342,19 +342,19 @@ pub enum ModelArg {
     Als,
     /// EASE (Steck, 2019).
     Ease,
-    /// Two-tower (not built yet).
+    /// Two-tower retrieval (item features, cold start).
     TwoTower,
 }
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// popular, als, ease (two-tower is not built yet).
+    /// popular, als, ease, two-tower.
     #[arg(long, value_enum)]
     pub model: ModelArg,
     /// Dataset version (default: the latest ready one).
     #[arg(long, value_name = "V")]
     pub dataset: Option<String>,
-    /// Start from the active model of the same kind (ALS), adding new users and items.
+    /// Start from the active model of the same kind (ALS, two-tower), adding new users and items.
     #[arg(long)]
     pub warm_start: bool,
     /// Search hyper-parameters on a validation split cut from train first.
@@ -378,12 +378,21 @@ pub struct TrainArgs {
     /// EASE L2 penalty.
     #[arg(long)]
     pub lambda: Option<f32>,
-    /// Two-tower embedding size (not built yet).
+    /// Two-tower embedding size.
     #[arg(long)]
     pub dim: Option<usize>,
-    /// Two-tower epochs (not built yet).
+    /// Two-tower passes over the training pairs (fewer for a warm start).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Two-tower learning rate (Adam).
+    #[arg(long)]
+    pub learning_rate: Option<f32>,
+    /// Two-tower softmax temperature.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Two-tower mini-batch size (the in-batch negatives).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
 }
 
 #[derive(Debug, Args)]

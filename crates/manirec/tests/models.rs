@@ -171,10 +171,6 @@ fn train_register_promote_evaluate_and_dump() {
     assert_eq!(warm["warm_started_from"], "m2");
     assert_eq!(warm["model_version"], "m4");
 
-    // Two-tower is named but not built.
-    let out = d.fails(&["train", "--model", "two-tower"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
-
     // Training resets the retrain trigger's clock, and the trigger now sees the
     // active model's quality on the latest dataset.
     let last: String = d
@@ -223,4 +219,47 @@ fn train_without_a_dataset_says_what_to_do() {
     let out = d.fails(&["evaluate"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("train"));
     assert_eq!(d.json(&["models", "list"])["models"], serde_json::json!([]));
+}
+
+#[test]
+fn two_tower_trains_warm_starts_and_answers() {
+    let d = DataDir::new();
+    let csv = structured_csv(&d);
+    d.json(&["import", "--interactions", csv.to_str().unwrap()]);
+    d.json(&["dataset", "build"]);
+    let args = [
+        "--dim",
+        "16",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "128",
+        "--seed",
+        "3",
+    ];
+    let tt = d.json(&[&["train", "--model", "two-tower"][..], &args[..]].concat());
+    assert_eq!(tt["model"], "two-tower");
+    assert_eq!(tt["model_version"], "m1");
+    assert_eq!(tt["params"]["two_tower"]["dim"], 16);
+    assert!(tt["metrics"]["ndcg@10"].is_number(), "{tt}");
+    assert!(tt["users_evaluated"].as_u64().unwrap() > 100);
+
+    // Warm start needs an active two-tower model, then starts from it.
+    let out = d.fails(&["train", "--model", "two-tower", "--warm-start"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("active two-tower"));
+    d.json(&["models", "promote", "m1"]);
+    let warm = d.json(
+        &[
+            &["train", "--model", "two-tower", "--warm-start"][..],
+            &args[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(warm["warm_started_from"], "m1");
+
+    // The active two-tower model answers, from the artifact it was saved as.
+    let recs = d.json(&["recommend", "--user", "u3", "--k", "5"]);
+    assert_eq!(recs["items"].as_array().unwrap().len(), 5, "{recs}");
+    let evaluated = d.json(&["evaluate", "--model-version", "m1"]);
+    assert_eq!(evaluated["metrics"]["ndcg@10"], tt["metrics"]["ndcg@10"]);
 }

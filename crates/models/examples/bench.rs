@@ -12,6 +12,13 @@
 //!   iterations, 2 threads): wall time and warm quality, next to the `implicit`
 //!   library run by `scripts/anchors.py` in the same process tree, and warm start
 //!   vs full retrain.
+//! - `two-tower`: the two-tower model on MovieLens 100K (warm and session) beside
+//!   popularity and ALS with training times; `--genres 1` (genres as item
+//!   features, and the cold-start report), `--pretrain 1` (pre-trained on
+//!   latest-small, fine-tuned on 100K), `--warm-start 1` (warm start vs full
+//!   retrain), `--tfrs scripts/anchor_tfrs.py` (TensorFlow Recommenders on the same
+//!   split, with `ANCHOR_PYTHON` naming a Python that has it), `--dim --epochs
+//!   --batch --lr --temperature --logq --user-dropout --item-dropout --history`.
 //!
 //! The data sets' licence forbids redistribution: they are read from
 //! `/work/shared/data` (or `--data DIR`) and never copied into the repository.
@@ -29,7 +36,8 @@ use manirec_models::evaluate::{
 };
 use manirec_models::tune::{tune, TuneOptions};
 use manirec_models::{
-    temporal_split, train, Als, Interaction, Interactions, Model, ModelKind, ModelSpec, Split,
+    temporal_split, train, Als, Interaction, Interactions, ItemFeatures, Model, ModelKind,
+    ModelSpec, Split,
 };
 
 fn read_ml100k(path: &Path) -> Vec<Interaction> {
@@ -107,7 +115,13 @@ fn specs(split: &Split) -> Vec<(String, ModelSpec)> {
     ];
     for kind in [ModelKind::Als, ModelKind::Ease] {
         let t = Instant::now();
-        let r = tune(&split.train, &ModelSpec::new(kind), &TuneOptions::default()).unwrap();
+        let r = tune(
+            &split.train,
+            &ModelSpec::new(kind),
+            None,
+            &TuneOptions::default(),
+        )
+        .unwrap();
         let label = match kind {
             ModelKind::Als => format!(
                 "als tuned (reg {}, alpha {}, half-life {:?} d)",
@@ -175,11 +189,14 @@ fn write_split(dir: &Path, name: &str, split: &Split) {
     }
 }
 
-/// Runs `scripts/anchors.py` (with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset), returns
-/// its JSON summary and ranked lists.
+/// Runs an anchor script (`scripts/anchors.py`, `scripts/anchor_tfrs.py`) with the
+/// Python of `ANCHOR_PYTHON` (default `python3`; a virtual environment's for
+/// TensorFlow), OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset; returns its JSON
+/// summary and ranked lists.
 fn run_anchor(script: &Path, args: &[String]) -> (serde_json::Value, Vec<RankedList>) {
     let out_idx = args.iter().position(|x| x == "--out").expect("--out") + 1;
-    let out = std::process::Command::new("python3")
+    let python = std::env::var("ANCHOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(python)
         .arg(script)
         .args(args)
         .env_remove("OPENBLAS_CORETYPE")
@@ -612,6 +629,270 @@ fn main() {
         "quality" => quality(&a),
         "sweep" => sweep(&a),
         "scale" => scale(&a),
-        other => panic!("unknown command {other}: quality | sweep | scale"),
+        "two-tower" => two_tower(&a),
+        other => panic!("unknown command {other}: quality | sweep | scale | two-tower"),
+    }
+}
+
+/// MovieLens 100K's genres (`u.item`'s 19 flags, named by `u.genre`) as `genre=…` features.
+fn ml100k_genres(dir: &Path) -> ItemFeatures {
+    let read = |name: &str| -> Vec<String> {
+        let bytes = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // u.item is Latin-1; only ids and flags are read.
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let names: Vec<String> = read("u.genre")
+        .iter()
+        .filter_map(|l| l.split('|').next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut f = ItemFeatures::new();
+    for l in read("u.item") {
+        let p: Vec<&str> = l.split('|').collect();
+        if p.len() < 5 + names.len() {
+            continue;
+        }
+        let flags = &p[p.len() - names.len()..];
+        for (n, flag) in names.iter().zip(flags) {
+            if *flag == "1" {
+                f.insert(p[0], "genre", n);
+            }
+        }
+    }
+    f
+}
+
+/// MovieLens latest-small's genres (`movies.csv`), named as ML-100K's.
+fn latest_genres(path: &Path) -> ItemFeatures {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut f = ItemFeatures::new();
+    for l in text.lines().skip(1) {
+        // movieId,title (maybe quoted, with commas),genres: the genres are last.
+        let (Some((id, _)), Some((_, genres))) = (l.split_once(','), l.rsplit_once(',')) else {
+            continue;
+        };
+        for g in genres.split('|').filter(|g| !g.starts_with('(')) {
+            let g = if g == "Children" { "Children's" } else { g };
+            f.insert(id, "genre", g);
+        }
+    }
+    f
+}
+
+/// The two-tower spec from `--dim --epochs --batch --lr --temperature --logq
+/// --user-dropout --item-dropout --history --seed --threads`.
+fn two_tower_spec(a: &Args) -> ModelSpec {
+    let mut spec = ModelSpec::new(ModelKind::TwoTower);
+    let t = &mut spec.two_tower;
+    let get = |k: &str| a.rest.get(k).map(|v| v.parse::<f64>().unwrap());
+    if let Some(v) = get("dim") {
+        t.dim = v as usize;
+    }
+    if let Some(v) = get("epochs") {
+        t.epochs = v as usize;
+    }
+    if let Some(v) = get("batch") {
+        t.batch_size = v as usize;
+    }
+    if let Some(v) = get("lr") {
+        t.learning_rate = v as f32;
+    }
+    if let Some(v) = get("temperature") {
+        t.temperature = v as f32;
+    }
+    if let Some(v) = get("logq") {
+        t.logq = v as f32;
+    }
+    if let Some(v) = get("user-dropout") {
+        t.user_dropout = v as f32;
+    }
+    if let Some(v) = get("item-dropout") {
+        t.item_id_dropout = v as f32;
+    }
+    if let Some(v) = get("history") {
+        t.history_len = v as usize;
+    }
+    if let Some(v) = get("seed") {
+        t.seed = v as u64;
+    }
+    if let Some(v) = get("threads") {
+        t.threads = Some(v as usize);
+    }
+    spec
+}
+
+/// The two-tower model on MovieLens 100K (`warm` and `session`), beside
+/// popularity and ALS, with training times; `--genres 1` adds the genres as item
+/// features; `--tfrs SCRIPT` runs the TensorFlow Recommenders anchor on the same
+/// split files; `--warm-start 1` compares warm start with a full retrain.
+fn two_tower(a: &Args) {
+    let opts = EvalOptions::default();
+    let dir = a.data.join("ml-100k");
+    let split = temporal_split(read_ml100k(&dir.join("u.data")), 0.8);
+    let features =
+        (a.rest.get("genres").map(String::as_str) == Some("1")).then(|| ml100k_genres(&dir));
+    let name = "ml-100k";
+    header();
+    let baseline = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    if let Some(script) = a.rest.get("tfrs") {
+        let tmp = a
+            .dump
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("manirec-bench"));
+        write_split(&tmp, name, &split);
+        let f = |part: &str| tmp.join(format!("{name}.{part}")).display().to_string();
+        let args = vec![
+            "--train".into(),
+            f("train.tsv"),
+            "--test".into(),
+            f("test.tsv"),
+            "--out".into(),
+            f("tfrs.jsonl"),
+        ];
+        let (info, lists) = run_anchor(Path::new(script), &args);
+        let cs = cases(&split.train, &split.test, Protocol::Warm, baseline.items());
+        let s = score_ranked(&lists, &cs, baseline.items(), &opts);
+        print_scores(
+            name,
+            "TFRS two-tower (dim 64, 3 epochs, Adagrad)",
+            cs.len(),
+            info["train_seconds"].as_f64().unwrap_or(f64::NAN),
+            &s,
+        );
+    }
+    let tt = two_tower_spec(a);
+    let c = tt.two_tower;
+    let label = format!(
+        "two-tower (dim {}, {} epochs, batch {}, lr {}, T {}, logq {}{})",
+        c.dim,
+        c.epochs,
+        c.batch_size,
+        c.learning_rate,
+        c.temperature,
+        c.logq,
+        if features.is_some() { ", genres" } else { "" }
+    );
+    let mut runs = vec![(label, tt)];
+    if a.rest.get("only").map(String::as_str) != Some("two-tower") {
+        runs.insert(0, ("als".to_string(), ModelSpec::new(ModelKind::Als)));
+        runs.insert(
+            0,
+            ("popular".to_string(), ModelSpec::new(ModelKind::Popular)),
+        );
+    }
+    for (label, spec) in &runs {
+        let t = Instant::now();
+        let model = train(&split.train, spec, features.as_ref()).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        for protocol in [Protocol::Warm, Protocol::Session] {
+            let (r, _) = evaluate(
+                &model,
+                &baseline,
+                &split.train,
+                &split.test,
+                protocol,
+                &opts,
+            )
+            .unwrap();
+            print_report(name, label, secs, &r);
+        }
+        if let Some(f) = &features {
+            if let Some(c) =
+                manirec_models::evaluate::cold_start(&model, &split.train, &split.test, f)
+            {
+                println!(
+                    "cold start ({label}): {}",
+                    serde_json::to_string(&c).unwrap()
+                );
+            }
+        }
+    }
+    if a.rest.get("pretrain").map(String::as_str) == Some("1") {
+        // Pre-train on MovieLens latest-small (its own users and movies: only the
+        // genres are shared), fine-tune on ML-100K; beside training from scratch.
+        let small = a.data.join("ml-latest-small");
+        let pre_rows = read_latest(&small.join("ratings.csv"));
+        let pre_features = latest_genres(&small.join("movies.csv"));
+        let t = Instant::now();
+        let pre = train(&pre_rows, &tt, Some(&pre_features)).unwrap();
+        let pre_secs = t.elapsed().as_secs_f64();
+        let f = features.clone().unwrap_or_else(|| ml100k_genres(&dir));
+        for epochs in [1usize, 3, tt.two_tower.epochs] {
+            let mut spec = tt;
+            spec.two_tower.epochs = epochs;
+            let t = Instant::now();
+            let model = Model::fine_tune(&pre, &split.train, &spec, Some(&f)).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            let label = format!("two-tower fine-tuned {epochs} epochs (pre-trained on latest-small, {pre_secs:.1} s)");
+            for protocol in [Protocol::Warm, Protocol::Session] {
+                let (r, _) = evaluate(
+                    &model,
+                    &baseline,
+                    &split.train,
+                    &split.test,
+                    protocol,
+                    &opts,
+                )
+                .unwrap();
+                print_report(name, &label, secs, &r);
+            }
+            if let Some(c) =
+                manirec_models::evaluate::cold_start(&model, &split.train, &split.test, &f)
+            {
+                println!(
+                    "cold start ({label}): {}",
+                    serde_json::to_string(&c).unwrap()
+                );
+            }
+        }
+    }
+    if a.rest.get("warm-start").map(String::as_str) == Some("1") {
+        // The older model saw the first 90 % of train; warm start and a full
+        // retrain both see all of it.
+        let cut = split.train.len() * 9 / 10;
+        let old_rows = &split.train[..cut];
+        let t = Instant::now();
+        let old = train(old_rows, &tt, features.as_ref()).unwrap();
+        let old_secs = t.elapsed().as_secs_f64();
+        for epochs in [1usize, 2, 3] {
+            let mut w = tt;
+            w.two_tower.epochs = epochs;
+            let t = Instant::now();
+            let model = Model::warm_start(&old, &split.train, &w, features.as_ref()).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            let (r, _) = evaluate(
+                &model,
+                &baseline,
+                &split.train,
+                &split.test,
+                Protocol::Warm,
+                &opts,
+            )
+            .unwrap();
+            print_report(
+                name,
+                &format!("two-tower warm start, {epochs} epochs (older model: {old_secs:.2} s)"),
+                secs,
+                &r,
+            );
+        }
+        let (r, _) = evaluate(
+            &old,
+            &baseline,
+            &split.train,
+            &split.test,
+            Protocol::Warm,
+            &opts,
+        )
+        .unwrap_or_else(|_| {
+            // The older model's catalogue is smaller: score it on its own items.
+            let b = train(old_rows, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+            evaluate(&old, &b, old_rows, &split.test, Protocol::Warm, &opts).unwrap()
+        });
+        print_report(name, "two-tower older model, not retrained", old_secs, &r);
     }
 }

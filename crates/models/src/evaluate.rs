@@ -530,3 +530,159 @@ pub fn write_dump(mut out: impl Write, lists: &[RankedList]) -> Result<()> {
     out.flush()?;
     Ok(())
 }
+
+/// How well a two-tower model places items that had no interaction at training
+/// time (new designs), against per-category popularity.
+///
+/// - Candidates: every item of `test` that never occurs in `train` and whose
+///   features the model knows (at least one `field=value` it was trained with),
+///   each embedded from its features alone ([`crate::TwoTower::cold_item_vector`]).
+/// - Evaluated: each distinct (user, candidate) pair of `test` whose user has
+///   train rows (not `anonymous:`): a known customer who went on to take a new item.
+/// - Hit: the item is among the user's top 20 of the candidates. The model ranks
+///   them by its query (user id and train history) against their vectors.
+/// - `baseline_hit_rate@20`: per-category popularity, the fallback for an item
+///   without history: candidates ranked by how many train rows their category
+///   has (the same list for everyone; ties by item id).
+/// - `user_category_hit_rate@20`: a stronger baseline, candidates of the
+///   categories the user took most often in train first, then by category
+///   popularity.
+///
+/// With 20 candidates or fewer every list holds them all: read `items` first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColdStart {
+    /// Candidate items (in test, not in train, with known features).
+    pub items: usize,
+    /// Evaluated (user, item) pairs.
+    pub interactions: usize,
+    /// The model's HitRate@20.
+    #[serde(rename = "hit_rate@20")]
+    pub hit_rate_20: f64,
+    /// Per-category popularity's HitRate@20.
+    #[serde(rename = "baseline_hit_rate@20")]
+    pub baseline_hit_rate_20: f64,
+    /// The user's own categories, then category popularity.
+    #[serde(rename = "user_category_hit_rate@20")]
+    pub user_category_hit_rate_20: f64,
+}
+
+/// The cold-start report of a two-tower `model` (see [`ColdStart`]); `None` for
+/// other kinds.
+pub fn cold_start(
+    model: &Model,
+    train: &[Interaction],
+    test: &[Interaction],
+    features: &crate::ItemFeatures,
+) -> Option<ColdStart> {
+    let tt = model.two_tower()?;
+    let items = model.items();
+    let in_train: HashSet<&str> = train.iter().map(|r| r.item_id.as_str()).collect();
+    let mut cand_ids: Vec<&str> = test
+        .iter()
+        .map(|r| r.item_id.as_str())
+        .filter(|i| !in_train.contains(i))
+        .collect::<HashSet<&str>>()
+        .into_iter()
+        .collect();
+    cand_ids.sort_unstable();
+    let mut vectors: Vec<f32> = Vec::new();
+    cand_ids.retain(|id| match tt.cold_item_vector(features.get(id)) {
+        Some(v) => {
+            vectors.extend(v);
+            true
+        }
+        None => false,
+    });
+    let cand_index: HashMap<&str, usize> = cand_ids
+        .iter()
+        .enumerate()
+        .map(|(k, &id)| (id, k))
+        .collect();
+    let mut category_rows: HashMap<&str, f64> = HashMap::new();
+    let mut user_rows: HashMap<&str, Vec<&Interaction>> = HashMap::new();
+    for r in train {
+        if let Some(c) = features.category(&r.item_id) {
+            *category_rows.entry(c).or_default() += 1.0;
+        }
+        if !is_anonymous(&r.user_id) {
+            user_rows.entry(&r.user_id).or_default().push(r);
+        }
+    }
+    let cat_pop = |id: &str| {
+        features
+            .category(id)
+            .and_then(|c| category_rows.get(c))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    // Pairs grouped by user, users in first-appearance order.
+    let mut order: Vec<&str> = Vec::new();
+    let mut wanted: HashMap<&str, Vec<usize>> = HashMap::new();
+    for r in test
+        .iter()
+        .filter(|r| user_rows.contains_key(r.user_id.as_str()))
+    {
+        if let Some(&k) = cand_index.get(r.item_id.as_str()) {
+            let e = wanted.entry(&r.user_id).or_default();
+            if e.is_empty() {
+                order.push(&r.user_id);
+            }
+            if !e.contains(&k) {
+                e.push(k);
+            }
+        }
+    }
+    let top20 = |score: &dyn Fn(usize) -> f64| -> HashSet<usize> {
+        let mut idx: Vec<usize> = (0..cand_ids.len()).collect();
+        idx.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
+        idx.truncate(MAX_K);
+        idx.into_iter().collect()
+    };
+    let global = top20(&|k| cat_pop(cand_ids[k]));
+    let d = tt.dim();
+    let (mut n, mut hits, mut base_hits, mut user_cat_hits) = (0usize, 0usize, 0usize, 0usize);
+    for user in order {
+        let rows = &user_rows[user];
+        let hist: Vec<u32> = rows.iter().filter_map(|r| items.get(&r.item_id)).collect();
+        let mine = match tt.query(tt.user_index(user), &hist) {
+            Some(q) => {
+                let s: Vec<f64> = vectors
+                    .chunks_exact(d)
+                    .map(|c| crate::linalg::dot::<false>(c, &q) as f64)
+                    .collect();
+                top20(&|k| s[k])
+            }
+            None => global.clone(),
+        };
+        let mut own: HashMap<&str, f64> = HashMap::new();
+        for r in rows {
+            if let Some(c) = features.category(&r.item_id) {
+                *own.entry(c).or_default() += 1.0;
+            }
+        }
+        let total = category_rows.values().sum::<f64>() + 1.0;
+        let by_user_category = top20(&|k| {
+            let id = cand_ids[k];
+            let o = features
+                .category(id)
+                .and_then(|c| own.get(c))
+                .copied()
+                .unwrap_or(0.0);
+            o + cat_pop(id) / total
+        });
+        for k in &wanted[user] {
+            n += 1;
+            hits += mine.contains(k) as usize;
+            base_hits += global.contains(k) as usize;
+            user_cat_hits += by_user_category.contains(k) as usize;
+        }
+    }
+    let rate = |h: usize| if n == 0 { 0.0 } else { h as f64 / n as f64 };
+    Some(ColdStart {
+        items: cand_ids.len(),
+        interactions: n,
+        hit_rate_20: rate(hits),
+        baseline_hit_rate_20: rate(base_hits),
+        user_category_hit_rate_20: rate(user_cat_hits),
+    })
+}

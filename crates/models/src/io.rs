@@ -7,7 +7,15 @@
 //!   4294967295 = none);
 //! - ALS: `als.user_factors` (F32, [users, factors]), `als.item_factors` (F32, [items, factors]);
 //! - EASE: `ease.active` (U32, [active]: catalogue index of each active item),
-//!   `ease.b` (F32, [active, active], row-major, B[i][j]).
+//!   `ease.b` (F32, [active, active], row-major, B[i][j]);
+//! - two-tower: `users.json`, `features.json` (the `field=value` strings by index),
+//!   `two_tower.feat_ptr` (U32, [items + 1]) and `two_tower.feat_idx` (U32, [n]):
+//!   each item's features, the ones it was trained with, so a reloaded model embeds
+//!   cold items from them; `two_tower.user_emb`, `two_tower.item_emb`,
+//!   `two_tower.hist_emb`, `two_tower.feat_emb` (F32, [rows, dim]); `cold.json`,
+//!   `two_tower.cold_ptr`, `two_tower.cold_idx`: items with features and no
+//!   training row, and their features (absent in older two-tower artifacts). The
+//!   candidate vectors are recomputed on load (same code, same order, same bits).
 //!
 //! Header metadata: `format` = `manirec-model`, `format_version` = `1`, `spec`
 //! (the [`crate::ModelSpec`] as JSON), `reference_ts`. Loading restores every
@@ -82,6 +90,41 @@ impl Model {
                     vec![a.items.len(), f],
                     f32_bytes(&a.item_factors),
                 );
+            }
+            Inner::TwoTower(t) => {
+                let users = json_bytes(&t.users);
+                put("users.json", Dtype::U8, vec![users.len()], users);
+                let feats = json_bytes(&t.features);
+                put("features.json", Dtype::U8, vec![feats.len()], feats);
+                let d = t.config.dim;
+                put(
+                    "two_tower.feat_ptr",
+                    Dtype::U32,
+                    vec![t.feat_ptr.len()],
+                    u32_bytes(&t.feat_ptr),
+                );
+                put(
+                    "two_tower.feat_idx",
+                    Dtype::U32,
+                    vec![t.feat_idx.len()],
+                    u32_bytes(&t.feat_idx),
+                );
+                let cold = json_bytes(&t.cold.items);
+                put("cold.json", Dtype::U8, vec![cold.len()], cold);
+                for (name, v) in [
+                    ("two_tower.cold_ptr", &t.cold.ptr),
+                    ("two_tower.cold_idx", &t.cold.idx),
+                ] {
+                    put(name, Dtype::U32, vec![v.len()], u32_bytes(v));
+                }
+                for (name, w) in [
+                    ("two_tower.user_emb", &t.user_emb),
+                    ("two_tower.item_emb", &t.item_emb),
+                    ("two_tower.hist_emb", &t.hist_emb),
+                    ("two_tower.feat_emb", &t.feat_emb),
+                ] {
+                    put(name, Dtype::F32, vec![w.len() / d, d], f32_bytes(w));
+                }
             }
             Inner::Ease(e) => {
                 let m = e.active.len();
@@ -207,6 +250,70 @@ impl Model {
                     signal: spec.signal,
                     yty,
                 })
+            }
+            crate::ModelKind::TwoTower => {
+                spec.two_tower
+                    .validate()
+                    .map_err(|e| bad(format!("two-tower spec: {e}")))?;
+                let users = vocab("users.json")?;
+                let features = vocab("features.json")?;
+                let d = spec.two_tower.dim;
+                let feat_ptr = u32s("two_tower.feat_ptr")?;
+                let feat_idx = u32s("two_tower.feat_idx")?;
+                let ptr_ok = feat_ptr.len() == n + 1
+                    && feat_ptr.first() == Some(&0)
+                    && feat_ptr.windows(2).all(|w| w[0] <= w[1])
+                    && feat_ptr.last().map(|&p| p as usize) == Some(feat_idx.len());
+                if !ptr_ok || feat_idx.iter().any(|&f| f as usize >= features.len()) {
+                    return Err(bad("two-tower feature table does not match".into()));
+                }
+                let table = |name: &str, rows: usize| -> Result<Vec<f32>> {
+                    let (shape, w) = f32s(name)?;
+                    if shape != [rows, d] {
+                        return Err(bad(format!(
+                            "{name}: shape {shape:?}, expected [{rows}, {d}]"
+                        )));
+                    }
+                    Ok(w)
+                };
+                let user_emb = table("two_tower.user_emb", users.len())?;
+                let item_emb = table("two_tower.item_emb", n)?;
+                let hist_emb = table("two_tower.hist_emb", n)?;
+                let feat_emb = table("two_tower.feat_emb", features.len())?;
+                let cold = if st.names().contains(&"cold.json") {
+                    let c = crate::two_tower::ColdItems {
+                        items: vocab("cold.json")?,
+                        ptr: u32s("two_tower.cold_ptr")?,
+                        idx: u32s("two_tower.cold_idx")?,
+                    };
+                    let ok = c.ptr.len() == c.items.len() + 1
+                        && c.ptr.first() == Some(&0)
+                        && c.ptr.windows(2).all(|w| w[0] <= w[1])
+                        && c.ptr.last().map(|&p| p as usize) == Some(c.idx.len())
+                        && c.idx.iter().all(|&f| (f as usize) < features.len());
+                    if !ok {
+                        return Err(bad("two-tower cold items do not match".into()));
+                    }
+                    c
+                } else {
+                    Default::default()
+                };
+                let mut t = crate::TwoTower {
+                    users,
+                    items: items.clone(),
+                    features,
+                    feat_ptr,
+                    feat_idx,
+                    user_emb,
+                    item_emb,
+                    hist_emb,
+                    feat_emb,
+                    config: spec.two_tower,
+                    candidates: Vec::new(),
+                    cold,
+                };
+                t.refresh_candidates();
+                Inner::TwoTower(Box::new(t))
             }
             crate::ModelKind::Ease => {
                 let active = u32s("ease.active")?;

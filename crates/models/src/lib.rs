@@ -11,7 +11,9 @@
 //!   event weights, optional time decay, synthetic rows kept, down-weighted or dropped.
 //! - [`Model`]: [`Popular`] (time-decayed popularity, global and per category, the
 //!   cold-start fallback), [`Als`] (implicit ALS with fold-in and warm start),
-//!   [`Ease`] (Steck's closed-form item-item model). Train with [`train`].
+//!   [`Ease`] (Steck's closed-form item-item model), [`TwoTower`] (a retrieval
+//!   model whose candidate tower embeds [`ItemFeatures`], so new items get a
+//!   vector before their first interaction). Train with [`train`].
 //! - [`evaluate`]: the contract's `warm` and `session` protocols, metrics with
 //!   bootstrap intervals, always beside popularity, and the ranked-list dump.
 //! - [`tune`]: a seeded hyper-parameter search on a validation split cut from train.
@@ -21,6 +23,7 @@ pub mod als;
 pub mod ease;
 mod error;
 pub mod evaluate;
+mod features;
 mod io;
 mod linalg;
 mod matrix;
@@ -31,12 +34,15 @@ pub mod split;
 #[cfg(test)]
 mod tests;
 pub mod tune;
+pub mod two_tower;
 
 pub use als::{Als, AlsConfig};
 pub use ease::{Ease, EaseConfig};
 pub use error::{Error, Result};
+pub use features::ItemFeatures;
 pub use matrix::{Interactions, Vocab};
 pub use model::{train, Model, ModelKind, ModelSpec, Request, Scored};
 pub use popular::{Popular, PopularConfig};
 pub use signal::{Signal, SyntheticPolicy};
 pub use split::{is_anonymous, temporal_split, Interaction, Split, ANONYMOUS_PREFIX};
+pub use two_tower::{TwoTower, TwoTowerConfig};

@@ -61,6 +61,51 @@ pub(crate) fn symv<const FMA: bool>(m: &[f32], v: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `out[r] = rows[r] · x` for a row-major `rows` of width `f` (scoring a
+/// catalogue), on the AVX2+FMA build when the CPU has it.
+pub(crate) fn matvec(rows: &[f32], x: &[f32], f: usize, out: &mut [f32]) {
+    #[inline(always)]
+    fn generic<const FMA: bool>(rows: &[f32], x: &[f32], f: usize, out: &mut [f32]) {
+        for (o, y) in out.iter_mut().zip(rows.chunks_exact(f)) {
+            *o = dot::<FMA>(y, x);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fma(rows: &[f32], x: &[f32], f: usize, out: &mut [f32]) {
+        generic::<true>(rows, x, f, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { fma(rows, x, f, out) };
+    }
+    generic::<false>(rows, x, f, out)
+}
+
+/// `out = Σ_r w[r] · rows[r]` for a row-major `rows` of width `f` (a weighted
+/// sum of rows, in row order), on the AVX2+FMA build when the CPU has it.
+pub(crate) fn vecmat(w: &[f32], rows: &[f32], f: usize, out: &mut [f32]) {
+    #[inline(always)]
+    fn generic<const FMA: bool>(w: &[f32], rows: &[f32], f: usize, out: &mut [f32]) {
+        out.fill(0.0);
+        for (wr, row) in w.iter().zip(rows.chunks_exact(f)) {
+            axpy::<FMA>(*wr, row, out);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fma(w: &[f32], rows: &[f32], f: usize, out: &mut [f32]) {
+        generic::<true>(w, rows, f, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { fma(w, rows, f, out) };
+    }
+    generic::<false>(w, rows, f, out)
+}
+
 /// Whether this CPU runs the AVX2+FMA builds.
 #[inline]
 pub(crate) fn has_fma() -> bool {

@@ -1,7 +1,7 @@
 //! The trained model behind one type, whatever its kind, with the popularity
 //! model it falls back on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::popular::Popular;
 use crate::{
-    Als, AlsConfig, Ease, EaseConfig, Error, Interaction, Interactions, PopularConfig, Result,
-    Signal, Vocab,
+    Als, AlsConfig, Ease, EaseConfig, Error, Interaction, Interactions, ItemFeatures,
+    PopularConfig, Result, Signal, TwoTower, TwoTowerConfig, Vocab,
 };
 
 /// Which algorithm.
@@ -23,6 +23,9 @@ pub enum ModelKind {
     Als,
     /// EASE.
     Ease,
+    /// Two-tower retrieval (query and candidate towers, in-batch softmax).
+    #[serde(rename = "two-tower")]
+    TwoTower,
 }
 
 impl ModelKind {
@@ -32,6 +35,7 @@ impl ModelKind {
             ModelKind::Popular => "popular",
             ModelKind::Als => "als",
             ModelKind::Ease => "ease",
+            ModelKind::TwoTower => "two-tower",
         }
     }
 }
@@ -49,9 +53,10 @@ impl FromStr for ModelKind {
             "popular" => Ok(ModelKind::Popular),
             "als" => Ok(ModelKind::Als),
             "ease" => Ok(ModelKind::Ease),
+            "two-tower" => Ok(ModelKind::TwoTower),
             _ => Err(Error::Config {
                 name: "model",
-                message: format!("{s:?} (expected popular, als or ease)"),
+                message: format!("{s:?} (expected popular, als, ease or two-tower)"),
             }),
         }
     }
@@ -75,6 +80,9 @@ pub struct ModelSpec {
     /// EASE hyper-parameters.
     #[serde(default)]
     pub ease: EaseConfig,
+    /// Two-tower hyper-parameters.
+    #[serde(default)]
+    pub two_tower: TwoTowerConfig,
 }
 
 impl ModelSpec {
@@ -86,6 +94,7 @@ impl ModelSpec {
             popular: PopularConfig::default(),
             als: AlsConfig::default(),
             ease: EaseConfig::default(),
+            two_tower: TwoTowerConfig::default(),
         }
     }
 }
@@ -104,6 +113,7 @@ pub(crate) enum Inner {
     Popular,
     Als(Als),
     Ease(Ease),
+    TwoTower(Box<TwoTower>),
 }
 
 /// A trained model: the chosen algorithm plus the popularity model it falls back
@@ -116,15 +126,16 @@ pub struct Model {
     pub(crate) reference_ts: i64,
 }
 
-/// Trains `spec` on `rows` (a dataset's train part). `categories` maps item ids to
-/// a category for per-category popularity.
+/// Trains `spec` on `rows` (a dataset's train part). `features` gives items their
+/// category (per-category popularity) and, for the two-tower model, every
+/// feature its candidate tower embeds.
 pub fn train(
     rows: &[Interaction],
     spec: &ModelSpec,
-    categories: Option<&HashMap<String, String>>,
+    features: Option<&ItemFeatures>,
 ) -> Result<Model> {
     let data = Interactions::build(rows, &spec.signal)?;
-    Model::fit(rows, &data, spec, categories)
+    Model::fit(rows, &data, spec, features)
 }
 
 impl Model {
@@ -133,13 +144,19 @@ impl Model {
         rows: &[Interaction],
         data: &Interactions,
         spec: &ModelSpec,
-        categories: Option<&HashMap<String, String>>,
+        features: Option<&ItemFeatures>,
     ) -> Result<Model> {
-        let popular = Popular::fit(rows, data, spec.popular, categories)?;
+        let popular = Popular::fit(rows, data, spec.popular, features)?;
         let inner = match spec.kind {
             ModelKind::Popular => Inner::Popular,
             ModelKind::Als => Inner::Als(Als::fit(data, &spec.als)?),
             ModelKind::Ease => Inner::Ease(Ease::fit(data, &spec.ease)?),
+            ModelKind::TwoTower => Inner::TwoTower(Box::new(TwoTower::fit(
+                rows,
+                data,
+                features,
+                &spec.two_tower,
+            )?)),
         };
         Ok(Model {
             spec: *spec,
@@ -149,35 +166,74 @@ impl Model {
         })
     }
 
-    /// A new ALS model from `previous` (which must be ALS) and `rows` (the new,
-    /// complete train part): known users and items keep their factors as the
-    /// starting point, new ones are added. `spec.als.iterations` are run.
+    /// A new model from `previous` and `rows` (the new, complete train part):
+    /// known users and items keep their factors (ALS) or embeddings (two-tower)
+    /// as the starting point, new ones are added; then `spec.als.iterations`
+    /// (ALS) or `spec.two_tower.epochs` (two-tower) are run. Only those two
+    /// kinds warm-start, each from a model of its own kind.
     pub fn warm_start(
         previous: &Model,
         rows: &[Interaction],
         spec: &ModelSpec,
-        categories: Option<&HashMap<String, String>>,
+        features: Option<&ItemFeatures>,
     ) -> Result<Model> {
-        let Inner::Als(prev) = &previous.inner else {
-            return Err(Error::Config {
-                name: "warm-start",
-                message: format!("needs an ALS model, not {}", previous.spec.kind),
-            });
+        let (users, items) = match (&previous.inner, spec.kind) {
+            (Inner::Als(prev), ModelKind::Als) => prev.vocab(),
+            (Inner::TwoTower(prev), ModelKind::TwoTower) => prev.vocab(),
+            _ => {
+                return Err(Error::Config {
+                    name: "warm-start",
+                    message: format!(
+                    "only ALS and two-tower warm-start, each from its own kind (not {} from {})",
+                    spec.kind, previous.spec.kind
+                ),
+                })
+            }
         };
-        if spec.kind != ModelKind::Als {
-            return Err(Error::Config {
-                name: "warm-start",
-                message: format!("only ALS warm-starts, not {}", spec.kind),
-            });
-        }
-        let (users, items) = prev.vocab();
         let data = Interactions::build_with_vocab(rows, &spec.signal, users, items)?;
-        let popular = Popular::fit(rows, &data, spec.popular, categories)?;
-        let als = Als::warm_start(prev, &data, &spec.als)?;
+        let popular = Popular::fit(rows, &data, spec.popular, features)?;
+        let inner = match &previous.inner {
+            Inner::Als(prev) => Inner::Als(Als::warm_start(prev, &data, &spec.als)?),
+            Inner::TwoTower(prev) => Inner::TwoTower(Box::new(TwoTower::warm_start(
+                prev,
+                rows,
+                &data,
+                features,
+                &spec.two_tower,
+            )?)),
+            _ => unreachable!("checked above"),
+        };
         Ok(Model {
             spec: *spec,
             popular,
-            inner: Inner::Als(als),
+            inner,
+            reference_ts: data.reference_ts,
+        })
+    }
+
+    /// A two-tower model trained on `rows` starting from the feature embeddings
+    /// of `pretrained` (a two-tower model of another data set, e.g. a public
+    /// one): pre-training, then fine-tuning. Only features (`genre=…`,
+    /// `category=…`) carry over; ids of another data set mean nothing here.
+    pub fn fine_tune(
+        pretrained: &Model,
+        rows: &[Interaction],
+        spec: &ModelSpec,
+        features: Option<&ItemFeatures>,
+    ) -> Result<Model> {
+        let (Some(p), ModelKind::TwoTower) = (pretrained.two_tower(), spec.kind) else {
+            return Err(Error::Config {
+                name: "fine-tune",
+                message: "needs a two-tower model and a two-tower spec".into(),
+            });
+        };
+        let data = Interactions::build(rows, &spec.signal)?;
+        let popular = Popular::fit(rows, &data, spec.popular, features)?;
+        let tt = TwoTower::fit_from(Some(p), rows, &data, features, &spec.two_tower)?;
+        Ok(Model {
+            spec: *spec,
+            popular,
+            inner: Inner::TwoTower(Box::new(tt)),
             reference_ts: data.reference_ts,
         })
     }
@@ -218,6 +274,14 @@ impl Model {
         }
     }
 
+    /// The two-tower model, when it is one.
+    pub fn two_tower(&self) -> Option<&TwoTower> {
+        match &self.inner {
+            Inner::TwoTower(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Turns raw rows into the model's `(item, value)` history: its signal, decayed
     /// relative to `reference_ts`; rows of items outside the catalogue are ignored.
     pub(crate) fn history(
@@ -230,6 +294,7 @@ impl Model {
 
     /// Scores of every catalogue item for a user: ALS uses the trained vector of a
     /// known `user` and folds in `history` otherwise; EASE scores `history`;
+    /// two-tower's query tower takes the known `user` and/or `history`;
     /// popularity, and any model with nothing to go on, scores popularity.
     pub(crate) fn score_into(&self, user: Option<&str>, history: &[(u32, f32)], out: &mut [f32]) {
         match &self.inner {
@@ -247,6 +312,12 @@ impl Model {
                     .any(|&(i, _)| ease.position[i as usize] != crate::ease::INACTIVE)
                 {
                     return ease.scores_for(history, out);
+                }
+            }
+            Inner::TwoTower(tt) => {
+                let hist: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
+                if let Some(q) = tt.query(user.and_then(|u| tt.user_index(u)), &hist) {
+                    return tt.scores_for(&q, out);
                 }
             }
             Inner::Popular => {}
@@ -344,16 +415,35 @@ impl Model {
     }
 
     /// Items most like `item_id`: ALS by cosine of item factors, EASE by the
-    /// item's row of weights, popularity by the most popular of its category.
+    /// item's row of weights, two-tower by cosine of candidate vectors (also for
+    /// an item that had features and no row at training time: a new design),
+    /// popularity by the most popular of its category.
     pub fn similar(&self, item_id: &str, k: usize) -> Vec<Scored> {
         let items = self.items();
         let Some(item) = items.get(item_id) else {
-            return Vec::new();
+            // A new design the two-tower model knows by its features only.
+            let Some((tt, v)) = self
+                .two_tower()
+                .and_then(|t| t.cold_vector_of(item_id).map(|v| (t, v)))
+            else {
+                return Vec::new();
+            };
+            let mut scores = vec![0f32; items.len()];
+            tt.scores_for(&v, &mut scores);
+            return self
+                .top_k(&scores, k, &HashSet::new(), |_| true)
+                .into_iter()
+                .map(|i| Scored {
+                    item_id: items.id(i).to_string(),
+                    score: scores[i as usize],
+                })
+                .collect();
         };
         let mut scores = vec![0f32; items.len()];
         match &self.inner {
             Inner::Als(a) => a.item_similarities(item, &mut scores),
             Inner::Ease(e) => e.item_row(item, &mut scores),
+            Inner::TwoTower(t) => t.item_similarities(item, &mut scores),
             Inner::Popular => scores.copy_from_slice(&self.popular.scores),
         }
         let cat = self.popular.item_category[item as usize];

@@ -1,11 +1,9 @@
 //! Time-decayed popularity, global and per category: the baseline every other
 //! model is compared with and the fallback when a model knows nothing of a user.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::{Interaction, Interactions, Result, Signal, Vocab};
+use crate::{Interaction, Interactions, ItemFeatures, Result, Signal, Vocab};
 
 /// Popularity settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -48,7 +46,7 @@ impl Popular {
         rows: &[Interaction],
         data: &Interactions,
         config: PopularConfig,
-        categories: Option<&HashMap<String, String>>,
+        features: Option<&ItemFeatures>,
     ) -> Result<Self> {
         let decay = Signal {
             half_life_days: config.half_life_days,
@@ -70,7 +68,7 @@ impl Popular {
             .items
             .ids()
             .iter()
-            .map(|id| match categories.and_then(|c| c.get(id)) {
+            .map(|id| match features.and_then(|f| f.category(id)) {
                 Some(c) => cats.insert(c),
                 None => NO_CATEGORY,
             })

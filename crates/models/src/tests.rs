@@ -6,7 +6,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::evaluate::{self, cases, evaluate, EvalOptions, Protocol};
-use crate::{temporal_split, train, Interaction, Model, ModelKind, ModelSpec, Request, Vocab};
+use crate::{
+    temporal_split, train, Interaction, ItemFeatures, Model, ModelKind, ModelSpec, Request, Vocab,
+};
 
 /// Users in `clusters` taste groups of `per_cluster` items each; every user draws
 /// 10 items, 9 in ten from their own group, the rest anywhere; one day apart.
@@ -46,6 +48,29 @@ fn small_als() -> ModelSpec {
     spec.als.regularization = 1.0;
     spec.als.alpha = 2.0;
     spec
+}
+
+fn small_two_tower() -> ModelSpec {
+    let mut spec = ModelSpec::new(ModelKind::TwoTower);
+    spec.two_tower.dim = 16;
+    spec.two_tower.epochs = 8;
+    spec.two_tower.batch_size = 128;
+    spec.two_tower.learning_rate = 0.02;
+    spec
+}
+
+/// Item `i{n}` of [`clustered`]'s data: category `c{group}`, designer `d{n / 5}`.
+fn clustered_features(items: usize, per_cluster: usize) -> ItemFeatures {
+    let mut f = ItemFeatures::new();
+    for i in 0..items {
+        f.insert(
+            &format!("i{i}"),
+            "category",
+            &format!("c{}", i / per_cluster),
+        );
+        f.insert(&format!("i{i}"), "designer", &format!("d{}", i / 5));
+    }
+    f
 }
 
 fn small_ease() -> ModelSpec {
@@ -225,7 +250,8 @@ fn a_model_that_does_not_beat_popularity_says_so() {
 #[test]
 fn fold_in_recommends_from_the_visitors_taste_group() {
     let rows = clustered(200, 4, 25, 11);
-    for spec in [small_als(), small_ease()] {
+    // The two-tower query tower scores the history alone (no user id).
+    for spec in [small_als(), small_ease(), small_two_tower()] {
         let model = train(&rows, &spec, None).unwrap();
         // A visitor who looked at three items of group 2 (items 50..75).
         let history: Vec<Interaction> = [50, 57, 63]
@@ -251,13 +277,20 @@ fn reloaded_models_score_bit_for_bit_the_same() {
     let cats: HashMap<String, String> = (0..60)
         .map(|i| (format!("i{i}"), format!("c{}", i / 20)))
         .collect();
-    for kind in [ModelKind::Popular, ModelKind::Als, ModelKind::Ease] {
+    let features = ItemFeatures::from_categories(&cats);
+    for kind in [
+        ModelKind::Popular,
+        ModelKind::Als,
+        ModelKind::Ease,
+        ModelKind::TwoTower,
+    ] {
         let spec = match kind {
             ModelKind::Als => small_als(),
             ModelKind::Ease => small_ease(),
+            ModelKind::TwoTower => small_two_tower(),
             ModelKind::Popular => ModelSpec::new(kind),
         };
-        let model = train(&rows, &spec, Some(&cats)).unwrap();
+        let model = train(&rows, &spec, Some(&features)).unwrap();
         let bytes = model.to_bytes().unwrap();
         let back = Model::from_bytes(&bytes).unwrap();
         assert!(back == model, "{kind}: reloaded model differs");
@@ -289,7 +322,8 @@ fn category_popularity_and_similar_items() {
     let cats: HashMap<String, String> = (0..60)
         .map(|i| (format!("i{i}"), format!("c{}", i / 20)))
         .collect();
-    let model = train(&rows, &small_ease(), Some(&cats)).unwrap();
+    let features = ItemFeatures::from_categories(&cats);
+    let model = train(&rows, &small_ease(), Some(&features)).unwrap();
     let top = model.most_popular(5, Some("c1"));
     assert_eq!(top.len(), 5);
     assert!(top.iter().all(|s| cats[&s.item_id] == "c1"));
@@ -395,4 +429,195 @@ fn training_does_not_depend_on_the_number_of_threads() {
         a.ease().unwrap().b == b.ease().unwrap().b,
         "EASE weights differ between 1 and 2 threads"
     );
+}
+
+#[test]
+fn two_tower_beats_popularity_on_data_with_taste_groups() {
+    let split = temporal_split(clustered(300, 4, 25, 7), 0.8);
+    let pop = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    let model = train(&split.train, &small_two_tower(), None).unwrap();
+    let (r, _) = evaluate(
+        &model,
+        &pop,
+        &split.train,
+        &split.test,
+        Protocol::Warm,
+        &EvalOptions::default(),
+    )
+    .unwrap();
+    assert!(r.users_evaluated > 100);
+    assert!(r.beats_baseline, "{:?} vs {:?}", r.metrics, r.baseline);
+}
+
+#[test]
+fn two_tower_is_deterministic_and_does_not_depend_on_the_thread_count() {
+    let rows = clustered(150, 3, 20, 4);
+    let features = clustered_features(60, 20);
+    let mut one = small_two_tower();
+    one.two_tower.epochs = 3;
+    one.two_tower.threads = Some(1);
+    let mut three = one;
+    three.two_tower.threads = Some(3);
+    let a = train(&rows, &one, Some(&features)).unwrap();
+    let b = train(&rows, &three, Some(&features)).unwrap();
+    let again = train(&rows, &one, Some(&features)).unwrap();
+    let tt = |m: &Model| {
+        let t = m.two_tower().unwrap();
+        [
+            &t.user_emb,
+            &t.item_emb,
+            &t.hist_emb,
+            &t.feat_emb,
+            &t.candidates,
+        ]
+        .iter()
+        .flat_map(|v| v.iter().map(|x| x.to_bits()))
+        .collect::<Vec<u32>>()
+    };
+    assert!(tt(&a) == tt(&again), "same seed, different model");
+    assert!(
+        tt(&a) == tt(&b),
+        "two-tower differs between 1 and 3 threads"
+    );
+    let mut other = one;
+    other.two_tower.seed = 7;
+    assert!(tt(&train(&rows, &other, Some(&features)).unwrap()) != tt(&a));
+}
+
+#[test]
+fn a_cold_item_lands_among_items_of_its_category_and_designer() {
+    let rows = clustered(200, 4, 25, 11);
+    // 100 items in 4 groups of 25; designers of 5 items each.
+    let features = clustered_features(100, 25);
+    let mut spec = small_two_tower();
+    spec.two_tower.item_id_dropout = 0.5;
+    let model = train(&rows, &spec, Some(&features)).unwrap();
+    let tt = model.two_tower().unwrap();
+    // A new design of designer d11 (group 2), never bought.
+    let v = tt
+        .cold_item_vector(&["category=c2".into(), "designer=d11".into()])
+        .unwrap();
+    let mut scores = vec![0f32; model.items().len()];
+    tt.scores_for(&v, &mut scores);
+    let top = model.top_k(&scores, 10, &Default::default(), |_| true);
+    let group = |i: u32| model.items().id(i)[1..].parse::<usize>().unwrap() / 25;
+    assert!(
+        top.iter().filter(|&&i| group(i) == 2).count() >= 9,
+        "{:?}",
+        top.iter().map(|&i| model.items().id(i)).collect::<Vec<_>>()
+    );
+    assert!(tt.cold_item_vector(&["category=unknown".into()]).is_none());
+}
+
+#[test]
+fn two_tower_warm_start_grows_its_vocabularies() {
+    let split = temporal_split(clustered(300, 4, 25, 21), 0.8);
+    let old_rows: Vec<Interaction> = split.train[..split.train.len() / 2]
+        .iter()
+        .filter(|r| {
+            r.user_id[1..].parse::<usize>().unwrap() < 250
+                && r.item_id[1..].parse::<usize>().unwrap() % 25 < 20
+        })
+        .cloned()
+        .collect();
+    let features = clustered_features(100, 25);
+    let spec = small_two_tower();
+    let old = train(&old_rows, &spec, Some(&features)).unwrap();
+    let mut warm_spec = spec;
+    warm_spec.two_tower.epochs = 3;
+    let warm = Model::warm_start(&old, &split.train, &warm_spec, Some(&features)).unwrap();
+    let (o, w) = (old.two_tower().unwrap(), warm.two_tower().unwrap());
+    assert!(w.users.len() > o.users.len());
+    assert!(w.items.len() > o.items.len());
+    assert_eq!(w.users.ids()[..o.users.len()], *o.users.ids());
+    assert_eq!(w.item_emb.len(), w.items.len() * w.dim());
+    let pop = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    let (r, _) = evaluate::evaluate(
+        &warm,
+        &pop,
+        &split.train,
+        &split.test,
+        Protocol::Warm,
+        &EvalOptions::default(),
+    )
+    .unwrap();
+    assert!(r.beats_baseline, "{:?} vs {:?}", r.metrics, r.baseline);
+    let mut dims = warm_spec;
+    dims.two_tower.dim = 8;
+    assert!(Model::warm_start(&old, &split.train, &dims, None).is_err());
+    assert!(Model::warm_start(&old, &split.train, &small_als(), None).is_err());
+}
+
+#[test]
+fn cold_start_report_ranks_new_items_by_their_features() {
+    let train_rows = clustered(200, 4, 25, 17);
+    let mut features = clustered_features(100, 25);
+    // 40 new designs, 10 per taste group, each bought by users of its group only.
+    for k in 0..40 {
+        features.insert(&format!("n{k}"), "category", &format!("c{}", k / 10));
+    }
+    let test: Vec<Interaction> = (0..200)
+        .map(|u| {
+            let k = (u % 4) * 10 + (u / 4) % 10;
+            Interaction::rating(
+                format!("u{u}"),
+                format!("n{k}"),
+                5.0,
+                1_700_000_000 + u as i64,
+            )
+        })
+        .collect();
+    let model = train(&train_rows, &small_two_tower(), Some(&features)).unwrap();
+    let r = evaluate::cold_start(&model, &train_rows, &test, &features).unwrap();
+    assert_eq!((r.items, r.interactions), (40, 200));
+    assert!(r.hit_rate_20 > 0.9, "{r:?}");
+    assert!(r.hit_rate_20 > r.baseline_hit_rate_20 + 0.2, "{r:?}");
+    let pop = train(&train_rows, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    assert!(evaluate::cold_start(&pop, &train_rows, &test, &features).is_none());
+}
+
+#[test]
+fn a_new_design_known_by_its_features_has_similar_items_after_a_reload() {
+    let rows = clustered(200, 4, 25, 11);
+    let mut features = clustered_features(100, 25);
+    features.insert("new", "category", "c3");
+    features.insert("new", "designer", "d16");
+    let model = train(&rows, &small_two_tower(), Some(&features)).unwrap();
+    assert!(model.items().get("new").is_none(), "not in the catalogue");
+    let back = Model::from_bytes(&model.to_bytes().unwrap()).unwrap();
+    let sim = back.similar("new", 10);
+    assert_eq!(sim, model.similar("new", 10));
+    let group = |id: &str| id[1..].parse::<usize>().unwrap() / 25;
+    assert!(
+        sim.iter().filter(|s| group(&s.item_id) == 3).count() >= 9,
+        "{sim:?}"
+    );
+    assert!(back.similar("unknown", 10).is_empty());
+}
+
+#[test]
+fn fine_tuning_starts_from_the_shared_features_of_a_pretrained_model() {
+    let features = clustered_features(100, 25);
+    let public = clustered(200, 4, 25, 5);
+    // Another data set: other users, other item ids, the same features.
+    let shop: Vec<Interaction> = clustered(100, 4, 25, 6)
+        .into_iter()
+        .map(|mut r| {
+            r.user_id = format!("shop-{}", r.user_id);
+            r
+        })
+        .collect();
+    let spec = small_two_tower();
+    let pre = train(&public, &spec, Some(&features)).unwrap();
+    let mut short = spec;
+    short.two_tower.epochs = 0;
+    let tuned = Model::fine_tune(&pre, &shop, &short, Some(&features)).unwrap();
+    let (p, t) = (pre.two_tower().unwrap(), tuned.two_tower().unwrap());
+    let emb = |m: &crate::TwoTower, name: &str| {
+        let f = m.features.get(name).unwrap() as usize;
+        m.feat_emb[f * 16..(f + 1) * 16].to_vec()
+    };
+    assert_eq!(emb(p, "designer=d3"), emb(t, "designer=d3"));
+    assert_eq!(t.users.ids()[0], "shop-u0");
+    assert!(Model::fine_tune(&pre, &shop, &small_als(), None).is_err());
 }

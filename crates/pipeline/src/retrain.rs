@@ -381,7 +381,7 @@ pub async fn compare_offline(
 ) -> Result<Vec<f64>> {
     let dv = training::dataset_version(store, Some(dataset))?;
     let rows = training::load_dataset(objects, &dv).await?;
-    let base = training::baseline(&rows, &training::categories(store)?)?;
+    let base = training::baseline(&rows, &training::item_features(store)?)?;
     let catalogue = base.items();
     let cases = evaluate::cases(&rows.train, &rows.test, Protocol::Warm, catalogue);
     let options = EvalOptions {

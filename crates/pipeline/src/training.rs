@@ -16,9 +16,9 @@ use std::time::Instant;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use bytes::Bytes;
-use manirec_models::evaluate::{self, EvalOptions, Protocol, RankedList, Report};
+use manirec_models::evaluate::{self, ColdStart, EvalOptions, Protocol, RankedList, Report};
 use manirec_models::tune::{self, TuneOptions};
-use manirec_models::{Interaction, Model, ModelKind, ModelSpec};
+use manirec_models::{Interaction, ItemFeatures, Model, ModelKind, ModelSpec};
 use manirec_store::{now_ms, DatasetVersion, ModelVersion, Objects, Store};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
@@ -35,7 +35,7 @@ pub struct TrainRequest {
     pub spec: ModelSpec,
     /// The dataset version; `None`: the latest ready one.
     pub dataset: Option<String>,
-    /// Start from the active model of the same kind (ALS only).
+    /// Start from the active model of the same kind (ALS and two-tower).
     pub warm_start: bool,
     /// Search hyper-parameters first (on a validation split cut from train).
     pub tune: Option<TuneOptions>,
@@ -70,6 +70,9 @@ pub struct TrainSummary {
     pub warm_started_from: Option<String>,
     /// The search, when `--tune`.
     pub tune: Option<serde_json::Value>,
+    /// Two-tower only: new items (in test, not in train) against per-category popularity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold_start: Option<ColdStart>,
     /// Object key of the artifact.
     pub artifact: String,
     /// SHA-256 of the artifact.
@@ -88,6 +91,9 @@ pub struct EvaluateSummary {
     /// Protocol, users, metrics with intervals, popularity beside them, the verdict.
     #[serde(flatten)]
     pub report: manirec_models::evaluate::Report,
+    /// Two-tower only: new items (in test, not in train) against per-category popularity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold_start: Option<ColdStart>,
 }
 
 /// One line of `models list`.
@@ -290,13 +296,30 @@ pub fn read_parquet(bytes: Bytes) -> std::result::Result<Vec<Interaction>, Strin
     Ok(out)
 }
 
-/// Item → category, from the shop mirror.
-pub fn categories(store: &Store) -> Result<HashMap<String, String>> {
-    Ok(store
-        .catalog()?
-        .into_iter()
-        .map(|c| (c.item_id, c.category_id))
-        .collect())
+/// The items' features from the shop mirror: `category`, `base` (base product),
+/// `designer`, `price_band` (0: under 10, 1: under 20, 2: under 40, 3: under 80,
+/// 4: 80 and more, in the shop's currency) and `kind` (base or end product).
+/// Popularity uses the category; the two-tower model embeds them all.
+pub fn item_features(store: &Store) -> Result<ItemFeatures> {
+    let mut f = ItemFeatures::new();
+    for a in store.item_attributes()? {
+        let id = &a.item_id;
+        f.insert(id, "kind", a.kind);
+        if let Some(c) = &a.category_id {
+            f.insert(id, "category", c);
+        }
+        if let Some(b) = &a.base_product_id {
+            f.insert(id, "base", b);
+        }
+        if let Some(d) = &a.designer_id {
+            f.insert(id, "designer", d);
+        }
+        if let Some(p) = a.price.filter(|p| p.is_finite()) {
+            let band = [10.0, 20.0, 40.0, 80.0].iter().filter(|&&t| p >= t).count();
+            f.insert(id, "price_band", &band.to_string());
+        }
+    }
+    Ok(f)
 }
 
 /// Object key of a version's artifact.
@@ -323,9 +346,13 @@ pub async fn load_model(objects: &Objects, v: &ModelVersion) -> Result<Model> {
 }
 
 /// Popularity trained on a dataset's train part: every evaluation's baseline.
-pub fn baseline(rows: &DatasetRows, cats: &HashMap<String, String>) -> Result<Model> {
-    manirec_models::train(&rows.train, &ModelSpec::new(ModelKind::Popular), Some(cats))
-        .map_err(model_error)
+pub fn baseline(rows: &DatasetRows, features: &ItemFeatures) -> Result<Model> {
+    manirec_models::train(
+        &rows.train,
+        &ModelSpec::new(ModelKind::Popular),
+        Some(features),
+    )
+    .map_err(model_error)
 }
 
 /// The report as the registry stores it.
@@ -350,11 +377,12 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
     if rows.train.is_empty() {
         return Err(data(format!("dataset {} has no train rows", dv.version)));
     }
-    let cats = categories(store)?;
+    let features = item_features(store)?;
     let mut spec = req.spec;
     let tuned = match &req.tune {
         Some(opts) => {
-            let report = tune::tune(&rows.train, &spec, opts).map_err(model_error)?;
+            let report =
+                tune::tune(&rows.train, &spec, Some(&features), opts).map_err(model_error)?;
             spec = report.best;
             Some(serde_json::json!({
                 "best_ndcg10": report.best_ndcg10,
@@ -365,9 +393,9 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
         None => None,
     };
     let previous = if req.warm_start {
-        if spec.kind != ModelKind::Als {
+        if !matches!(spec.kind, ModelKind::Als | ModelKind::TwoTower) {
             return Err(data(format!(
-                "--warm-start is for ALS only, not {}",
+                "--warm-start is for ALS and two-tower only, not {}",
                 spec.kind
             )));
         }
@@ -375,7 +403,14 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
             .active_model_version()?
             .filter(|v| v.kind == spec.kind.as_str())
             .ok_or_else(|| {
-                data("--warm-start needs an active ALS model (see `manirec models promote`)")
+                data(format!(
+                    "--warm-start needs an active {} model (see `manirec models promote`)",
+                    if spec.kind == ModelKind::Als {
+                        "ALS"
+                    } else {
+                        "two-tower"
+                    }
+                ))
             })?;
         Some((active.version.clone(), load_model(objects, &active).await?))
     } else {
@@ -383,7 +418,7 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
     };
     let params = serde_json::to_string(&spec).map_err(data)?;
     let version = store.reserve_model_version(spec.kind.as_str(), &dv.version, &params)?;
-    let result = train_reserved(store, objects, &version, &spec, &rows, &cats, previous).await;
+    let result = train_reserved(store, objects, &version, &spec, &rows, &features, previous).await;
     match result {
         Ok(mut summary) => {
             summary.tune = tuned;
@@ -402,17 +437,17 @@ async fn train_reserved(
     version: &str,
     spec: &ModelSpec,
     rows: &DatasetRows,
-    cats: &HashMap<String, String>,
+    features: &ItemFeatures,
     previous: Option<(String, Model)>,
 ) -> Result<TrainSummary> {
     let started = Instant::now();
     let model = match &previous {
-        Some((_, prev)) => Model::warm_start(prev, &rows.train, spec, Some(cats)),
-        None => manirec_models::train(&rows.train, spec, Some(cats)),
+        Some((_, prev)) => Model::warm_start(prev, &rows.train, spec, Some(features)),
+        None => manirec_models::train(&rows.train, spec, Some(features)),
     }
     .map_err(model_error)?;
     let train_seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-    let base = baseline(rows, cats)?;
+    let base = baseline(rows, features)?;
     let (report, _) = evaluate::evaluate(
         &model,
         &base,
@@ -422,6 +457,7 @@ async fn train_reserved(
         &EvalOptions::default(),
     )
     .map_err(model_error)?;
+    let cold_start = evaluate::cold_start(&model, &rows.train, &rows.test, features);
     let bytes = model.to_bytes().map_err(model_error)?;
     let sha = sha256_hex(&bytes);
     let key = artifact_key(version);
@@ -435,6 +471,7 @@ async fn train_reserved(
         "warm_started_from": previous.as_ref().map(|(v, _)| v),
         "train_seconds": train_seconds,
         "evaluation": metrics,
+        "cold_start": cold_start,
         "artifact": {"key": key, "format": "safetensors", "bytes": bytes.len(), "sha256": sha},
         "created_at": now_ms(),
     });
@@ -461,6 +498,7 @@ async fn train_reserved(
         params: *spec,
         warm_started_from: previous.map(|(v, _)| v),
         tune: None,
+        cold_start,
         artifact: key,
         sha256: sha,
     })
@@ -501,7 +539,8 @@ pub async fn evaluate_version(
     let model = load_model(objects, &v).await?;
     let dv = dataset_version(store, Some(&v.dataset_version))?;
     let rows = load_dataset(objects, &dv).await?;
-    let base = baseline(&rows, &categories(store)?)?;
+    let features = item_features(store)?;
+    let base = baseline(&rows, &features)?;
     let (report, lists) = evaluate::evaluate(
         &model,
         &base,
@@ -511,12 +550,14 @@ pub async fn evaluate_version(
         &EvalOptions::default(),
     )
     .map_err(model_error)?;
+    let cold_start = evaluate::cold_start(&model, &rows.train, &rows.test, &features);
     Ok((
         EvaluateSummary {
             model_version: v.version,
             model: v.kind,
             dataset: v.dataset_version,
             report,
+            cold_start,
         },
         lists,
     ))

@@ -49,7 +49,8 @@ pub use quality::{QualityCounts, SourceCounts, StoredReport};
 pub use retention::{ForgetTarget, RetentionCounts};
 pub use serving::{CatalogRule, RecentEvent, RecommendationLog, RuleKind};
 pub use shop::{
-    Account, BaseProduct, CatalogItem, EndProduct, Image, OrderLine, ShopOrder, UpsertCounts,
+    Account, BaseProduct, CatalogItem, EndProduct, Image, ItemAttributes, OrderLine, ShopOrder,
+    UpsertCounts,
 };
 pub use sync::Stitched;
 pub use webhooks::{DeliveryOutcome, WebhookDelivery};

@@ -138,6 +138,23 @@ pub struct CatalogItem {
     pub category_id: String,
 }
 
+/// What the mirror says of a product, for the models' item features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemAttributes {
+    /// Item id (a base or an end product id).
+    pub item_id: String,
+    /// `base` or `end`.
+    pub kind: &'static str,
+    /// Category (an end product inherits its base product's).
+    pub category_id: Option<String>,
+    /// The base product (a base product is its own).
+    pub base_product_id: Option<String>,
+    /// The designer (end products only).
+    pub designer_id: Option<String>,
+    /// The base product's price.
+    pub price: Option<f64>,
+}
+
 /// A mirror table's row: its table, key and columns, in one place.
 trait MirrorRow {
     const TABLE: &'static str;
@@ -448,6 +465,34 @@ impl Store {
                     item_id: r.get(0)?,
                     kind: if kind == "base" { "base" } else { "end" },
                     category_id: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Every product with what the models may use as its features: category,
+    /// base product, designer and price (end products through their base
+    /// product). Sorted by item id.
+    pub fn item_attributes(&self) -> Result<Vec<ItemAttributes>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, 'base', category_id, id, NULL, price FROM shop_base_products
+             UNION ALL
+             SELECT e.id, 'end', b.category_id, e.base_product_id, e.designer_id, b.price
+               FROM shop_end_products e
+               LEFT JOIN shop_base_products b ON b.id = e.base_product_id
+             ORDER BY 1",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                let kind: String = r.get(1)?;
+                Ok(ItemAttributes {
+                    item_id: r.get(0)?,
+                    kind: if kind == "base" { "base" } else { "end" },
+                    category_id: r.get(2)?,
+                    base_product_id: r.get(3)?,
+                    designer_id: r.get(4)?,
+                    price: r.get(5)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;

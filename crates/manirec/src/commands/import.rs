@@ -23,6 +23,9 @@ pub fn run(ctx: &Context, args: ImportArgs) -> Result<()> {
     } else if let Some(path) = &args.interactions {
         let key = ctx.settings.user_key()?;
         let report = import_csv(&mut store, path, &key, &args)?;
+        if let Some(w) = &report.warning {
+            eprintln!("warning: {w}");
+        }
         ctx.print(&report, || render_csv(&path.display().to_string(), &report))
     } else {
         unreachable!("clap requires --store or --interactions")

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use manirec_models::evaluate::{write_dump, Protocol};
 use manirec_models::tune::TuneOptions;
 use manirec_models::{ModelKind, ModelSpec};
@@ -23,13 +23,12 @@ pub fn spec(args: &TrainArgs) -> Result<ModelSpec> {
         ModelArg::Popular => ModelKind::Popular,
         ModelArg::Als => ModelKind::Als,
         ModelArg::Ease => ModelKind::Ease,
-        ModelArg::TwoTower => {
-            bail!("the two-tower model is not built yet; use --model popular, als or ease")
-        }
+        ModelArg::TwoTower => ModelKind::TwoTower,
     };
     let mut spec = ModelSpec::new(kind);
     if let Some(seed) = args.seed {
         spec.als.seed = seed;
+        spec.two_tower.seed = seed;
     }
     if let Some(v) = args.factors {
         spec.als.factors = v;
@@ -46,8 +45,20 @@ pub fn spec(args: &TrainArgs) -> Result<ModelSpec> {
     if let Some(v) = args.lambda {
         spec.ease.lambda = v;
     }
-    if args.dim.is_some() || args.epochs.is_some() {
-        bail!("--dim and --epochs are two-tower hyper-parameters; the two-tower model is not built yet");
+    if let Some(v) = args.dim {
+        spec.two_tower.dim = v;
+    }
+    if let Some(v) = args.epochs {
+        spec.two_tower.epochs = v;
+    }
+    if let Some(v) = args.learning_rate {
+        spec.two_tower.learning_rate = v;
+    }
+    if let Some(v) = args.temperature {
+        spec.two_tower.temperature = v;
+    }
+    if let Some(v) = args.batch_size {
+        spec.two_tower.batch_size = v;
     }
     Ok(spec)
 }

@@ -51,6 +51,33 @@ pub struct CsvImport {
     pub rejected: u64,
     /// Why, with the first few line numbers.
     pub problems: Problems,
+    /// Said when the file looks like MovieLens (its licence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// MovieLens' licence, repeated whenever a file looks like one of its data sets.
+pub const MOVIELENS_WARNING: &str = "this looks like a MovieLens data set: GroupLens' licence \
+forbids commercial use without their permission; pre-train a live shop's model on another source \
+(or ask GroupLens)";
+
+/// Whether a file is MovieLens by its name (`u.data`, `ratings.csv` …) or header (`movieId`).
+fn looks_like_movielens(path: &Path, first_line: &str) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let parent = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    name == "u.data"
+        || parent.starts_with("ml-")
+        || first_line
+            .to_lowercase()
+            .replace(['_', ' '], "")
+            .contains("movieid")
 }
 
 /// Column positions in a file.
@@ -137,7 +164,10 @@ pub fn import_interactions(
         }
     }
 
-    let mut summary = CsvImport::default();
+    let mut summary = CsvImport {
+        warning: looks_like_movielens(path, first_line).then(|| MOVIELENS_WARNING.to_string()),
+        ..CsvImport::default()
+    };
     let mut batch = Vec::with_capacity(BATCH);
     progress.begin("importing interactions", text.lines().count() as u64);
     for record in records {
