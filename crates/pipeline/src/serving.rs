@@ -89,14 +89,16 @@ impl Catalogue {
             *names.entry(name).or_insert(next)
         };
         let mut c = Catalogue::default();
-        for item in store.catalog()? {
-            let id = intern(format!("c:{}", item.category_id));
-            c.category.insert(item.item_id, id);
-        }
-        for (item, designer) in store.item_designers()? {
-            let id = intern(format!("d:{designer}"));
-            c.designer.insert(item.clone(), id);
-            c.designs.entry(id).or_default().push(item);
+        for item in store.item_attributes()? {
+            if let Some(category) = item.category_id {
+                c.category
+                    .insert(item.item_id.clone(), intern(format!("c:{category}")));
+            }
+            if let Some(designer) = item.designer_id.filter(|d| !d.is_empty()) {
+                let id = intern(format!("d:{designer}"));
+                c.designer.insert(item.item_id.clone(), id);
+                c.designs.entry(id).or_default().push(item.item_id);
+            }
         }
         Ok(c)
     }

@@ -207,16 +207,6 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Each end product's designer: what "related" means to a print-on-demand shop.
-    pub fn item_designers(&self) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, designer_id FROM shop_end_products
-             WHERE designer_id IS NOT NULL AND designer_id != '' ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
     /// Events of a shopper that sync has not reached yet (newest last): by the
     /// customer's training id, or by the session of a `session:<id>` shopper.
     pub fn unsynced_events(&self, user_id: &str, limit: usize) -> Result<Vec<RecentEvent>> {
