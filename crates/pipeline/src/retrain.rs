@@ -31,7 +31,8 @@ pub struct RetrainConfig {
     /// The model kind of a candidate; default: the active model's kind (its
     /// hyper-parameters too), or EASE when nothing is active.
     pub model: Option<String>,
-    /// Continue from the active model instead of training from scratch (ALS).
+    /// Continue from the active model instead of training from scratch (ALS,
+    /// two-tower; other kinds always train in full).
     pub warm_start: bool,
     /// Build a new major dataset version (a full rebuild) instead of appending.
     pub full_dataset: bool,
@@ -251,7 +252,7 @@ async fn steps(
     }
     let spec = candidate_spec(ctx.retrain, active.as_ref())?;
     let warm_start = ctx.retrain.warm_start
-        && spec.kind == ModelKind::Als
+        && matches!(spec.kind, ModelKind::Als | ModelKind::TwoTower)
         && active
             .as_ref()
             .is_some_and(|a| a.kind == spec.kind.as_str());
