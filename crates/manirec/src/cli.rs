@@ -378,10 +378,10 @@ pub struct TrainArgs {
     /// EASE L2 penalty.
     #[arg(long)]
     pub lambda: Option<f32>,
-    /// Two-tower embedding size.
+    /// Two-tower embedding size (a warm start keeps the previous model's).
     #[arg(long)]
     pub dim: Option<usize>,
-    /// Two-tower passes over the training pairs (fewer for a warm start).
+    /// Two-tower passes over the training pairs (default 5; 1 with --warm-start).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Two-tower learning rate (Adam).

@@ -75,6 +75,8 @@ fn movielens_files_import_as_public_data() {
         (r["inserted"].as_u64(), r["rejected"].as_u64()),
         (Some(3), Some(0))
     );
+    // MovieLens' licence is said on every MovieLens import.
+    assert!(r["warning"].as_str().unwrap().contains("GroupLens"), "{r}");
     let r = d.json(&[
         "import",
         "--interactions",
@@ -86,6 +88,7 @@ fn movielens_files_import_as_public_data() {
         (r["inserted"].as_u64(), r["rejected"].as_u64()),
         (Some(2), Some(0))
     );
+    assert!(r["warning"].as_str().unwrap().contains("commercial use"));
     let rows = d.interactions();
     assert_eq!(rows.len(), 5);
     assert!(rows.iter().all(|r| r.5 == "public" && r.4 == "rating"));

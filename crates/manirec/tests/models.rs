@@ -248,14 +248,11 @@ fn two_tower_trains_warm_starts_and_answers() {
     let out = d.fails(&["train", "--model", "two-tower", "--warm-start"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("active two-tower"));
     d.json(&["models", "promote", "m1"]);
-    let warm = d.json(
-        &[
-            &["train", "--model", "two-tower", "--warm-start"][..],
-            &args[..],
-        ]
-        .concat(),
-    );
+    let warm = d.json(&["train", "--model", "two-tower", "--warm-start"]);
     assert_eq!(warm["warm_started_from"], "m1");
+    // The previous model's dimension, one epoch.
+    assert_eq!(warm["params"]["two_tower"]["dim"], 16);
+    assert_eq!(warm["params"]["two_tower"]["epochs"], 1);
 
     // The active two-tower model answers, from the artifact it was saved as.
     let recs = d.json(&["recommend", "--user", "u3", "--k", "5"]);

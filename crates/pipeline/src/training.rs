@@ -412,7 +412,12 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
                     }
                 ))
             })?;
-        Some((active.version.clone(), load_model(objects, &active).await?))
+        let prev = load_model(objects, &active).await?;
+        // A warm start continues the previous embeddings: their size is not a choice.
+        if let Some(t) = prev.two_tower() {
+            spec.two_tower.dim = t.dim();
+        }
+        Some((active.version.clone(), prev))
     } else {
         None
     };

@@ -48,8 +48,11 @@ pub fn spec(args: &TrainArgs) -> Result<ModelSpec> {
     if let Some(v) = args.dim {
         spec.two_tower.dim = v;
     }
-    if let Some(v) = args.epochs {
-        spec.two_tower.epochs = v;
+    match args.epochs {
+        Some(v) => spec.two_tower.epochs = v,
+        // One pass continues a trained model best (see manirec_models::two_tower).
+        None if args.warm_start => spec.two_tower.epochs = 1,
+        None => {}
     }
     if let Some(v) = args.learning_rate {
         spec.two_tower.learning_rate = v;
