@@ -26,14 +26,17 @@ fn the_demo_runs_every_stage_and_a_rerun_changes_nothing() {
     assert!(n("product_view") > 2 * n("product_click"));
     assert!(n("product_click") > 2 * n("add_to_cart"));
     assert!(n("add_to_cart") > n("purchase"));
-    // A dataset version, then popularity, ALS and EASE trained and compared on it.
+    // A dataset version, then popularity, ALS, EASE and two-tower trained and compared on it.
     assert_eq!(first["stages"]["dataset"]["version"], "v1.0");
     let models = first["stages"]["train"]["models"].as_array().unwrap();
     let kinds: Vec<&str> = models
         .iter()
         .map(|m| m["model"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["popular", "als", "ease"]);
+    assert_eq!(kinds, ["popular", "als", "ease", "two-tower"]);
+    // New designs appear in the test period, and the two-tower model is judged on them.
+    let cold = &models[3]["cold_start"];
+    assert!(cold["interactions"].as_u64().unwrap() > 0, "{cold}");
     for m in models {
         assert!(m["metrics"]["ndcg@10"].is_number(), "{m}");
         assert!(m["train_seconds"].is_number());

@@ -22,7 +22,8 @@ const HISTORY: usize = 500;
 /// Extra candidates ranked when boosts or the catalogue may reorder them.
 const BOOST_POOL: usize = 3;
 
-/// Neighbours the model proposes per similar item asked.
+/// Candidates the model proposes per item asked, when the catalogue reorders
+/// them (similar items, fresh sessions).
 const SIMILAR_POOL: usize = 10;
 
 /// A visitor with at most this many items is a fresh session: their
@@ -236,10 +237,12 @@ pub fn recommend(
     let fresh = ask.user.is_some_and(|u| u.starts_with("session:"))
         && !ask.past.history.is_empty()
         && ask.past.history.len() <= FRESH_SESSION;
-    let pool = if rules.boosts.is_empty() && !fresh {
-        ask.k
-    } else {
+    let pool = if fresh {
+        ask.k * SIMILAR_POOL
+    } else if !rules.boosts.is_empty() {
         ask.k * BOOST_POOL
+    } else {
+        ask.k
     };
     let mut ranked = live.model.recommend(&Request {
         user_id: ask.user,

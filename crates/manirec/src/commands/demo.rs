@@ -164,7 +164,12 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     // 7. Train and evaluate every model on it (warm protocol, beside popularity).
     let started = Instant::now();
     let mut trained = Vec::new();
-    for kind in [ModelKind::Popular, ModelKind::Als, ModelKind::Ease] {
+    for kind in [
+        ModelKind::Popular,
+        ModelKind::Als,
+        ModelKind::Ease,
+        ModelKind::TwoTower,
+    ] {
         let req = TrainRequest {
             spec: ModelSpec::new(kind),
             dataset: Some(built.version.clone()),
@@ -190,6 +195,7 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
                 "users_evaluated": t.users_evaluated,
                 "metrics": t.metrics,
                 "beats_baseline": t.beats_baseline,
+                "cold_start": t.cold_start,
             })).collect::<Vec<_>>(),
         }),
     );
@@ -305,14 +311,14 @@ const STAGES: &[&str] = &[
 /// The comparison table of the trained models.
 fn comparison(trained: &[TrainSummary]) -> String {
     let mut out = format!(
-        "{:<8} {:<8} {:>8} {:>10} {:>12} {:>9}\n",
+        "{:<9} {:<8} {:>8} {:>10} {:>12} {:>9}\n",
         "model", "version", "ndcg@10", "recall@20", "coverage@20", "train s"
     );
     let m = |t: &TrainSummary, k: &str| t.metrics.get(k).copied().unwrap_or(f64::NAN);
     for t in trained {
         let _ = writeln!(
             out,
-            "{:<8} {:<8} {:>8.4} {:>10.4} {:>12.4} {:>9.3}",
+            "{:<9} {:<8} {:>8.4} {:>10.4} {:>12.4} {:>9.3}",
             t.model,
             t.model_version,
             m(t, "ndcg@10"),
@@ -323,6 +329,15 @@ fn comparison(trained: &[TrainSummary]) -> String {
     }
     if let Some(t) = trained.first() {
         let _ = writeln!(out, "({} users evaluated)", t.users_evaluated);
+    }
+    for t in trained {
+        if let Some(c) = t.cold_start.as_ref().filter(|c| c.interactions > 0) {
+            let _ = writeln!(
+                out,
+                "New designs (no history in train, {} test interactions): {} hit_rate@20 {:.3}, per-category popularity {:.3}",
+                c.interactions, t.model, c.hit_rate_20, c.baseline_hit_rate_20
+            );
+        }
     }
     for w in trained.iter().filter_map(|t| t.warning.as_ref()) {
         let _ = writeln!(out, "WARNING: {w}");
