@@ -83,6 +83,7 @@ fn data_arrives_a_candidate_is_ab_tested_and_the_winner_promoted() {
     std::fs::write(
         d.path().join("data/manirec.toml"),
         "[trigger]\nmin_new_interactions = 300\n\
+         [retrain]\nmodel = \"ease\"\ntolerance = 0.5\n\
          [experiments]\nmin_exposures = 40\n\
          [schedule]\nretrain_minutes = 0\nreport_hours = 0\nretention_hours = 0\n",
     )
@@ -245,6 +246,34 @@ fn data_arrives_a_candidate_is_ab_tested_and_the_winner_promoted() {
         .collect();
     assert_eq!(status_of[candidate.as_str()], "active");
     assert_eq!(status_of[first.as_str()], "retired");
+
+    // A candidate that does worse offline than the active model is retired, not tested.
+    std::fs::write(
+        d.path().join("data/manirec.toml"),
+        "[retrain]\nmodel = \"popular\"\ntolerance = -1.0\n",
+    )
+    .unwrap();
+    let run = d.json(&["retrain", "--run", "--force"]);
+    assert_eq!(
+        step_names(&run),
+        ["trigger", "export", "dataset", "train", "compare"],
+        "{run}"
+    );
+    assert!(
+        run["outcome"].as_str().unwrap().contains("worse offline"),
+        "{run}"
+    );
+    let loser = run["candidate"].as_str().unwrap();
+    assert_eq!(run["active"], candidate.as_str());
+    let models = d.json(&["models", "list"]);
+    let loser_status = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["version"] == loser)
+        .unwrap()["status"]
+        .clone();
+    assert_eq!(loser_status, "retired");
 
     // A training that fails (its dataset's files damaged in the object store)
     // leaves the active model serving and says why.
