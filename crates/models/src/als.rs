@@ -114,6 +114,8 @@ pub struct Als {
     pub(crate) signal: Signal,
     /// `Yᵀ Y` (f × f), for fold-in; derived from the item factors.
     pub(crate) yty: Vec<f32>,
+    /// Each item factor's norm, for similar items; derived from the item factors.
+    pub(crate) item_norms: Vec<f32>,
 }
 
 impl Als {
@@ -201,6 +203,7 @@ impl Als {
             users: data.users.clone(),
             items: data.items.clone(),
             user_factors: x,
+            item_norms: item_norms(&y, f),
             item_factors: y,
             config: *config,
             signal: data.signal,
@@ -284,12 +287,18 @@ impl Als {
         let f = self.config.factors;
         let y = &self.item_factors[item as usize * f..(item as usize + 1) * f];
         self.scores_for(y, out);
-        let norm = |v: &[f32]| dot::<false>(v, v).sqrt().max(1e-12);
-        let n0 = norm(y);
-        for (j, s) in out.iter_mut().enumerate() {
-            *s /= n0 * norm(&self.item_factors[j * f..(j + 1) * f]);
+        let n0 = self.item_norms[item as usize];
+        for (s, nj) in out.iter_mut().zip(&self.item_norms) {
+            *s /= n0 * nj;
         }
     }
+}
+
+/// The norm of every row of `y` (`f` wide), floored away from zero.
+pub(crate) fn item_norms(y: &[f32], f: usize) -> Vec<f32> {
+    y.chunks_exact(f)
+        .map(|v| dot::<false>(v, v).sqrt().max(1e-12))
+        .collect()
 }
 
 #[inline(always)]

@@ -245,6 +245,7 @@ impl Model {
                     users,
                     items: items.clone(),
                     user_factors,
+                    item_norms: crate::als::item_norms(&item_factors, f),
                     item_factors,
                     config: spec.als,
                     signal: spec.signal,

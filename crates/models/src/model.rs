@@ -1,7 +1,8 @@
 //! The trained model behind one type, whatever its kind, with the popularity
 //! model it falls back on.
 
-use std::collections::HashSet;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -325,8 +326,26 @@ impl Model {
         out.copy_from_slice(&self.popular.scores);
     }
 
+    /// Whether ranking for `user_id` reads the request's history: not when ALS
+    /// was trained on the user (their factors answer), nor for popularity. A
+    /// caller may skip loading the history when this is false and the request
+    /// does not set `exclude_history`: the answer is the same.
+    pub fn needs_history(&self, user_id: Option<&str>) -> bool {
+        match &self.inner {
+            Inner::Als(als) => user_id.is_none_or(|u| als.users.get(u).is_none()),
+            // The query tower reads the user's recent items.
+            Inner::Ease(_) | Inner::TwoTower(_) => true,
+            Inner::Popular => false,
+        }
+    }
+
     /// The top `k` item indices of `scores`, best first, skipping `exclude` and
     /// scores that are not finite; ties go to the more popular, then lower index.
+    ///
+    /// One pass with a heap of the `k` best so far: an item scoring below the
+    /// current `k`-th is dropped on one comparison, so `exclude` and `keep` are
+    /// asked only about the few items that would enter. The order is total (the
+    /// index breaks every tie), so the answer is the same as sorting everything.
     pub(crate) fn top_k(
         &self,
         scores: &[f32],
@@ -334,23 +353,40 @@ impl Model {
         exclude: &HashSet<u32>,
         keep: impl Fn(u32) -> bool,
     ) -> Vec<u32> {
-        let pop = &self.popular.scores;
-        let better = |a: &u32, b: &u32| {
-            let (sa, sb) = (scores[*a as usize], scores[*b as usize]);
-            sb.total_cmp(&sa)
-                .then(pop[*b as usize].total_cmp(&pop[*a as usize]))
-                .then(a.cmp(b))
-        };
-        let mut cand: Vec<u32> = (0..scores.len() as u32)
-            .filter(|i| scores[*i as usize].is_finite() && !exclude.contains(i) && keep(*i))
-            .collect();
-        if cand.len() > k && k > 0 {
-            cand.select_nth_unstable_by(k - 1, better);
-            cand.truncate(k);
+        if k == 0 {
+            return Vec::new();
         }
-        cand.sort_unstable_by(better);
-        cand.truncate(k);
-        cand
+        let pop = &self.popular.scores;
+        let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
+        for (i, &score) in scores.iter().enumerate() {
+            if !score.is_finite() {
+                continue;
+            }
+            let cand = Ranked {
+                score,
+                pop: pop[i],
+                index: i as u32,
+            };
+            if heap.len() == k {
+                let worst = heap.peek().expect("k > 0");
+                // Most items stop here: below the k-th best on the score alone.
+                if score < worst.score || cand >= *worst {
+                    continue;
+                }
+            }
+            if exclude.contains(&cand.index) || !keep(cand.index) {
+                continue;
+            }
+            if heap.len() == k {
+                *heap.peek_mut().expect("k > 0") = cand;
+            } else {
+                heap.push(cand);
+            }
+        }
+        heap.into_sorted_vec()
+            .into_iter()
+            .map(|r| r.index)
+            .collect()
     }
 
     /// Top-`k` recommendations for a user.
@@ -481,6 +517,40 @@ impl Model {
             .collect()
     }
 }
+
+/// An item in [`Model::top_k`]'s heap, ordered by rank: `Less` ranks first
+/// (higher score, then more popular, then lower index), so the heap's top is
+/// the worst of the best `k`.
+#[derive(Debug, Clone, Copy)]
+struct Ranked {
+    score: f32,
+    pop: f32,
+    index: u32,
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(other.pop.total_cmp(&self.pop))
+            .then(self.index.cmp(&other.index))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
 
 /// A recommendation request (see [`Model::recommend`]).
 #[derive(Debug, Clone, Copy)]

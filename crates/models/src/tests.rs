@@ -621,3 +621,79 @@ fn fine_tuning_starts_from_the_shared_features_of_a_pretrained_model() {
     assert_eq!(t.users.ids()[0], "shop-u0");
     assert!(Model::fine_tune(&pre, &shop, &small_als(), None).is_err());
 }
+
+/// The ranking `top_k` must reproduce: sort every candidate by score, then
+/// popularity, then index (the selection it replaced).
+fn top_k_by_sorting(
+    model: &Model,
+    scores: &[f32],
+    k: usize,
+    exclude: &HashSet<u32>,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<u32> {
+    let pop = &model.popular.scores;
+    let mut cand: Vec<u32> = (0..scores.len() as u32)
+        .filter(|&i| scores[i as usize].is_finite() && !exclude.contains(&i) && keep(i))
+        .collect();
+    cand.sort_by(|a, b| {
+        let (sa, sb) = (scores[*a as usize], scores[*b as usize]);
+        sb.total_cmp(&sa)
+            .then(pop[*b as usize].total_cmp(&pop[*a as usize]))
+            .then(a.cmp(b))
+    });
+    cand.truncate(k);
+    cand
+}
+
+#[test]
+fn top_k_equals_a_full_sort_with_ties_exclusions_and_filters() {
+    let rows = clustered(60, 4, 25, 11);
+    let model = train(&rows, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    let n = model.items().len();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for round in 0..300 {
+        // Few distinct values, so ties are everywhere; some NaN and infinities.
+        let scores: Vec<f32> = (0..n)
+            .map(|_| match rng.random_range(0..20) {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                2 => -0.0,
+                3 => 0.0,
+                v => (v % 6) as f32 * if round % 2 == 0 { 1.0 } else { -0.5 },
+            })
+            .collect();
+        let exclude: HashSet<u32> = (0..rng.random_range(0..10))
+            .map(|_| rng.random_range(0..n as u32))
+            .collect();
+        let modulus = rng.random_range(1..4u32);
+        let keep = |i: u32| i.is_multiple_of(modulus);
+        for k in [0, 1, 3, 10, n - 1, n, n + 5] {
+            assert_eq!(
+                model.top_k(&scores, k, &exclude, keep),
+                top_k_by_sorting(&model, &scores, k, &exclude, keep),
+                "round {round}, k {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_model_that_does_not_need_the_history_answers_the_same_without_it() {
+    let rows = clustered(80, 4, 15, 3);
+    let als = train(&rows, &small_als(), None).unwrap();
+    let history: Vec<Interaction> = rows.iter().filter(|r| r.user_id == "u5").cloned().collect();
+    assert!(!als.needs_history(Some("u5")));
+    assert!(als.needs_history(Some("stranger")) && als.needs_history(None));
+    let with = Request {
+        history: &history,
+        ..Request::user("u5", 10)
+    };
+    assert_eq!(
+        als.recommend(&with),
+        als.recommend(&Request::user("u5", 10))
+    );
+    let popular = train(&rows, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    assert!(!popular.needs_history(Some("u5")));
+    let ease = train(&rows, &small_ease(), None).unwrap();
+    assert!(ease.needs_history(Some("u5")));
+}

@@ -1,7 +1,14 @@
 //! The store's thread. SQLite has one writer at a time; rather than have every
 //! request fight for the lock, requests queue here. Event batches queued together
 //! are written in one transaction (group commit): one fsync for many requests.
+//!
+//! Reads that need no writer (a recommendation's user, history and purchases) can
+//! go to a small pool of read-only connections instead ([`Db::read`]): WAL lets
+//! them run beside the writer and beside each other, so they neither queue behind
+//! group commits nor take turns on one thread.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use manirec_pipeline::identity::UserKey;
@@ -16,6 +23,7 @@ use crate::ApiError;
 const GROUP_EVENTS: usize = 50_000;
 
 type Call = Box<dyn FnOnce(&mut Store) + Send>;
+type Read = Box<dyn FnOnce(&Store) + Send>;
 
 enum Job {
     Events(
@@ -30,17 +38,82 @@ enum Job {
 #[derive(Clone)]
 pub struct Db {
     jobs: mpsc::Sender<Job>,
+    /// The read-only connections' queue; `None` when the store has no file to
+    /// share (in memory), and reads go to the writer's thread.
+    reads: Option<mpsc::Sender<Read>>,
 }
 
 impl Db {
-    /// Starts the thread that owns `store`.
+    /// Starts the thread that owns `store`, and one reader per core when the
+    /// store is a file (see [`Db::start_with_readers`]).
     pub fn start(store: Store) -> (Db, JoinHandle<()>) {
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::start_with_readers(store, readers)
+    }
+
+    /// Starts the thread that owns `store` and `readers` threads, each with its
+    /// own read-only connection to the same file (none for an in-memory store, or
+    /// when a reader cannot be opened: reads then run on the store's thread).
+    pub fn start_with_readers(store: Store, readers: usize) -> (Db, JoinHandle<()>) {
+        let mut connections = Vec::new();
+        for _ in 0..readers {
+            match store.reader() {
+                Ok(Some(reader)) => connections.push(reader),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no read-only connection; reads queue on the store's thread");
+                    connections.clear();
+                    break;
+                }
+            }
+        }
+        let reads = (!connections.is_empty()).then(|| {
+            let (reads, rx) = mpsc::channel::<Read>(4096);
+            let rx = Arc::new(Mutex::new(rx));
+            for (i, reader) in connections.into_iter().enumerate() {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("manirec-db-read-{i}"))
+                    .spawn(move || run_reader(reader, rx))
+                    .expect("spawn a reader thread");
+            }
+            reads
+        });
         let (jobs, rx) = mpsc::channel(4096);
         let thread = std::thread::Builder::new()
             .name("manirec-db".into())
             .spawn(move || run(store, rx))
             .expect("spawn the store thread");
-        (Db { jobs }, thread)
+        (Db { jobs, reads }, thread)
+    }
+
+    /// Runs `f` on a read-only connection, in one read transaction (its queries
+    /// see one snapshot: the last commit before it began), and returns its result.
+    /// Without readers it runs on the store's thread, like [`Db::call`].
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let Some(reads) = &self.reads else {
+            return self.call(move |store| f(store)).await;
+        };
+        let (reply, answer) = oneshot::channel();
+        let job: Read = Box::new(move |store| match store.read_snapshot(f) {
+            Ok(out) => {
+                let _ = reply.send(Ok(out));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        });
+        reads
+            .send(job)
+            .await
+            .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal("a store reader stopped"))?
+            .map_err(ApiError::internal)
     }
 
     /// Stores a batch of events; answers `(accepted, duplicates)` once they are durable.
@@ -85,6 +158,21 @@ impl Db {
         answer
             .await
             .map_err(|_| ApiError::internal("the store thread stopped"))
+    }
+}
+
+/// A reader: takes the next read from the shared queue until every [`Db`] is gone.
+/// A read that panics loses its answer (the caller gets a 500), not the reader.
+fn run_reader(store: Store, rx: Arc<Mutex<mpsc::Receiver<Read>>>) {
+    loop {
+        let job = {
+            let Ok(mut rx) = rx.lock() else { return };
+            rx.blocking_recv()
+        };
+        let Some(job) = job else { return };
+        if catch_unwind(AssertUnwindSafe(|| job(&store))).is_err() {
+            tracing::error!("a store read panicked");
+        }
     }
 }
 

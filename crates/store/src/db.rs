@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 use crate::migrations::MIGRATIONS;
 use crate::{Error, Result};
+
+/// How much of the database file a reader maps (address space, not memory).
+const READER_MMAP_BYTES: u64 = 4 << 30;
 
 /// Row counts per table, for summaries and reports.
 pub type TableCounts = BTreeMap<String, i64>;
@@ -52,6 +55,46 @@ impl Store {
                 "an in-memory store has no file to open again".into(),
             )),
         }
+    }
+
+    /// Another connection to the same database file, read-only, for readers that
+    /// run beside the one writer (WAL lets them: each read sees the last commit
+    /// before it began). `None` for an in-memory store, which has no file to share.
+    /// Its schema is the writer's: it never migrates, and any write fails.
+    pub fn reader(&self) -> Result<Option<Store>> {
+        let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| Error::Open {
+            path: path.into(),
+            source,
+        })?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        // Reads of a user's rows touch pages scattered over the file (rows are
+        // stored in arrival order): map the file rather than pay a read(2) per
+        // page. Reads only, so a torn page cannot be written back.
+        conn.execute_batch(&format!(
+            "PRAGMA query_only = ON; PRAGMA mmap_size = {READER_MMAP_BYTES};"
+        ))?;
+        Ok(Some(Store { conn }))
+    }
+
+    /// Runs `f` in one read transaction: every query inside it sees the same
+    /// snapshot, as if no write could come between them.
+    pub fn read_snapshot<T>(&self, f: impl FnOnce(&Store) -> T) -> Result<T> {
+        if !self.conn.is_autocommit() {
+            // A caller panicked inside an earlier snapshot: end it first.
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        self.conn.execute_batch("BEGIN DEFERRED")?;
+        let out = f(self);
+        // A read transaction has nothing to lose: COMMIT only ends the snapshot.
+        self.conn.execute_batch("COMMIT")?;
+        Ok(out)
     }
 
     /// An in-memory store, for tests and scratch work.
@@ -136,6 +179,36 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_reader_sees_commits_and_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manirec.db");
+        let writer = Store::open(&path).unwrap();
+        let reader = writer
+            .reader()
+            .unwrap()
+            .expect("a file-backed store has readers");
+        writer
+            .conn
+            .execute(
+                "INSERT INTO state (key, value, updated_at) VALUES ('k', 'v', 0)",
+                [],
+            )
+            .unwrap();
+        let seen = reader
+            .read_snapshot(|r| {
+                r.conn
+                    .query_row("SELECT value FROM state WHERE key = 'k'", [], |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .unwrap()
+            })
+            .unwrap();
+        assert_eq!(seen, "v");
+        assert!(reader.conn.execute("DELETE FROM state", []).is_err());
+        assert!(Store::open_in_memory().unwrap().reader().unwrap().is_none());
     }
 
     #[test]
