@@ -170,11 +170,16 @@ pub struct Past {
     pub bought: Vec<String>,
 }
 
-/// The past of a training user: their interactions, and their events not yet
-/// synced (weighted as sync will weigh them).
-pub fn past(store: &Store, user: &str, weights: &Weights) -> Result<Past> {
-    let mut history: Vec<manirec_models::Interaction> = store
-        .user_interactions(user, HISTORY)?
+/// The past of a training user: their interactions (unless the model ranks
+/// them without, see `Model::needs_history`), what they bought, and their events
+/// not yet synced (weighted as sync will weigh them).
+pub fn past(store: &Store, user: &str, weights: &Weights, with_history: bool) -> Result<Past> {
+    let stored = if with_history {
+        store.user_interactions(user, HISTORY)?
+    } else {
+        Vec::new()
+    };
+    let mut history: Vec<manirec_models::Interaction> = stored
         .into_iter()
         .map(|r| manirec_models::Interaction {
             user_id: r.key.user_id,

@@ -263,7 +263,7 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
     let key = ctx.settings.user_key()?;
     let user = training_user(&store, &key, args.user.as_deref(), args.session.as_deref())?;
     let known = match &user {
-        Some(u) => past(&store, u, &ctx.settings.sync.weights)?,
+        Some(u) => past(&store, u, &ctx.settings.sync.weights, true)?,
         None => Past::default(),
     };
     let rules = CatalogRules::load(&store)?;

@@ -63,19 +63,24 @@ pub async fn recommendations(
     let key = state.config().user_key.clone();
     let weights = state.config().weights.clone();
     let (user_id, session_id) = (p.user_id.clone(), p.session_id.clone());
-    let (user, known) = state
+    let snapshot = serving.clone();
+    // Reads run on the read-only connections, beside the writer.
+    let (user, known, chosen) = state
         .db()
-        .call(move |store| -> manirec_pipeline::Result<_> {
+        .read(move |store| -> manirec_pipeline::Result<_> {
             let user = training_user(store, &key, user_id.as_deref(), session_id.as_deref())?;
-            let known = match &user {
-                Some(u) => past(store, u, &weights)?,
-                None => Past::default(),
+            let chosen = snapshot.choose(user.as_deref());
+            let known = match (&user, &chosen) {
+                (Some(u), Some((live, _, _))) => {
+                    past(store, u, &weights, live.model.needs_history(Some(u)))?
+                }
+                _ => Past::default(),
             };
-            Ok((user, known))
+            Ok((user, known, chosen))
         })
         .await?
         .map_err(ApiError::internal)?;
-    let (live, experiment_id, variant) = serving.choose(user.as_deref()).ok_or_else(no_model)?;
+    let (live, experiment_id, variant) = chosen.ok_or_else(no_model)?;
     let exclude: Vec<String> = p
         .exclude
         .as_deref()
