@@ -261,7 +261,7 @@ impl Model {
     /// does not set `exclude_history`: the answer is the same.
     pub fn needs_history(&self, user_id: Option<&str>) -> bool {
         match &self.inner {
-            Inner::Als(als) => !user_id.is_some_and(|u| als.users.get(u).is_some()),
+            Inner::Als(als) => user_id.is_none_or(|u| als.users.get(u).is_none()),
             Inner::Ease(_) => true,
             Inner::Popular => false,
         }

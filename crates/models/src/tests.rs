@@ -441,7 +441,7 @@ fn top_k_equals_a_full_sort_with_ties_exclusions_and_filters() {
             .map(|_| rng.random_range(0..n as u32))
             .collect();
         let modulus = rng.random_range(1..4u32);
-        let keep = |i: u32| i % modulus == 0;
+        let keep = |i: u32| i.is_multiple_of(modulus);
         for k in [0, 1, 3, 10, n - 1, n, n + 5] {
             assert_eq!(
                 model.top_k(&scores, k, &exclude, keep),
