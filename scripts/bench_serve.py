@@ -264,6 +264,11 @@ def cpu_seconds(pid):
 
 
 def start_server(binary, data, port, env):
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            sys.exit(f"port {port} is already in use (a server left over?); pick another with --port")
     log_path = os.path.join(data, "bench-serve.log")
     proc = subprocess.Popen([binary, "--data-dir", data, "serve", "--addr", f"127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env=env)
@@ -373,7 +378,12 @@ def main():
                     f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}")
         finally:
             server.terminate()
-            server.wait()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log("  manirec serve did not stop within 10 s of SIGTERM; killed")
+                server.kill()
+                server.wait()
     out = os.path.join(root, f"{args.label}.json")
     with open(out, "w") as f:
         json.dump(report, f, indent=1)
