@@ -124,6 +124,31 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
     // The command line answers the same.
     let cli = d.json(&["recommend", "--user", &email, "--k", "20"]);
     assert_eq!(items(&cli), recommended);
+
+    // SIGTERM stops the server promptly, and the answers given just before are
+    // in the log (written on the way out), with the shopper's hashed id only.
+    let (_, last) = get(&s, &format!("/v1/recommendations?user_id={encoded}&k=3"));
+    let mut s = s;
+    assert!(s.stop().success());
+    let logged: (String, String) = d
+        .db()
+        .query_row(
+            "SELECT user_id, items FROM recommendation_log WHERE request_id = ?1",
+            [last["request_id"].as_str().unwrap()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(logged.0.starts_with("u_"), "{logged:?}");
+    assert!(!logged.0.contains('@'));
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(&logged.1).unwrap(),
+        items(&last)
+    );
+    let answers: i64 = d
+        .db()
+        .query_row("SELECT COUNT(*) FROM recommendation_log", [], |r| r.get(0))
+        .unwrap();
+    assert!(answers >= 6, "{answers} answers logged");
 }
 
 /// The demo shop's designers and categories, from the shop's own file.

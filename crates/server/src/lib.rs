@@ -203,7 +203,9 @@ pub async fn serve(
     let result = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
+    // Its background tasks go with it; then the last log entries are written.
     scheduler.abort();
+    let _ = scheduler.await;
     if let Err(e) = state.flush_log().await {
         tracing::warn!(error = %e, "the last recommendation log entries were not written");
     }

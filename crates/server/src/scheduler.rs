@@ -57,9 +57,14 @@ impl Default for Schedule {
 }
 
 /// Runs ticks forever (the first one after one interval), and the periodic jobs.
+///
+/// The background tasks live in a `JoinSet` owned by this future: aborting it
+/// (as `serve` does on shutdown) aborts them all, so none keeps the store alive.
 pub async fn run(state: AppState) {
     let schedule = state.config().schedule.clone();
+    let mut tasks = tokio::task::JoinSet::new();
     periodic(
+        &mut tasks,
         &state,
         "retrain",
         schedule.retrain_minutes * 60,
@@ -70,24 +75,26 @@ pub async fn run(state: AppState) {
         },
     );
     periodic(
+        &mut tasks,
         &state,
         "quality",
         schedule.report_hours * 3600,
         |s| async move { crate::jobs::quality_report(&s, "schedule").await },
     );
     periodic(
+        &mut tasks,
         &state,
         "retention",
         schedule.retention_hours * 3600,
         |s| async move { crate::jobs::retention(&s, "schedule").await },
     );
-    tokio::spawn(crate::serving::flush_forever(
+    tasks.spawn(crate::serving::flush_forever(
         state.clone(),
         std::time::Duration::from_millis(250),
     ));
     // Promotions are noticed within half a minute, without a restart.
     let watcher = state.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
         loop {
             every.tick().await;
@@ -202,8 +209,13 @@ async fn quality(state: &AppState) -> Option<trigger::Quality> {
 
 /// Runs `job` whenever its last finished run is older than `period_s`
 /// (checked every few minutes); `period_s == 0` turns it off.
-fn periodic<F, Fut>(state: &AppState, job: &'static str, period_s: u64, run: F)
-where
+fn periodic<F, Fut>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    state: &AppState,
+    job: &'static str,
+    period_s: u64,
+    run: F,
+) where
     F: Fn(AppState) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>> + Send,
 {
@@ -211,7 +223,7 @@ where
         return;
     }
     let state = state.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let period_ms = period_s as i64 * 1000;
         let check = std::time::Duration::from_secs(period_s.clamp(1, 300));
         loop {

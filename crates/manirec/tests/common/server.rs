@@ -53,10 +53,21 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then wait: the graceful path.
+    /// SIGTERM, then wait for the graceful exit; a server still running after
+    /// 20 s is killed and the test fails (a hang must not hang the suite).
     pub fn stop(&mut self) -> std::process::ExitStatus {
         unsafe_sigterm(self.child.id());
-        self.child.wait().unwrap()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill9();
+                panic!("serve did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
