@@ -247,4 +247,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX job_runs_job ON job_runs(job, started_at);
     "#,
+    // 6: a shopper's latest interactions, read on every recommendation, in
+    // index order (no sort of all their rows to keep the last 500).
+    r#"
+    CREATE INDEX training_interactions_user_time ON training_interactions(user_id, timestamp);
+    "#,
 ];
