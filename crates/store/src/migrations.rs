@@ -206,8 +206,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         variant       TEXT NOT NULL,           -- control | treatment
         items         TEXT NOT NULL
     );
-    CREATE INDEX recommendation_log_experiment ON recommendation_log(experiment_id, variant);
-    CREATE INDEX recommendation_log_created ON recommendation_log(created_at);
+    -- Only answers inside an experiment are indexed: the log is written at the
+    -- rate of answers, and every index slows the answers served beside it.
+    -- (Retention scans it once a day.)
+    CREATE INDEX recommendation_log_experiment ON recommendation_log(experiment_id, variant)
+        WHERE experiment_id IS NOT NULL;
     CREATE INDEX behavior_events_request ON behavior_events(request_id) WHERE request_id IS NOT NULL;
 
     -- A/B tests between two model versions; at most one runs at a time.
