@@ -89,19 +89,14 @@ impl Default for ExperimentConfig {
     }
 }
 
-/// One arm's numbers.
+/// One arm's numbers: what the store counted, and the two rates.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Arm {
-    /// Recommendation answers.
-    pub requests: u64,
-    /// Items shown.
-    pub impressions: u64,
-    /// Items clicked.
-    pub clicks: u64,
+    /// Requests, impressions, clicks, purchases.
+    #[serde(flatten)]
+    pub counts: ArmCounts,
     /// clicks / impressions.
     pub ctr: Option<f64>,
-    /// Purchases attributed.
-    pub purchases: u64,
     /// purchases / requests.
     pub conversion: Option<f64>,
 }
@@ -110,11 +105,8 @@ impl From<ArmCounts> for Arm {
     fn from(c: ArmCounts) -> Self {
         let ratio = |x: u64, n: u64| (n > 0).then(|| x as f64 / n as f64);
         Arm {
-            requests: c.requests,
-            impressions: c.impressions,
-            clicks: c.clicks,
+            counts: c,
             ctr: ratio(c.clicks, c.impressions),
-            purchases: c.purchases,
             conversion: ratio(c.purchases, c.requests),
         }
     }
@@ -267,25 +259,29 @@ pub fn status(
     let control = Arm::from(counts.get("control").copied().unwrap_or_default());
     let treatment = Arm::from(counts.get("treatment").copied().unwrap_or_default());
     let ctr = compare(
-        control.clicks,
-        control.impressions,
-        treatment.clicks,
-        treatment.impressions,
+        control.counts.clicks,
+        control.counts.impressions,
+        treatment.counts.clicks,
+        treatment.counts.impressions,
     );
     let conversion = compare(
-        control.purchases,
-        control.requests,
-        treatment.purchases,
-        treatment.requests,
+        control.counts.purchases,
+        control.counts.requests,
+        treatment.counts.purchases,
+        treatment.counts.requests,
     );
-    let by_ctr = control.impressions > 0 && treatment.impressions > 0;
+    let by_ctr = control.counts.impressions > 0 && treatment.counts.impressions > 0;
     let (metric, primary, exposures) = if by_ctr {
-        ("ctr", ctr, control.impressions.min(treatment.impressions))
+        (
+            "ctr",
+            ctr,
+            control.counts.impressions.min(treatment.counts.impressions),
+        )
     } else {
         (
             "conversion",
             conversion,
-            control.requests.min(treatment.requests),
+            control.counts.requests.min(treatment.counts.requests),
         )
     };
     let enough_evidence = exposures >= config.min_exposures;

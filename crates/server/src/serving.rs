@@ -59,7 +59,8 @@ impl Serving {
 pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving, ApiError> {
     let (active, experiment, rules, catalogue) = state
         .db()
-        .call(|s| -> manirec_pipeline::Result<_> {
+        // Reads only: off the writer's thread, so ingestion never waits for it.
+        .read(|s| -> manirec_pipeline::Result<_> {
             let active = s.active_model_version()?;
             let experiment = match s.running_experiment()? {
                 Some(e) => {

@@ -90,11 +90,11 @@ fn render(s: &ExperimentStatus) -> String {
     let arm = |name: &str, version: &str, a: &Arm| {
         format!(
             "  {name:<9} {version:<6} {:>9} {:>11} {:>7} {:>8} {:>9} {:>10}\n",
-            a.requests,
-            a.impressions,
-            a.clicks,
+            a.counts.requests,
+            a.counts.impressions,
+            a.counts.clicks,
             pct(a.ctr),
-            a.purchases,
+            a.counts.purchases,
             pct(a.conversion)
         )
     };

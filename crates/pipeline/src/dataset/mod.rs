@@ -301,12 +301,6 @@ fn version_name(major: i64, minor: i64) -> String {
     format!("v{major}.{minor}")
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// Builds a dataset version (see the module documentation).
 pub async fn build(
     store: &Store,
@@ -423,7 +417,7 @@ pub async fn build(
         .collect();
     let manifest = Manifest {
         version: version.clone(),
-        created_at: rfc3339(created_ms),
+        created_at: crate::time::rfc3339_ms(created_ms),
         kind: kind.into(),
         parent: parent_name.clone(),
         rows: built.table.rows.len() as u64,
@@ -518,7 +512,7 @@ pub fn list(store: &Store) -> Result<VersionList> {
             .dataset_versions()?
             .into_iter()
             .map(|v| VersionInfo {
-                created_at: rfc3339(v.created_at),
+                created_at: crate::time::rfc3339_ms(v.created_at),
                 version: v.version,
                 kind: v.kind,
                 parent: v.parent,

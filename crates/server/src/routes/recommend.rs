@@ -130,41 +130,30 @@ pub async fn similar(
     Path(item): Path<String>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Items>, ApiError> {
-    let serving = state.serving();
-    let live = serving.active.clone().ok_or_else(no_model)?;
-    let items = serving::similar(&live, &item, k(p.k), &serving.rules, &serving.catalogue);
-    let request_id = log(
-        &state,
-        "similar",
-        None,
-        &live,
-        None,
-        Variant::Control,
-        &items,
-    );
-    Ok(Json(Items {
-        request_id,
-        model_version: live.version.clone(),
-        items,
-    }))
+    list(&state, "similar", |live, serving| {
+        serving::similar(live, &item, k(p.k), &serving.rules, &serving.catalogue)
+    })
 }
 
 pub async fn popular(
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Items>, ApiError> {
+    list(&state, "popular", |live, serving| {
+        serving::popular(live, k(p.k), p.category.as_deref(), &serving.rules)
+    })
+}
+
+/// A list answered by the active model, outside any experiment, and logged.
+fn list(
+    state: &AppState,
+    endpoint: &'static str,
+    answer: impl FnOnce(&LiveModel, &crate::Serving) -> Vec<Scored>,
+) -> Result<Json<Items>, ApiError> {
     let serving = state.serving();
     let live = serving.active.clone().ok_or_else(no_model)?;
-    let items = serving::popular(&live, k(p.k), p.category.as_deref(), &serving.rules);
-    let request_id = log(
-        &state,
-        "popular",
-        None,
-        &live,
-        None,
-        Variant::Control,
-        &items,
-    );
+    let items = answer(&live, &serving);
+    let request_id = log(state, endpoint, None, &live, None, Variant::Control, &items);
     Ok(Json(Items {
         request_id,
         model_version: live.version.clone(),
