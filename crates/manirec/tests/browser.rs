@@ -116,6 +116,10 @@ fn the_dashboard_shows_serving_models_and_job_runs() {
     let active = demo["stages"]["promoted"].as_str().unwrap().to_owned();
     d.json(&["retrain", "--run"]);
     let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "dash-token")]);
+    for _ in 0..3 {
+        let popular = reqwest::blocking::get(s.url("/v1/popular?k=5")).unwrap();
+        assert_eq!(popular.status(), 200);
+    }
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(CHROMIUM)
         .args([
@@ -141,4 +145,9 @@ fn the_dashboard_shows_serving_models_and_job_runs() {
     );
     assert!(dom.contains("retrain"), "the job journal is missing: {dom}");
     assert!(dom.contains("v1.0"), "datasets are missing: {dom}");
+    // Latency per route, read off the /metrics histograms.
+    assert!(
+        dom.contains("<td>GET /v1/popular</td><td class=\"num\">3</td>"),
+        "no latency table: {dom}"
+    );
 }

@@ -225,6 +225,13 @@ fn forged_missing_tampered_garbage_and_huge_requests_are_refused_precisely() {
     assert!(
         metrics.contains(r#"manirec_webhooks_total{topic="products/update",outcome="recorded"} 1"#)
     );
+    // Every delivery is timed under its route's template.
+    assert!(
+        metrics.contains(
+            r#"manirec_request_duration_seconds_count{route="/webhooks/shoplazza",method="POST"}"#
+        ),
+        "{metrics}"
+    );
 }
 
 fn huge_post(base: &str, length: usize) -> String {

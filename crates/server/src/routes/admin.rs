@@ -125,6 +125,7 @@ async fn overview(State(state): State<AppState>) -> Answer {
         "pins": serving.rules.pins.len(),
         "boosts": serving.rules.boosts.len(),
     });
+    out["latency"] = json!(state.metrics().latencies());
     Ok(Json(out))
 }
 

@@ -7,7 +7,7 @@ mod recommend;
 mod webhooks;
 
 use axum::extract::Request;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::header;
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
@@ -53,6 +53,9 @@ pub fn router(state: AppState) -> Router {
         .route("/sdk.js", get(sdk))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        // Only matched routes: their template is the label (MatchedPath is
+        // set by routing, so this must be a route layer).
+        .route_layer(from_fn_with_state(state.clone(), record_latency))
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -74,6 +77,23 @@ async fn declared_size_limit(State(limit): State<usize>, request: Request, next:
         .into_response(),
         _ => next.run(request).await,
     }
+}
+
+/// Times each request into its route's latency histogram.
+async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    if let Some(route) = route {
+        state
+            .metrics()
+            .request(&route, method.as_str(), started.elapsed());
+    }
+    response
 }
 
 async fn sdk() -> impl IntoResponse {
