@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod als;
+pub mod ann;
 pub mod ease;
 mod error;
 pub mod evaluate;

@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ann::IvfIndex;
+use crate::linalg::matvec;
 use crate::popular::Popular;
 use crate::{
     Als, AlsConfig, Ease, EaseConfig, Error, Interaction, Interactions, ItemFeatures,
@@ -356,37 +358,121 @@ impl Model {
         if k == 0 {
             return Vec::new();
         }
-        let pop = &self.popular.scores;
         let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
         for (i, &score) in scores.iter().enumerate() {
-            if !score.is_finite() {
-                continue;
-            }
-            let cand = Ranked {
-                score,
-                pop: pop[i],
-                index: i as u32,
-            };
-            if heap.len() == k {
-                let worst = heap.peek().expect("k > 0");
-                // Most items stop here: below the k-th best on the score alone.
-                if score < worst.score || cand >= *worst {
-                    continue;
-                }
-            }
-            if exclude.contains(&cand.index) || !keep(cand.index) {
-                continue;
-            }
-            if heap.len() == k {
-                *heap.peek_mut().expect("k > 0") = cand;
-            } else {
-                heap.push(cand);
-            }
+            self.offer(&mut heap, k, i as u32, score, exclude, &keep);
         }
         heap.into_sorted_vec()
             .into_iter()
             .map(|r| r.index)
             .collect()
+    }
+
+    /// Offers item `index` with `score` to a heap of the `k > 0` best so far.
+    #[inline]
+    fn offer(
+        &self,
+        heap: &mut BinaryHeap<Ranked>,
+        k: usize,
+        index: u32,
+        score: f32,
+        exclude: &HashSet<u32>,
+        keep: &impl Fn(u32) -> bool,
+    ) {
+        if !score.is_finite() {
+            return;
+        }
+        let cand = Ranked {
+            score,
+            pop: self.popular.scores[index as usize],
+            index,
+        };
+        if heap.len() == k {
+            let worst = heap.peek().expect("k > 0");
+            // Most items stop here: below the k-th best on the score alone.
+            if score < worst.score || cand >= *worst {
+                return;
+            }
+        }
+        if exclude.contains(&index) || !keep(index) {
+            return;
+        }
+        if heap.len() == k {
+            *heap.peek_mut().expect("k > 0") = cand;
+        } else {
+            heap.push(cand);
+        }
+    }
+
+    /// [`Model::top_k`] of the scores `query` gives, through `index`: lists are
+    /// visited by their bound and the search stops once the `k`-th best found
+    /// scores above the next list's bound, so the answer (ties included) is the
+    /// one exact scoring gives, with the same scores.
+    fn top_k_indexed(
+        &self,
+        index: &IvfIndex,
+        query: &[f32],
+        k: usize,
+        exclude: &HashSet<u32>,
+        keep: impl Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
+        let mut block = Vec::new();
+        for probe in index.probes(query) {
+            if heap.len() == k && heap.peek().expect("k > 0").score > probe.bound {
+                break;
+            }
+            let (ids, rows) = index.list(probe.list);
+            block.resize(ids.len(), 0f32);
+            matvec(rows, query, query.len(), &mut block);
+            for (&i, &score) in ids.iter().zip(&block) {
+                self.offer(&mut heap, k, i, score, exclude, &keep);
+            }
+        }
+        heap.into_sorted_vec()
+            .into_iter()
+            .map(|r| (r.index, r.score))
+            .collect()
+    }
+
+    /// The item vectors a retrieval index can be built over (ALS item factors,
+    /// two-tower candidate vectors) and their width; `None` for models that do
+    /// not score by a dot product with one query vector.
+    pub(crate) fn item_vectors(&self) -> Option<(&[f32], usize)> {
+        match &self.inner {
+            Inner::Als(als) => Some((&als.item_factors, als.factors())),
+            Inner::TwoTower(tt) => Some((&tt.candidates, tt.config.dim)),
+            Inner::Ease(_) | Inner::Popular => None,
+        }
+    }
+
+    /// An IVF index over this model's item vectors, for [`Request::index`]:
+    /// `None` for models without item vectors and for catalogues small enough
+    /// ([`crate::ann::MIN_ITEMS`]) that scoring every item is as fast. Seeded:
+    /// the same model gives the same index.
+    pub fn retrieval_index(&self) -> Option<IvfIndex> {
+        let (vectors, dim) = self.item_vectors()?;
+        (vectors.len() / dim >= crate::ann::MIN_ITEMS).then(|| IvfIndex::build(vectors, dim, 17))
+    }
+
+    /// The one vector whose dot product with each item vector is the item's
+    /// score (see [`Model::score_into`]), when the model scores that way for
+    /// this request.
+    fn query_vector(&self, user: Option<&str>, history: &[(u32, f32)]) -> Option<Vec<f32>> {
+        match &self.inner {
+            Inner::Als(als) => match user.and_then(|u| als.users.get(u)) {
+                Some(u) => Some(als.user_vector(u).to_vec()),
+                None => (!history.is_empty()).then(|| als.fold_in_row(history)),
+            },
+            Inner::TwoTower(tt) => {
+                let hist: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
+                tt.query(user.and_then(|u| tt.user_index(u)), &hist)
+            }
+            Inner::Ease(_) | Inner::Popular => None,
+        }
     }
 
     /// Top-`k` recommendations for a user.
@@ -427,16 +513,28 @@ impl Model {
             None => None,
         };
         let keep = |i: u32| category.is_none_or(|c| self.popular.in_category(i, c));
-        let mut scores = vec![0f32; items.len()];
-        self.score_into(req.user_id, &history, &mut scores);
-        let mut top = self.top_k(&scores, req.k, &exclude, keep);
-        let mut out: Vec<Scored> = top
+        let indexed = req
+            .index
+            .and_then(|index| Some((index, self.query_vector(req.user_id, &history)?)));
+        let ranked: Vec<(u32, f32)> = match indexed {
+            Some((index, query)) => self.top_k_indexed(index, &query, req.k, &exclude, keep),
+            None => {
+                let mut scores = vec![0f32; items.len()];
+                self.score_into(req.user_id, &history, &mut scores);
+                self.top_k(&scores, req.k, &exclude, keep)
+                    .into_iter()
+                    .map(|i| (i, scores[i as usize]))
+                    .collect()
+            }
+        };
+        let mut out: Vec<Scored> = ranked
             .iter()
-            .map(|&i| Scored {
+            .map(|&(i, score)| Scored {
                 item_id: items.id(i).to_string(),
-                score: scores[i as usize],
+                score,
             })
             .collect();
+        let mut top: Vec<u32> = ranked.iter().map(|&(i, _)| i).collect();
         if top.len() < req.k {
             exclude.extend(top.iter().copied());
             top = self.top_k(&self.popular.scores, req.k - top.len(), &exclude, keep);
@@ -567,6 +665,9 @@ pub struct Request<'a> {
     pub exclude_history: bool,
     /// Only this category.
     pub category: Option<&'a str>,
+    /// The model's retrieval index ([`Model::retrieval_index`]), when the caller
+    /// keeps one: the same answer, without scoring every item.
+    pub index: Option<&'a IvfIndex>,
 }
 
 impl<'a> Request<'a> {
@@ -579,6 +680,7 @@ impl<'a> Request<'a> {
             exclude: &[],
             exclude_history: false,
             category: None,
+            index: None,
         }
     }
 
@@ -591,6 +693,7 @@ impl<'a> Request<'a> {
             exclude: &[],
             exclude_history: true,
             category: None,
+            index: None,
         }
     }
 }

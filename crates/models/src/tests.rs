@@ -697,3 +697,43 @@ fn a_model_that_does_not_need_the_history_answers_the_same_without_it() {
     let ease = train(&rows, &small_ease(), None).unwrap();
     assert!(ease.needs_history(Some("u5")));
 }
+
+#[test]
+fn the_retrieval_index_gives_the_exact_answer_with_rules_and_histories() {
+    let rows = clustered(600, 8, 60, 11);
+    let features = clustered_features(480, 60);
+    let exclude: Vec<String> = (0..480).step_by(7).map(|i| format!("i{i}")).collect();
+    for spec in [small_als(), small_two_tower()] {
+        let model = train(&rows, &spec, Some(&features)).unwrap();
+        // Below MIN_ITEMS a model builds none; force one over its vectors.
+        assert!(model.retrieval_index().is_none());
+        let (vectors, dim) = model.item_vectors().unwrap();
+        let index = crate::ann::IvfIndex::build(vectors, dim, 17);
+        for u in 0..600 {
+            let user = format!("u{u}");
+            let history: Vec<Interaction> = rows
+                .iter()
+                .filter(|r| r.user_id == user)
+                .take(3)
+                .cloned()
+                .collect();
+            let category = format!("c{}", u % 8);
+            for req in [
+                Request::user(&user, 10),
+                Request::visitor(&history, 20),
+                Request {
+                    exclude: &exclude,
+                    category: Some(&category),
+                    ..Request::user(&user, 5)
+                },
+            ] {
+                let exact = model.recommend(&req);
+                let indexed = model.recommend(&Request {
+                    index: Some(&index),
+                    ..req
+                });
+                assert_eq!(indexed, exact, "{} for {user}", spec.kind);
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use manirec_models::ann::IvfIndex;
 use manirec_models::{Model, Request, Scored};
 use manirec_store::{session_user, RuleKind, Store};
 
@@ -36,6 +37,32 @@ pub struct LiveModel {
     pub version: String,
     /// The model.
     pub model: Model,
+    /// Its retrieval index, when its catalogue is large enough to need one:
+    /// answers are the same with or without it, only faster.
+    pub index: Option<IvfIndex>,
+}
+
+impl LiveModel {
+    /// A model ready to serve many requests: builds its retrieval index
+    /// (seconds on a large catalogue: call it off the async threads).
+    pub fn new(version: String, model: Model) -> Self {
+        let started = std::time::Instant::now();
+        let index = model.retrieval_index();
+        if let Some(index) = &index {
+            tracing::info!(
+                version = %version,
+                items = index.len(),
+                lists = index.lists(),
+                seconds = started.elapsed().as_secs_f64(),
+                "retrieval index built"
+            );
+        }
+        LiveModel {
+            version,
+            model,
+            index,
+        }
+    }
 }
 
 /// The shop's rules over every model's answers.
@@ -256,6 +283,7 @@ pub fn recommend(
         exclude: &excluded,
         exclude_history: fresh,
         category: ask.category,
+        index: live.index.as_ref(),
     });
     if fresh {
         let anchors: Vec<&str> = ask

@@ -145,10 +145,12 @@ async fn model(
         .await
         .map_err(ApiError::internal)?;
     tracing::info!(version = %v.version, "model loaded");
-    let live = Arc::new(LiveModel {
-        version: v.version.clone(),
-        model,
-    });
+    let version = v.version.clone();
+    let live = Arc::new(
+        tokio::task::spawn_blocking(move || LiveModel::new(version, model))
+            .await
+            .map_err(ApiError::internal)?,
+    );
     loaded.insert(v.version.clone(), live.clone());
     Ok(live)
 }

@@ -256,9 +256,11 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
     let Some(active) = store.active_model_version()? else {
         bail!("no active model yet: train one (manirec train) and promote it (manirec models promote V)");
     };
+    // One answer: scoring every item once is cheaper than building an index.
     let live = LiveModel {
         model: training::load_model(&objects, &active).await?,
         version: active.version,
+        index: None,
     };
     let key = ctx.settings.user_key()?;
     let user = training_user(&store, &key, args.user.as_deref(), args.session.as_deref())?;
