@@ -258,6 +258,9 @@ pub enum ExperimentCommand {
         /// Retire the treatment; the control keeps serving.
         #[arg(long, conflicts_with = "promote")]
         roll_back: bool,
+        /// Promote even when the test's evidence says the treatment is worse.
+        #[arg(long, requires = "promote")]
+        force: bool,
     },
     /// Every experiment, newest first.
     List,
