@@ -334,6 +334,11 @@ pub struct DatasetBuildArgs {
     /// Also write train.csv and test.csv.
     #[arg(long)]
     pub csv: bool,
+    /// Also take interactions imported with --source public (MovieLens…), which
+    /// are left out by default: public data is for pre-training, not the shop's
+    /// datasets.
+    #[arg(long)]
+    pub include_public: bool,
 }
 
 /// Model kinds `train` accepts.

@@ -170,6 +170,7 @@ pub fn prepare_export(
     };
     let filter = ScanFilter {
         after_id: since.map(|w| w.id),
+        ..ScanFilter::default()
     };
     let (mut table, stats) = Table::load(store, filter, progress)?;
     table.sort_by_time();

@@ -225,6 +225,7 @@ async fn steps(
         BuildOptions {
             full: ctx.retrain.full_dataset,
             csv: false,
+            include_public: false,
         },
         &NoProgress,
     )

@@ -171,7 +171,11 @@ async fn build_dataset(State(state): State<AppState>, body: Option<Json<DatasetB
         handle.block_on(dataset::build(
             store,
             objects,
-            BuildOptions { full, csv: false },
+            BuildOptions {
+                full,
+                csv: false,
+                include_public: false,
+            },
             &NoProgress,
         ))
     })
