@@ -258,6 +258,9 @@ pub enum ExperimentCommand {
         /// Retire the treatment; the control keeps serving.
         #[arg(long, conflicts_with = "promote")]
         roll_back: bool,
+        /// Promote even when the test's evidence says the treatment is worse.
+        #[arg(long, requires = "promote")]
+        force: bool,
     },
     /// Every experiment, newest first.
     List,
@@ -331,6 +334,11 @@ pub struct DatasetBuildArgs {
     /// Also write train.csv and test.csv.
     #[arg(long)]
     pub csv: bool,
+    /// Also take interactions imported with --source public (MovieLens…), which
+    /// are left out by default: public data is for pre-training, not the shop's
+    /// datasets.
+    #[arg(long)]
+    pub include_public: bool,
 }
 
 /// Model kinds `train` accepts.

@@ -86,6 +86,10 @@ fn a_batch_keeps_its_valid_members_and_names_the_invalid_ones() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
+    // The daily report counts the members refused, twice five.
+    let report = d.json(&["report"]);
+    assert_eq!(report["events"]["rejected_total"], 10, "{report}");
+
     // No email reaches the event store; unknown types are kept.
     let users: Vec<Option<String>> = d
         .db()

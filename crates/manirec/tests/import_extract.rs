@@ -96,6 +96,14 @@ fn a_second_extract_inserts_nothing() {
     assert_eq!(second["removed"], 0);
     assert_eq!(second["unchanged"], first["inserted"]);
     assert_eq!(d.interactions(), before);
+    // Nothing changed: no new file, the last one is named.
+    assert_eq!(first["export"]["written"], true);
+    assert_eq!(second["export"]["written"], false);
+    assert_eq!(second["export"]["key"], first["export"]["key"]);
+    let files = std::fs::read_dir(d.path().join("data/objects/training-data"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1);
     // Re-importing the same shop changes nothing either.
     let again = d.json(&["import", "--store", shop.to_str().unwrap()]);
     assert_eq!(again["changes"]["orders"]["unchanged"], 5);

@@ -98,6 +98,42 @@ fn movielens_files_import_as_public_data() {
 }
 
 #[test]
+fn public_data_stays_out_of_the_shops_datasets_and_exports_unless_asked() {
+    let d = DataDir::new();
+    let udata = d.path().join("u.data");
+    std::fs::write(&udata, "196\t242\t3\t881250949\n186\t302\t3\t891717742\n").unwrap();
+    d.json(&[
+        "import",
+        "--interactions",
+        udata.to_str().unwrap(),
+        "--source",
+        "public",
+    ]);
+    let shop = d.path().join("shop.csv");
+    let mut text = String::new();
+    for u in 0..5 {
+        for i in 0..4 {
+            text.push_str(&format!("u{u},p{i},1,{}\n", 1_790_000_000 + u * 100 + i));
+        }
+    }
+    std::fs::write(&shop, text).unwrap();
+    d.json(&["import", "--interactions", shop.to_str().unwrap()]);
+
+    let built = d.json(&["dataset", "build"]);
+    assert_eq!(built["counts"]["excluded_public"], 2, "{built}");
+    assert_eq!(built["counts"]["input_rows"], 20, "{built}");
+    assert_eq!(built["counts"]["by_source"].get("public"), None, "{built}");
+    let exported = d.json(&["export", "--format", "csv"]);
+    assert_eq!(exported["rows"], 20, "{exported}");
+
+    // Asked for: a new version with them.
+    let with = d.json(&["dataset", "build", "--include-public"]);
+    assert_eq!(with["created"], true, "{with}");
+    assert_eq!(with["counts"]["excluded_public"], 0, "{with}");
+    assert_eq!(with["counts"]["by_source"]["public"], 2, "{with}");
+}
+
+#[test]
 fn an_unknown_source_or_a_headerless_mess_is_refused_clearly() {
     let d = DataDir::new();
     let csv = d.path().join("x.csv");

@@ -158,30 +158,35 @@ fn train_register_promote_evaluate_and_dump() {
     let out = d.fails(&["train", "--model", "als", "--warm-start"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("active ALS"));
     d.json(&["models", "promote", "m2"]);
+    let promoted_at = |d: &DataDir| -> String {
+        d.db()
+            .query_row(
+                "SELECT value FROM state WHERE key = 'training.last_at'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // Promoting restarts the retrain trigger's clock.
+    let last = promoted_at(&d);
+    assert!(last.parse::<i64>().unwrap() > 0);
+    // The factors come from the model warm-started from (m2 has 16; the
+    // default is 64): no need to repeat them.
     let warm = d.json(&[
         "train",
         "--model",
         "als",
         "--warm-start",
-        "--factors",
-        "16",
         "--iterations",
         "2",
     ]);
     assert_eq!(warm["warm_started_from"], "m2");
     assert_eq!(warm["model_version"], "m4");
+    assert_eq!(warm["params"]["als"]["factors"], 16);
 
-    // Training resets the retrain trigger's clock, and the trigger now sees the
-    // active model's quality on the latest dataset.
-    let last: String = d
-        .db()
-        .query_row(
-            "SELECT value FROM state WHERE key = 'training.last_at'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(last.parse::<i64>().unwrap() > 0);
+    // A candidate that is never promoted leaves the trigger's clock alone; the
+    // trigger sees the active model's quality on the latest dataset.
+    assert_eq!(promoted_at(&d), last);
     let check = d.json(&["retrain", "--check"]);
     assert_eq!(check["new_interactions"], 0);
     assert!(
@@ -208,6 +213,40 @@ fn train_register_promote_evaluate_and_dump() {
     assert!(
         check["reasons"].to_string().contains("quality dropped"),
         "{check}"
+    );
+}
+
+#[test]
+fn the_loop_runs_no_ab_test_between_models_that_score_the_same() {
+    let d = DataDir::new();
+    let csv = structured_csv(&d);
+    d.json(&["import", "--interactions", csv.to_str().unwrap()]);
+    // The loop's first run trains EASE and promotes it (nothing was active).
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    std::fs::write(
+        d.path().join("data/manirec.toml"),
+        "[retrain]\nmodel = \"ease\"\n",
+    )
+    .unwrap();
+    let first = d.json(&["retrain", "--run"]);
+    assert_eq!(first["active"], "m1", "{first}");
+    // Forced again on the same data: the same parameters give the same model,
+    // whose offline score is exactly the active one's. No A/B test of equals.
+    let again = d.json(&["retrain", "--run", "--force"]);
+    assert_eq!(again["status"], "ok", "{again}");
+    assert_eq!(again["candidate"], "m2", "{again}");
+    assert_eq!(again["experiment_id"], Value::Null, "{again}");
+    assert!(
+        again["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("scores exactly"),
+        "{again}"
+    );
+    assert_eq!(again["active"], "m1");
+    assert_eq!(
+        d.json(&["experiment", "list"])["experiments"],
+        serde_json::json!([])
     );
 }
 

@@ -134,6 +134,13 @@ fn the_trigger_exports_the_increment_once_and_notifies() {
     let notice: Value = serde_json::from_str(&hooks[0].body).unwrap();
     assert_eq!(notice["event"], "retrain_triggered");
     assert_eq!(notice["export"]["key"], key);
+    // Slack's and Discord's incoming webhooks need a text to show.
+    let text = notice["text"].as_str().unwrap();
+    assert!(
+        text.contains("retrain is due") && text.contains(key),
+        "{text}"
+    );
+    assert_eq!(notice["content"], notice["text"]);
 
     // Still due, but already fired in this cycle: no second export, no second notice.
     let again = d.json(&["retrain", "--check"]);

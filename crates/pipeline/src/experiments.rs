@@ -374,9 +374,42 @@ fn decide(
 }
 
 /// Ends the experiment `id` (or the running one): with `promote`, the
-/// treatment becomes the active model.
+/// treatment becomes the active model (and the retrain trigger's clock restarts).
 pub fn stop(store: &Store, id: Option<i64>, outcome: Outcome) -> Result<Experiment> {
-    let id = match id {
+    let id = resolve(store, id)?;
+    let e = store.stop_experiment(id, outcome)?;
+    if outcome == Outcome::Promoted {
+        crate::trigger::mark_trained(store)?;
+    }
+    Ok(e)
+}
+
+/// [`stop`] for a person (CLI, admin API): promoting a treatment that the
+/// evidence says is worse (the test's decision is to roll back) is refused
+/// unless `force`, with the numbers that say so.
+pub fn stop_checked(
+    store: &Store,
+    id: Option<i64>,
+    outcome: Outcome,
+    force: bool,
+    config: &ExperimentConfig,
+) -> Result<Experiment> {
+    let id = resolve(store, id)?;
+    if outcome == Outcome::Promoted && !force {
+        let status = status(store, Some(id), config)?;
+        if status.decision == Decision::RollBack {
+            return Err(crate::Error::Data(format!(
+                "experiment {id}: the evidence is against promoting {} ({}); \
+                 roll it back, or promote anyway with --force (\"force\": true)",
+                status.treatment, status.reason
+            )));
+        }
+    }
+    stop(store, Some(id), outcome)
+}
+
+fn resolve(store: &Store, id: Option<i64>) -> Result<i64> {
+    Ok(match id {
         Some(id) => id,
         None => {
             store
@@ -384,8 +417,7 @@ pub fn stop(store: &Store, id: Option<i64>, outcome: Outcome) -> Result<Experime
                 .ok_or_else(|| crate::Error::Data("no experiment is running".into()))?
                 .id
         }
-    };
-    Ok(store.stop_experiment(id, outcome)?)
+    })
 }
 
 #[cfg(test)]
@@ -442,6 +474,86 @@ mod tests {
         assert!(lo < 0.0 && hi > 0.0);
         assert_eq!(compare(0, 0, 1, 10).p_value, None);
         assert_eq!(compare(0, 10, 0, 10).p_value, Some(1.0));
+    }
+
+    #[test]
+    fn promoting_against_the_evidence_needs_force_and_restarts_the_trigger_clock() {
+        use manirec_store::{BehaviorEvent, RecommendationLog};
+        let mut store = Store::open_in_memory().unwrap();
+        let mut versions = Vec::new();
+        for _ in 0..2 {
+            let v = store.reserve_model_version("ease", "v1.0", "{}").unwrap();
+            store
+                .register_model_candidate(&v, "{}", "{}", "k", "00")
+                .unwrap();
+            versions.push(v);
+        }
+        store.promote_model_version(&versions[0]).unwrap();
+        let e = start(&store, &versions[0], &versions[1], 50, "cli").unwrap();
+        let t0 = e.started_at + 1;
+        let (mut logs, mut events) = (Vec::new(), Vec::new());
+        for n in 0..400 {
+            let variant = if n % 2 == 0 { "control" } else { "treatment" };
+            let request = format!("r{n}");
+            logs.push(RecommendationLog {
+                request_id: request.clone(),
+                created_at: t0,
+                user_id: Some(format!("session:s{n}")),
+                endpoint: "recommendations",
+                model_version: None,
+                experiment_id: Some(e.id),
+                variant,
+                items: vec!["x".into()],
+            });
+            let mut ev = |id: String, kind: &str| {
+                events.push(BehaviorEvent {
+                    event_id: id,
+                    event_type: kind.into(),
+                    product_id: "x".into(),
+                    user_id: None,
+                    session_id: Some(format!("s{n}")),
+                    device_id: None,
+                    timestamp_ms: t0 + 10,
+                    request_id: Some(request.clone()),
+                    properties: None,
+                })
+            };
+            ev(format!("i{n}"), "rec_impression");
+            // The control's shoppers click half the time, the treatment's one in 20.
+            if (variant == "control" && n % 4 == 0) || (variant == "treatment" && n % 40 == 1) {
+                ev(format!("c{n}"), "rec_click");
+            }
+        }
+        store.insert_recommendation_log(&logs).unwrap();
+        store.insert_events(&events).unwrap();
+        let config = ExperimentConfig {
+            min_exposures: 100,
+            ..ExperimentConfig::default()
+        };
+        assert_eq!(
+            status(&store, Some(e.id), &config).unwrap().decision,
+            Decision::RollBack
+        );
+        let err = stop_checked(&store, None, Outcome::Promoted, false, &config).unwrap_err();
+        assert!(err.to_string().contains("--force"), "{err}");
+        assert_eq!(
+            store.active_model_version().unwrap().unwrap().version,
+            versions[0]
+        );
+        assert_eq!(
+            store.state_get(crate::trigger::LAST_TRAINING_AT).unwrap(),
+            None
+        );
+        // Rolling back needs no force; promoting with it does what was asked.
+        stop_checked(&store, None, Outcome::Promoted, true, &config).unwrap();
+        assert_eq!(
+            store.active_model_version().unwrap().unwrap().version,
+            versions[1]
+        );
+        assert!(store
+            .state_get(crate::trigger::LAST_TRAINING_AT)
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct ExportSummary {
     pub since_id: Option<i64>,
     /// Rows of refunded, cancelled or voided orders, left out.
     pub excluded_refunded: u64,
+    /// False for an increment with no rows: nothing is written (no 0-row
+    /// files), and `key` names the file that would have been.
+    pub written: bool,
 }
 
 /// The metadata sidecar written beside every export.
@@ -167,6 +170,7 @@ pub fn prepare_export(
     };
     let filter = ScanFilter {
         after_id: since.map(|w| w.id),
+        ..ScanFilter::default()
     };
     let (mut table, stats) = Table::load(store, filter, progress)?;
     table.sort_by_time();
@@ -213,6 +217,7 @@ pub fn prepare_export(
             since: meta.since,
             since_id: meta.since_id,
             excluded_refunded: stats.excluded_refunded,
+            written: !(options.incremental && meta.count == 0),
         },
         bytes,
         meta: meta_bytes,
@@ -226,6 +231,9 @@ pub fn prepare_export(
 /// Writes a prepared export: the data first, so a sidecar never describes a
 /// missing file.
 pub async fn publish_export(objects: &Objects, prepared: &PreparedExport) -> Result<()> {
+    if !prepared.summary.written {
+        return Ok(());
+    }
     objects
         .put(&prepared.summary.key, Bytes::from(prepared.bytes.clone()))
         .await?;
@@ -239,7 +247,12 @@ pub async fn publish_export(objects: &Objects, prepared: &PreparedExport) -> Res
 }
 
 /// Moves the watermark of the next increment past a published export.
+/// An increment that wrote nothing moves nothing: the next one is still
+/// "since the last file".
 pub fn commit_export(store: &Store, prepared: &PreparedExport) -> Result<()> {
+    if !prepared.summary.written {
+        return Ok(());
+    }
     store.state_set(
         EXPORT_WATERMARK,
         &serde_json::to_string(&prepared.watermark).map_err(|e| Error::Data(e.to_string()))?,

@@ -82,7 +82,13 @@ pub struct ExportedFile {
     pub rows: u64,
     /// SHA-256 of the bytes, hex.
     pub sha256: String,
+    /// False when the previous extract's file already holds these exact bytes
+    /// (`key` is that file): an unchanged shop writes no new file.
+    pub written: bool,
 }
+
+/// State key: the last existing-data CSV written (`{"key", "sha256"}`).
+const LAST_EXISTING_DATA: &str = "extract.last_csv";
 
 /// Derives the interactions of the shop mirror (nothing is written).
 pub fn derive(
@@ -208,12 +214,40 @@ pub async fn extract(
     summary.unchanged = total.unchanged;
 
     let (csv, rows) = interactions_csv(store, Some(Source::ExistingData))?;
+    let sha256 = sha256_hex(&csv);
+    let previous: Option<serde_json::Value> = store
+        .state_get(LAST_EXISTING_DATA)?
+        .and_then(|v| serde_json::from_str(&v).ok());
+    if let Some(key) = previous
+        .as_ref()
+        .filter(|p| p["sha256"] == sha256.as_str())
+        .and_then(|p| p["key"].as_str())
+    {
+        // Same bytes as the last file, and that file is still there: keep it.
+        if objects.get(key).await.is_ok() {
+            summary.export = Some(ExportedFile {
+                key: key.to_owned(),
+                rows,
+                sha256,
+                written: false,
+            });
+            return Ok(summary);
+        }
+    }
     let key = format!(
         "training-data/existing-data-{}.csv",
         manirec_store::now_ms()
     );
-    let sha256 = sha256_hex(&csv);
     objects.put(&key, Bytes::from(csv)).await?;
-    summary.export = Some(ExportedFile { key, rows, sha256 });
+    store.state_set(
+        LAST_EXISTING_DATA,
+        &serde_json::json!({"key": key, "sha256": sha256}).to_string(),
+    )?;
+    summary.export = Some(ExportedFile {
+        key,
+        rows,
+        sha256,
+        written: true,
+    });
     Ok(summary)
 }

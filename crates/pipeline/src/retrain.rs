@@ -225,6 +225,7 @@ async fn steps(
         BuildOptions {
             full: ctx.retrain.full_dataset,
             csv: false,
+            include_public: false,
         },
         &NoProgress,
     )
@@ -268,6 +269,8 @@ async fn steps(
     )
     .await?;
     journal.candidate = Some(trained.model_version.clone());
+    // The trigger's question is answered, whichever way the comparison goes.
+    trigger::mark_trained(store)?;
     journal.step(
         "train",
         json!({"model_version": trained.model_version, "model": trained.model,
@@ -315,6 +318,23 @@ async fn steps(
             format!(
                 "{} is worse offline (ndcg@10 {candidate_ndcg:.4} < {floor:.4}): retired, {} keeps serving",
                 trained.model_version, active.version
+            ),
+        ));
+    }
+    if candidate_ndcg.to_bits() == active_ndcg.to_bits() {
+        // Equal offline scores on the same users: most likely the same rankings
+        // (the same data and parameters); an A/B test between them measures noise.
+        store.retire_model_version(&trained.model_version)?;
+        journal.step(
+            "retire",
+            json!({"model_version": trained.model_version,
+                   "reason": "offline score equal to the active model's: nothing to test"}),
+        )?;
+        return Ok((
+            "ok",
+            format!(
+                "{} scores exactly as {} offline (ndcg@10 {candidate_ndcg:.4}): retired, no A/B test between equals; {} keeps serving",
+                trained.model_version, active.version, active.version
             ),
         ));
     }

@@ -106,6 +106,40 @@ pub struct Catalogue {
     designer: HashMap<String, u32>,
     /// Designer → their designs.
     designs: HashMap<u32, Vec<String>>,
+    /// Category id → its name (when the shop's `categories` table gave one).
+    categories: std::collections::BTreeMap<String, Option<String>>,
+    /// Design → its category id.
+    item_category: HashMap<String, String>,
+    /// Category id → the designs that arrived live (`products/*` webhooks),
+    /// newest id first: offered in their category before a model knows them.
+    live: HashMap<String, Vec<String>>,
+}
+
+/// A category asked by a name or id the shop does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownCategory {
+    /// What was asked.
+    pub asked: String,
+    /// The closest categories, as `Name (id)`, best first.
+    pub close: Vec<String>,
+}
+
+impl std::fmt::Display for UnknownCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown category {:?}", self.asked)?;
+        if self.close.is_empty() {
+            write!(f, "; no category of the shop is close")
+        } else {
+            write!(f, "; did you mean {}?", self.close.join(", "))
+        }
+    }
+}
+
+/// A category name as people type it: case, spaces and a plural `s` aside.
+fn fold(name: &str) -> String {
+    let lower = name.trim().to_lowercase();
+    let trimmed = lower.strip_suffix('s').unwrap_or(&lower);
+    trimmed.chars().filter(|c| c.is_alphanumeric()).collect()
 }
 
 impl Catalogue {
@@ -117,10 +151,24 @@ impl Catalogue {
             *names.entry(name).or_insert(next)
         };
         let mut c = Catalogue::default();
+        for category in store.categories()? {
+            c.categories.insert(category.id, category.name);
+        }
         for item in store.item_attributes()? {
             if let Some(category) = item.category_id {
                 c.category
                     .insert(item.item_id.clone(), intern(format!("c:{category}")));
+                if item.live {
+                    c.live
+                        .entry(category.clone())
+                        .or_default()
+                        .push(item.item_id.clone());
+                }
+                if item.kind == "end" {
+                    c.item_category
+                        .insert(item.item_id.clone(), category.clone());
+                }
+                c.categories.entry(category).or_insert(None);
             }
             if let Some(designer) = item.designer_id.filter(|d| !d.is_empty()) {
                 let id = intern(format!("d:{designer}"));
@@ -128,7 +176,71 @@ impl Catalogue {
                 c.designs.entry(id).or_default().push(item.item_id);
             }
         }
+        for designs in c.live.values_mut() {
+            designs.reverse();
+        }
         Ok(c)
+    }
+
+    /// Designs of `category` that arrived live and `model` does not know yet.
+    fn new_designs<'a>(
+        &'a self,
+        model: &'a Model,
+        category: &str,
+    ) -> impl Iterator<Item = &'a String> + 'a {
+        self.live
+            .get(category)
+            .into_iter()
+            .flatten()
+            .filter(move |i| model.items().get(i).is_none())
+    }
+
+    /// The category id of `asked`, a category id or name (any case, singular
+    /// or plural: `mugs`, `Mugs`, `mug`). A shop whose catalogue names no
+    /// category at all (interactions only) gets `asked` back as it is.
+    pub fn resolve_category(&self, asked: &str) -> std::result::Result<String, UnknownCategory> {
+        let asked = asked.trim();
+        if self.categories.is_empty() || self.categories.contains_key(asked) {
+            return Ok(asked.to_owned());
+        }
+        let folded = fold(asked);
+        let named = |f: &dyn Fn(&str) -> bool| {
+            self.categories
+                .iter()
+                .find(|(_, name)| name.as_deref().is_some_and(f))
+                .map(|(id, _)| id.clone())
+        };
+        if let Some(id) = named(&|n| n.eq_ignore_ascii_case(asked))
+            .or_else(|| named(&|n| !folded.is_empty() && fold(n) == folded))
+        {
+            return Ok(id);
+        }
+        let mut scored: Vec<(f64, String)> = self
+            .categories
+            .iter()
+            .map(|(id, name)| {
+                // Typos (jaro-winkler) and swapped letters (damerau-levenshtein).
+                let close = |a: &str, b: &str| {
+                    strsim::jaro_winkler(a, b).max(strsim::normalized_damerau_levenshtein(a, b))
+                };
+                let lower = asked.to_lowercase();
+                let by_id = close(&lower, &id.to_lowercase());
+                let by_name = name.as_deref().map_or(0.0, |n| {
+                    close(&folded, &fold(n)).max(close(&lower, &n.to_lowercase()))
+                });
+                let shown = match name {
+                    Some(n) => format!("{n} ({id})"),
+                    None => id.clone(),
+                };
+                (by_id.max(by_name), shown)
+            })
+            .filter(|(score, _)| *score >= 0.7)
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        Err(UnknownCategory {
+            asked: asked.to_owned(),
+            close: scored.into_iter().take(5).map(|(_, s)| s).collect(),
+        })
     }
 
     /// 0 unrelated, 1 same category, 2 same designer, 3 both.
@@ -300,7 +412,42 @@ pub fn recommend(
                 .category
                 .is_none_or(|c| category_of(&live.model, item) == Some(c))
     };
-    apply_rules(ranked, ask.k, rules, allowed)
+    let ranked = apply_rules(ranked, ask.k, rules, allowed);
+    match ask.category {
+        Some(c) => with_new_designs(ranked, ask.k, &live.model, catalogue, c, &excluded),
+        None => ranked,
+    }
+}
+
+/// A category's answer with its live designs that no model knows yet (a
+/// design added today) given the last places: up to a quarter of them, at
+/// least one, each scored just below the list's last item.
+fn with_new_designs(
+    mut ranked: Vec<Scored>,
+    k: usize,
+    model: &Model,
+    catalogue: &Catalogue,
+    category: &str,
+    excluded: &[String],
+) -> Vec<Scored> {
+    let fresh: Vec<&String> = catalogue
+        .new_designs(model, category)
+        .filter(|i| !excluded.contains(i) && !ranked.iter().any(|s| &s.item_id == *i))
+        .take((k / 4).max(1))
+        .collect();
+    if fresh.is_empty() {
+        return ranked;
+    }
+    ranked.truncate(k.saturating_sub(fresh.len()));
+    let mut score = ranked.last().map_or(0.0, |s| s.score);
+    for item in fresh {
+        score -= 1e-3;
+        ranked.push(Scored {
+            item_id: item.clone(),
+            score,
+        });
+    }
+    ranked
 }
 
 /// Items like `item`: the model's neighbours, same designer and category
@@ -314,17 +461,39 @@ pub fn similar(
     catalogue: &Catalogue,
 ) -> Vec<Scored> {
     let mut pool = live.model.similar(item, k * SIMILAR_POOL);
+    let category = catalogue.item_category.get(item);
+    if pool.is_empty() {
+        // A design no model knows yet (it arrived today): its category's
+        // best sellers are its likes until it has a history.
+        if let Some(c) = category {
+            pool = live
+                .model
+                .most_popular(k * SIMILAR_POOL, Some(c))
+                .into_iter()
+                .filter(|s| s.item_id != item)
+                .collect();
+        }
+    }
     let floor = pool.iter().map(|s| s.score).fold(0.0f32, f32::min) - 1.0;
-    let known: HashSet<String> = pool.iter().map(|s| s.item_id.clone()).collect();
-    pool.extend(
-        catalogue
-            .same_designer(item)
-            .filter(|i| *i != item && !known.contains(*i))
-            .map(|i| Scored {
-                item_id: i.clone(),
+    let mut known: HashSet<String> = pool.iter().map(|s| s.item_id.clone()).collect();
+    known.insert(item.to_owned());
+    let newcomers: Vec<String> = category
+        .map(|c| catalogue.new_designs(&live.model, c).cloned().collect())
+        .unwrap_or_default();
+    let extra: Vec<String> = catalogue
+        .same_designer(item)
+        .cloned()
+        .chain(newcomers)
+        .filter(|i| !known.contains(i))
+        .collect();
+    for i in extra {
+        if known.insert(i.clone()) {
+            pool.push(Scored {
+                item_id: i,
                 score: floor,
-            }),
-    );
+            });
+        }
+    }
     pool.retain(|s| !rules.hidden.contains(&s.item_id));
     let mut out = by_relatedness(pool, &[item], catalogue);
     out.truncate(k);
@@ -337,6 +506,7 @@ pub fn popular(
     k: usize,
     category: Option<&str>,
     rules: &CatalogRules,
+    catalogue: &Catalogue,
 ) -> Vec<Scored> {
     let mut items = live
         .model
@@ -346,7 +516,14 @@ pub fn popular(
         !rules.hidden.contains(item)
             && category.is_none_or(|c| category_of(&live.model, item) == Some(c))
     };
-    apply_rules(items, k, rules, allowed)
+    let ranked = apply_rules(items, k, rules, allowed);
+    match category {
+        Some(c) => {
+            let hidden: Vec<String> = rules.hidden.iter().cloned().collect();
+            with_new_designs(ranked, k, &live.model, catalogue, c, &hidden)
+        }
+        None => ranked,
+    }
 }
 
 fn category_of<'m>(model: &'m Model, item: &str) -> Option<&'m str> {

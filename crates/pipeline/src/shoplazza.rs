@@ -4,7 +4,7 @@
 //! top-level email (it is `customer.email`, else the shipping or billing
 //! address's); `placed_at` is the payment time; times parse leniently.
 
-use manirec_store::ShopOrder;
+use manirec_store::{Category, EndProduct, ShopOrder};
 use serde_json::Value;
 
 use crate::import::shop::{json_text, line_items_from_json};
@@ -165,5 +165,129 @@ mod tests {
         )
         .is_err());
         assert!(parse_order(&json!({"id": "x"}), "orders/paid", "webhook").is_err());
+    }
+}
+
+/// A product as Shoplazza sent it, understood as a design of the catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShoplazzaProduct {
+    /// The mirror row.
+    pub product: EndProduct,
+    /// The category named by `product_type` when no `category_id` was given
+    /// (the caller resolves it against the shop's categories).
+    pub product_type: Option<String>,
+    /// The product's `updated_at`, to order deliveries of one product.
+    pub updated_at: Option<i64>,
+}
+
+/// Parses a product payload (`products/create`, `products/update`): wrapped
+/// (`{"product": {...}}`) or bare. The mapping (README, "Live catalogue"):
+/// `id` → the item id; `title`; `base_product_id`, `designer_id` and
+/// `category_id` when the shop's app adds them; else the designer is `vendor`
+/// and the category is `product_type` (by name); the price is the first
+/// variant's; `published_at: null` (or `published: false`) hides it;
+/// `handle`, `tags`, the first image's `src`, `vendor`, `product_type`,
+/// `published_at` and `updated_at` are kept in its attributes.
+pub fn parse_product(payload: &Value) -> Result<ShoplazzaProduct, Rejection> {
+    let p = match payload.get("product") {
+        Some(inner) if inner.is_object() => inner,
+        _ => payload,
+    };
+    if !p.is_object() {
+        return Err("the payload is not a product object".into());
+    }
+    let id = text_at(p, &["id"]).ok_or("the product has no id")?;
+    let price = p
+        .get("variants")
+        .and_then(Value::as_array)
+        .and_then(|v| v.first())
+        .and_then(|v| v.get("price"))
+        .and_then(|v| match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .or_else(|| match p.get("price") {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0);
+    let mut attributes = serde_json::Map::new();
+    for key in [
+        "handle",
+        "tags",
+        "vendor",
+        "product_type",
+        "published_at",
+        "updated_at",
+        "status",
+    ] {
+        if let Some(v) = p.get(key).filter(|v| !v.is_null()) {
+            attributes.insert(key.into(), v.clone());
+        }
+    }
+    let image = p
+        .get("images")
+        .and_then(Value::as_array)
+        .and_then(|i| i.first())
+        .and_then(|i| i.get("src"))
+        .or_else(|| p.get("image").and_then(|i| i.get("src")))
+        .and_then(json_text);
+    if let Some(src) = image {
+        attributes.insert("image".into(), Value::String(src));
+    }
+    // Unpublished: Shoplazza's `published_at` is null (or `published` false).
+    let published = match (p.get("published"), p.get("published_at")) {
+        (Some(Value::Bool(b)), _) => *b,
+        (_, Some(Value::Null)) => false,
+        _ => true,
+    };
+    attributes.insert("published".into(), Value::Bool(published));
+    // Serving offers live designs in their category before any model knows them.
+    attributes.insert("source".into(), Value::String("webhook".into()));
+    let product_type = text_at(p, &["product_type"]);
+    Ok(ShoplazzaProduct {
+        product: EndProduct {
+            id,
+            base_product_id: text_at(p, &["base_product_id"]),
+            designer_id: text_at(p, &["designer_id"]).or_else(|| text_at(p, &["vendor"])),
+            title: text_at(p, &["title"]),
+            category_id: text_at(p, &["category_id"]),
+            price,
+            attributes: Some(Value::Object(attributes).to_string()),
+        },
+        product_type,
+        updated_at: time_at(p, "updated_at"),
+    })
+}
+
+/// The category a product's `product_type` names: the shop's category of that
+/// name (any case, singular or plural), else a new category whose id is the name.
+pub fn category_for_type(
+    categories: &[Category],
+    product_type: &str,
+) -> (String, Option<Category>) {
+    let fold = |s: &str| {
+        let l = s.trim().to_lowercase();
+        l.strip_suffix('s').unwrap_or(&l).to_owned()
+    };
+    let wanted = fold(product_type);
+    match categories
+        .iter()
+        .find(|c| c.id == product_type || c.name.as_deref().is_some_and(|n| fold(n) == wanted))
+    {
+        Some(c) => (c.id.clone(), None),
+        None => {
+            let id = product_type.trim().to_owned();
+            (
+                id.clone(),
+                Some(Category {
+                    id,
+                    name: Some(product_type.trim().to_owned()),
+                    attributes: None,
+                }),
+            )
+        }
     }
 }

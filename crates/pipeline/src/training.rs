@@ -7,8 +7,9 @@
 //! contract's `warm` protocol beside popularity trained on the same rows; the
 //! artifact (`models/<version>/model.safetensors`) and a metadata sidecar
 //! (`models/<version>/meta.json`) go to the object store, and the version is
-//! registered as a candidate. `LAST_TRAINING_AT` is set, so that the retrain
-//! trigger counts from this training.
+//! registered as a candidate. A candidate does not move the retrain trigger's
+//! clock: only a promotion (or the loop's own answer to the trigger) does, so a
+//! model trained by hand and never promoted leaves the trigger counting.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -25,7 +26,7 @@ use serde::Serialize;
 
 use crate::dataset::Manifest;
 use crate::export::sha256_hex;
-use crate::trigger::{Quality, LAST_TRAINING_AT};
+use crate::trigger::{mark_trained, Quality};
 use crate::{Error, Result};
 
 /// What to train.
@@ -417,6 +418,9 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
         if let Some(t) = prev.two_tower() {
             spec.two_tower.dim = t.dim();
         }
+        if let Some(a) = prev.als() {
+            spec.als.factors = a.factors();
+        }
         Some((active.version.clone(), prev))
     } else {
         None
@@ -488,7 +492,6 @@ async fn train_reserved(
         )
         .await?;
     store.register_model_candidate(version, &params, &metrics.to_string(), &key, &sha)?;
-    store.state_set(LAST_TRAINING_AT, &now_ms().to_string())?;
     Ok(TrainSummary {
         model_version: version.to_owned(),
         model: spec.kind.as_str().to_owned(),
@@ -602,6 +605,7 @@ pub fn list(store: &Store) -> Result<ModelList> {
 /// Makes `version` active, retiring the previous active version.
 pub fn promote(store: &Store, version: &str) -> Result<Promotion> {
     let retired = store.promote_model_version(version)?;
+    mark_trained(store)?;
     Ok(Promotion {
         model_version: version.to_owned(),
         retired,

@@ -12,7 +12,9 @@ use crate::export::{
 };
 use crate::{NoProgress, Result};
 
-/// State key: when the last model was trained (Unix ms), written by training.
+/// State key: when the serving model was last renewed (Unix ms): a promotion,
+/// or the loop's training in answer to the trigger (whether its candidate wins
+/// or not). A candidate trained by hand and never promoted does not move it.
 pub const LAST_TRAINING_AT: &str = "training.last_at";
 /// State key: when the trigger last fired (Unix ms).
 const LAST_FIRED_AT: &str = "trigger.last_fired_at";
@@ -148,6 +150,12 @@ pub async fn fire(store: &Store, objects: &Objects) -> Result<ExportSummary> {
     let published = publish(objects, &pending).await?;
     mark_fired(store, &pending)?;
     Ok(published)
+}
+
+/// Restarts the trigger's clock and its count of new interactions: called when
+/// a model is promoted and when the loop has trained its candidate.
+pub fn mark_trained(store: &Store) -> Result<()> {
+    Ok(store.state_set(LAST_TRAINING_AT, &now_ms().to_string())?)
 }
 
 fn state_ms(store: &Store, key: &str) -> Result<Option<i64>> {

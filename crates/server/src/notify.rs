@@ -1,5 +1,8 @@
 //! Retrain notices: a JSON POST to `MANIREC_NOTIFY_URL`, retried with back-off,
 //! in the background. A failing notifier is logged and never blocks ingestion.
+//! Every notice carries a one-line `text` beside its fields: Slack's and
+//! Discord's incoming webhooks (`content` for Discord) refuse a body without
+//! one, and other receivers read the structured fields.
 
 use std::time::Duration;
 
@@ -9,10 +12,61 @@ use serde_json::Value;
 const ATTEMPTS: u32 = 4;
 
 /// Logs the notice and, when a URL is configured, POSTs it in the background.
-pub fn spawn(url: Option<String>, notice: Value) -> Option<tokio::task::JoinHandle<bool>> {
+pub fn spawn(url: Option<String>, mut notice: Value) -> Option<tokio::task::JoinHandle<bool>> {
+    with_text(&mut notice);
     tracing::info!(notice = %notice, "retrain notice");
     let url = url?;
     Some(tokio::spawn(async move { send(&url, &notice).await }))
+}
+
+/// Adds `text` (and Discord's `content`) when the notice has none: a line a
+/// person reads in a chat channel.
+pub fn with_text(notice: &mut Value) {
+    let Some(o) = notice.as_object_mut() else {
+        return;
+    };
+    if !o.contains_key("text") {
+        let text = match o.get("event").and_then(Value::as_str) {
+            Some("retrain_triggered") => {
+                let reasons: Vec<&str> = o
+                    .get("reasons")
+                    .and_then(Value::as_array)
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let key = o
+                    .get("export")
+                    .and_then(|e| e.get("key"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("no file");
+                format!(
+                    "manirec: a retrain is due ({}); new interactions exported to {key}",
+                    if reasons.is_empty() {
+                        "asked".to_owned()
+                    } else {
+                        reasons.join("; ")
+                    }
+                )
+            }
+            Some("retrain_run") => {
+                let run = o.get("run");
+                let field = |k: &str| {
+                    run.and_then(|r| r.get(k))
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_owned()
+                };
+                format!(
+                    "manirec: retrain run {}: {}",
+                    field("status"),
+                    field("outcome")
+                )
+            }
+            Some(other) => format!("manirec: {other}"),
+            None => "manirec notice".to_owned(),
+        };
+        o.insert("text".into(), Value::String(text.clone()));
+        o.entry("content").or_insert(Value::String(text));
+    }
 }
 
 /// POSTs `notice` to `url`, retrying on failure; true when it was delivered.

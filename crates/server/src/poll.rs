@@ -131,7 +131,9 @@ pub async fn poll_orders(
                 )
                 .await?;
             match outcome {
-                Ok(DeliveryOutcome::Applied { .. }) => summary.applied += 1,
+                Ok(DeliveryOutcome::Applied { .. } | DeliveryOutcome::Product { .. }) => {
+                    summary.applied += 1
+                }
                 Ok(_) => summary.unchanged += 1,
                 Err(r) => {
                     summary.rejected += 1;

@@ -54,6 +54,10 @@ pub struct TrainingRow<'a> {
 pub struct ScanFilter {
     /// Only rows with an id above this (an increment since a watermark).
     pub after_id: Option<i64>,
+    /// Also read `source = 'public'` rows (MovieLens and other public data).
+    /// Off by default: public data is for pre-training, never the shop's
+    /// datasets or exports unless asked.
+    pub include_public: bool,
 }
 
 /// What a scan saw besides the rows it handed out.
@@ -63,6 +67,8 @@ pub struct ScanStats {
     pub rows: u64,
     /// Rows left out because their order was refunded, cancelled or voided.
     pub excluded_refunded: u64,
+    /// Public rows left out (see [`ScanFilter::include_public`]).
+    pub excluded_public: u64,
     /// The highest interaction id in the table at the time of the scan (the
     /// watermark of the next increment).
     pub max_id: i64,
@@ -129,6 +135,16 @@ impl Store {
                 [after],
                 |r| r.get::<_, i64>(0),
             )? as u64,
+            excluded_public: if filter.include_public {
+                0
+            } else {
+                tx.query_row(
+                    "SELECT COUNT(*) FROM training_interactions
+                     WHERE source = 'public' AND id > ?1",
+                    [after],
+                    |r| r.get::<_, i64>(0),
+                )? as u64
+            },
             rows: 0,
         };
         {
@@ -137,9 +153,10 @@ impl Store {
                         ti.source, ti.synthetic, ti.quantity
                  FROM training_interactions ti
                  WHERE ti.id > ?1 AND NOT ({REFUNDED_SQL})
+                   AND (?2 OR ti.source <> 'public')
                  ORDER BY ti.id"
             ))?;
-            let mut rows = stmt.query([after])?;
+            let mut rows = stmt.query(rusqlite::params![after, filter.include_public])?;
             while let Some(r) = rows.next()? {
                 let row = TrainingRow {
                     id: r.get(0)?,
@@ -386,6 +403,7 @@ mod tests {
             .scan_training_rows(
                 ScanFilter {
                     after_id: Some(stats.max_id - 1),
+                    ..ScanFilter::default()
                 },
                 |r| later.push(r.item_id.to_owned()),
             )

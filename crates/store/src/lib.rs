@@ -49,11 +49,11 @@ pub use quality::{QualityCounts, SourceCounts, StoredReport};
 pub use retention::{ForgetTarget, RetentionCounts};
 pub use serving::{CatalogRule, RecentEvent, RecommendationLog, RuleKind};
 pub use shop::{
-    Account, BaseProduct, CatalogItem, EndProduct, Image, ItemAttributes, OrderLine, ShopOrder,
-    UpsertCounts,
+    Account, BaseProduct, CatalogItem, Category, EndProduct, Image, ItemAttributes, OrderLine,
+    ShopOrder, UpsertCounts,
 };
 pub use sync::Stitched;
-pub use webhooks::{DeliveryOutcome, WebhookDelivery};
+pub use webhooks::{DeliveryOutcome, ProductChange, WebhookDelivery};
 
 /// Milliseconds since the Unix epoch, the store's clock for bookkeeping columns.
 pub fn now_ms() -> i64 {

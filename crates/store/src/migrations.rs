@@ -255,4 +255,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX training_interactions_user_time ON training_interactions(user_id, timestamp);
     "#,
+    // 7: the shop's categories (so a category is asked by name), and a design's
+    // own category and price, for designs that arrive by webhook before (or
+    // without) their base product.
+    r#"
+    CREATE TABLE shop_categories (
+        id         TEXT PRIMARY KEY,
+        name       TEXT,
+        attributes TEXT,
+        updated_at INTEGER NOT NULL
+    );
+    ALTER TABLE shop_end_products ADD COLUMN category_id TEXT;
+    ALTER TABLE shop_end_products ADD COLUMN price REAL;
+    "#,
 ];

@@ -1,7 +1,7 @@
 //! The shop mirror: manirec's copy of the shop's orders, catalogue, images and
 //! accounts. Raw emails live here and nowhere else.
 //!
-//! All five tables share one upsert mechanism ([`MirrorRow`]): a row is keyed by
+//! All six tables share one upsert mechanism ([`MirrorRow`]): a row is keyed by
 //! the shop's id, re-importing an unchanged row touches nothing, a changed row is
 //! updated in place, so an import can be repeated at will.
 
@@ -93,6 +93,21 @@ pub struct EndProduct {
     pub designer_id: Option<String>,
     /// Title.
     pub title: Option<String>,
+    /// Its own category, when the shop gives one (otherwise its base product's).
+    pub category_id: Option<String>,
+    /// Its own price, when the shop gives one (otherwise its base product's).
+    pub price: Option<f64>,
+    /// Columns manirec does not model, as a JSON object.
+    pub attributes: Option<String>,
+}
+
+/// A category of the shop (`Mugs`, `T-shirts`…): lets a category be asked by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Category {
+    /// Shop id.
+    pub id: String,
+    /// Name as the shop shows it.
+    pub name: Option<String>,
     /// Columns manirec does not model, as a JSON object.
     pub attributes: Option<String>,
 }
@@ -153,10 +168,13 @@ pub struct ItemAttributes {
     pub designer_id: Option<String>,
     /// The base product's price.
     pub price: Option<f64>,
+    /// Whether the design arrived live (a `products/*` webhook), rather than
+    /// with an import of the shop's database.
+    pub live: bool,
 }
 
 /// A mirror table's row: its table, key and columns, in one place.
-trait MirrorRow {
+pub(crate) trait MirrorRow {
     const TABLE: &'static str;
     /// Column names; the first is the primary key.
     const COLUMNS: &'static [&'static str];
@@ -220,6 +238,8 @@ impl MirrorRow for EndProduct {
         "base_product_id",
         "designer_id",
         "title",
+        "category_id",
+        "price",
         "attributes",
     ];
     fn values(&self) -> Vec<Value> {
@@ -228,6 +248,20 @@ impl MirrorRow for EndProduct {
             text(&self.base_product_id),
             text(&self.designer_id),
             text(&self.title),
+            text(&self.category_id),
+            real(self.price),
+            text(&self.attributes),
+        ]
+    }
+}
+
+impl MirrorRow for Category {
+    const TABLE: &'static str = "shop_categories";
+    const COLUMNS: &'static [&'static str] = &["id", "name", "attributes"];
+    fn values(&self) -> Vec<Value> {
+        vec![
+            Value::Text(self.id.clone()),
+            text(&self.name),
             text(&self.attributes),
         ]
     }
@@ -277,7 +311,7 @@ pub(crate) enum Upserted {
 }
 
 /// Inserts or updates one mirror row; a row identical to the stored one is not written.
-fn upsert_row<R: MirrorRow>(tx: &Transaction<'_>, row: &R) -> Result<Upserted> {
+pub(crate) fn upsert_row<R: MirrorRow>(tx: &Transaction<'_>, row: &R) -> Result<Upserted> {
     let cols = R::COLUMNS;
     let key = cols[0];
     let placeholders: Vec<String> = (1..=cols.len() + 1).map(|i| format!("?{i}")).collect();
@@ -393,6 +427,26 @@ impl Store {
         upsert_all(self, rows, |_, _, _| Ok(()))
     }
 
+    /// Upserts categories.
+    pub fn upsert_categories(&mut self, rows: &[Category]) -> Result<UpsertCounts> {
+        upsert_all(self, rows, |_, _, _| Ok(()))
+    }
+
+    /// Every category of the shop, by id.
+    pub fn categories(&self) -> Result<Vec<Category>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name, attributes FROM shop_categories ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Category {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                attributes: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Upserts images.
     pub fn upsert_images(&mut self, rows: &[Image]) -> Result<UpsertCounts> {
         upsert_all(self, rows, |_, _, _| Ok(()))
@@ -453,9 +507,9 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT id, 'base', category_id FROM shop_base_products WHERE category_id IS NOT NULL
              UNION ALL
-             SELECT e.id, 'end', b.category_id FROM shop_end_products e
-               JOIN shop_base_products b ON b.id = e.base_product_id
-              WHERE b.category_id IS NOT NULL
+             SELECT e.id, 'end', COALESCE(e.category_id, b.category_id) FROM shop_end_products e
+               LEFT JOIN shop_base_products b ON b.id = e.base_product_id
+              WHERE COALESCE(e.category_id, b.category_id) IS NOT NULL
              ORDER BY 1",
         )?;
         let rows = stmt
@@ -476,9 +530,12 @@ impl Store {
     /// product). Sorted by item id.
     pub fn item_attributes(&self) -> Result<Vec<ItemAttributes>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, 'base', category_id, id, NULL, price FROM shop_base_products
+            "SELECT id, 'base', category_id, id, NULL, price, 0 FROM shop_base_products
              UNION ALL
-             SELECT e.id, 'end', b.category_id, e.base_product_id, e.designer_id, b.price
+             SELECT e.id, 'end', COALESCE(e.category_id, b.category_id), e.base_product_id,
+                    e.designer_id, COALESCE(e.price, b.price),
+                    CASE WHEN json_valid(e.attributes)
+                         THEN json_extract(e.attributes, '$.source') = 'webhook' ELSE 0 END
                FROM shop_end_products e
                LEFT JOIN shop_base_products b ON b.id = e.base_product_id
              ORDER BY 1",
@@ -493,6 +550,7 @@ impl Store {
                     base_product_id: r.get(3)?,
                     designer_id: r.get(4)?,
                     price: r.get(5)?,
+                    live: r.get::<_, Option<bool>>(6)?.unwrap_or(false),
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;

@@ -5,8 +5,11 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::interactions::reconcile_in;
-use crate::shop::{upsert_order_in, Upserted};
-use crate::{now_ms, OriginRows, ReconcileCounts, ReconcileScope, Result, ShopOrder, Store};
+use crate::shop::{upsert_order_in, upsert_row, Upserted};
+use crate::{
+    now_ms, Category, EndProduct, OriginRows, ReconcileCounts, ReconcileScope, Result, ShopOrder,
+    Store,
+};
 
 /// One webhook delivery, as the shop sent it.
 #[derive(Debug, Clone)]
@@ -43,6 +46,34 @@ pub enum DeliveryOutcome {
         changed_order: bool,
         /// What happened to its interactions.
         interactions: ReconcileCounts,
+    },
+    /// A product (`products/*`) was mirrored into the catalogue, or removed from it.
+    Product {
+        /// Whether the product row was new.
+        new_product: bool,
+        /// Whether the product row changed.
+        changed_product: bool,
+        /// Whether the delivery removed it (`products/delete`: kept, marked deleted,
+        /// so it is never shown again and its history stays).
+        removed: bool,
+    },
+}
+
+/// What a `products/*` delivery does to the catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProductChange {
+    /// Create or update a design, with its category when the shop named a new one.
+    Upsert {
+        /// The design.
+        product: Box<EndProduct>,
+        /// Its category, when the delivery named one by `product_type` that the
+        /// shop's categories did not have yet.
+        category: Option<Category>,
+    },
+    /// `products/delete`: never shown again.
+    Delete {
+        /// The product id.
+        id: String,
     },
 }
 
@@ -117,6 +148,97 @@ impl Store {
             changed_order: upserted == Upserted::Updated,
             interactions,
         })
+    }
+
+    /// Records a `products/*` delivery and applies it to the catalogue, in one
+    /// transaction: the design (and a category it names for the first time)
+    /// upserted, or a deleted one marked `"status": "deleted"` in its
+    /// attributes (so it is hidden everywhere). The delivery's `order_id` is
+    /// `product:<id>` and its `order_updated_at` the product's `updated_at`, so an
+    /// older state than one already applied is recorded as stale, as for orders.
+    pub fn apply_product_delivery(
+        &mut self,
+        delivery: &WebhookDelivery,
+        change: &ProductChange,
+    ) -> Result<DeliveryOutcome> {
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO webhook_deliveries (delivery_id, topic, shop_domain, order_id,
+                financial_status, order_updated_at, outcome, received_at)
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5, 'recorded', ?6)
+             ON CONFLICT (delivery_id) DO NOTHING",
+            params![
+                delivery.delivery_id,
+                delivery.topic,
+                delivery.shop_domain,
+                delivery.order_id,
+                delivery.order_updated_at,
+                now_ms()
+            ],
+        )?;
+        if inserted == 0 {
+            return Ok(DeliveryOutcome::Duplicate);
+        }
+        if let (Some(at), Some(key)) = (delivery.order_updated_at, &delivery.order_id) {
+            let newest: Option<i64> = tx
+                .query_row(
+                    "SELECT MAX(order_updated_at) FROM webhook_deliveries
+                     WHERE order_id = ?1 AND outcome = 'applied'",
+                    [key],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            if newest.is_some_and(|newest| at < newest) {
+                tx.execute(
+                    "UPDATE webhook_deliveries SET outcome = 'stale' WHERE delivery_id = ?1",
+                    [&delivery.delivery_id],
+                )?;
+                tx.commit()?;
+                return Ok(DeliveryOutcome::Stale);
+            }
+        }
+        let outcome = match change {
+            ProductChange::Upsert { product, category } => {
+                if let Some(c) = category {
+                    upsert_row(&tx, c)?;
+                }
+                let upserted = upsert_row(&tx, product.as_ref())?;
+                DeliveryOutcome::Product {
+                    new_product: upserted == Upserted::Inserted,
+                    changed_product: upserted == Upserted::Updated,
+                    removed: false,
+                }
+            }
+            ProductChange::Delete { id } => {
+                let marked = tx.execute(
+                    "UPDATE shop_end_products
+                        SET attributes = json_set(CASE WHEN json_valid(attributes) THEN attributes ELSE '{}' END,
+                                                  '$.status', 'deleted'),
+                            updated_at = ?2
+                      WHERE id = ?1",
+                    params![id, now_ms()],
+                )?;
+                if marked == 0 {
+                    tx.execute(
+                        "INSERT INTO shop_end_products (id, attributes, updated_at)
+                         VALUES (?1, '{\"status\":\"deleted\"}', ?2)",
+                        params![id, now_ms()],
+                    )?;
+                }
+                DeliveryOutcome::Product {
+                    new_product: marked == 0,
+                    changed_product: marked > 0,
+                    removed: true,
+                }
+            }
+        };
+        tx.execute(
+            "UPDATE webhook_deliveries SET outcome = 'applied' WHERE delivery_id = ?1",
+            [&delivery.delivery_id],
+        )?;
+        tx.commit()?;
+        Ok(outcome)
     }
 
     /// Delivery counts by `(topic, outcome)`.

@@ -13,6 +13,7 @@ pub async fn run(ctx: &Context, command: DatasetCommand) -> Result<()> {
             let options = BuildOptions {
                 full: args.full,
                 csv: args.csv,
+                include_public: args.include_public,
             };
             let summary = dataset::build(&store, &objects, options, &Bars::default()).await?;
             ctx.print(&summary, || render_build(&summary))

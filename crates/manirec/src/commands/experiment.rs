@@ -36,13 +36,14 @@ pub fn run(ctx: &Context, command: ExperimentCommand) -> Result<()> {
             id,
             promote,
             roll_back,
+            force,
         } => {
             let outcome = match (promote, roll_back) {
                 (true, _) => Outcome::Promoted,
                 (_, true) => Outcome::RolledBack,
                 _ => Outcome::Stopped,
             };
-            let e = experiments::stop(&store, id, outcome)?;
+            let e = experiments::stop_checked(&store, id, outcome, force, config)?;
             let status = experiments::status(&store, Some(e.id), config)?;
             let active = store.active_model_version()?.map(|v| v.version);
             let mut summary = serde_json::to_value(&status)?;

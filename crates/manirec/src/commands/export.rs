@@ -14,6 +14,12 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
     };
     let s = export(&store, &objects, options, &Bars::default()).await?;
     ctx.print(&s, || {
+        if !s.written {
+            return format!(
+                "Nothing new since {}: no file written\n",
+                s.since.as_deref().unwrap_or("the last export")
+            );
+        }
         format!(
             "Exported {} rows ({}{}) to {}\n  sha256 {}\n  metadata {}\n",
             s.rows,

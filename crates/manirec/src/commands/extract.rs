@@ -35,7 +35,8 @@ pub fn render(s: &Extraction) -> String {
     );
     if let Some(e) = &s.export {
         out.push_str(&format!(
-            "Wrote {} ({} rows, sha256 {})\n",
+            "{} {} ({} rows, sha256 {})\n",
+            if e.written { "Wrote" } else { "Unchanged:" },
             e.key,
             e.rows,
             &e.sha256[..16]

@@ -270,13 +270,21 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
     };
     let rules = CatalogRules::load(&store)?;
     let catalogue = Catalogue::load(&store)?;
+    let category = match args.category.as_deref() {
+        Some(c) => Some(
+            catalogue
+                .resolve_category(c)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        None => None,
+    };
     let items = serving::recommend(
         &live,
         &Ask {
             user: user.as_deref(),
             past: &known,
             k: args.k,
-            category: args.category.as_deref(),
+            category: category.as_deref(),
             exclude: &args.exclude,
         },
         &rules,

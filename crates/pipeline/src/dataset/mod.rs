@@ -41,6 +41,9 @@ pub struct BuildOptions {
     pub full: bool,
     /// Also write train and test as CSV.
     pub csv: bool,
+    /// Also take `--source public` interactions (off: public data is for
+    /// pre-training, not the shop's datasets).
+    pub include_public: bool,
 }
 
 /// One file of a dataset version.
@@ -67,6 +70,10 @@ pub struct ManifestCounts {
     pub input_rows: u64,
     /// Interactions of refunded, cancelled or voided orders, left out.
     pub excluded_refunded: u64,
+    /// Public interactions (`--source public`) left out: they are for
+    /// pre-training, and enter a dataset only with `--include-public`.
+    #[serde(default)]
+    pub excluded_public: u64,
     /// Rows removed by deduplication.
     pub deduplicated: u64,
     /// Simulated rows of the test period, left out of both parts.
@@ -207,14 +214,20 @@ impl Built {
 pub fn prepare(
     store: &Store,
     parent_watermark: Option<i64>,
+    include_public: bool,
     progress: &dyn Progress,
 ) -> Result<Built> {
     let clock = Instant::now();
-    let (mut table, stats) = Table::load(store, ScanFilter::default(), progress)?;
+    let filter = ScanFilter {
+        include_public,
+        ..ScanFilter::default()
+    };
+    let (mut table, stats) = Table::load(store, filter, progress)?;
     let read_ms = clock.elapsed().as_millis() as u64;
     let mut counts = ManifestCounts {
         input_rows: stats.rows,
         excluded_refunded: stats.excluded_refunded,
+        excluded_public: stats.excluded_public,
         new_since_parent: match parent_watermark {
             Some(w) => table.rows.iter().filter(|r| r.id > w).count() as u64,
             None => stats.rows,
@@ -319,6 +332,7 @@ pub async fn build(
     let built = prepare(
         store,
         parent.as_ref().map(|p| p.max_interaction_id),
+        options.include_public,
         progress,
     )?;
     lap("read_dedup_sort_split", &mut timings);

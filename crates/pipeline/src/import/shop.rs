@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use manirec_store::{
-    Account, BaseProduct, EndProduct, Image, OrderLine, ShopOrder, Store, UpsertCounts,
+    Account, BaseProduct, Category, EndProduct, Image, OrderLine, ShopOrder, Store, UpsertCounts,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
@@ -104,6 +104,11 @@ pub fn import_shop(store: &mut Store, path: &Path, progress: &dyn Progress) -> R
         report: &mut report,
         progress,
     };
+    // Optional (older shops have none): lets a category be asked by name.
+    let categories = match reader.find_table("categories")? {
+        Some(_) => reader.read("categories", category_from_row)?,
+        None => None,
+    };
     let accounts = reader.read("accounts", account_from_row)?;
     let base = reader.read("base_products", base_product_from_row)?;
     let end = reader.read("end_products", end_product_from_row)?;
@@ -120,6 +125,9 @@ pub fn import_shop(store: &mut Store, path: &Path, progress: &dyn Progress) -> R
         report.tables.insert(table.to_owned(), counts.total());
         report.changes.insert(table.to_owned(), counts);
     };
+    if let Some(rows) = categories {
+        record("categories", store.upsert_categories(&rows)?);
+    }
     if let Some(rows) = accounts {
         record("accounts", store.upsert_accounts(&rows)?);
     }
@@ -261,6 +269,11 @@ impl Keyed for BaseProduct {
     }
 }
 impl Keyed for EndProduct {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+impl Keyed for Category {
     fn key(&self) -> &str {
         &self.id
     }
@@ -583,14 +596,34 @@ fn end_product_from_row(row: &SourceRow<'_>) -> Verdict<EndProduct> {
     const BASE: &[&str] = &["base_product_id"];
     const DESIGNER: &[&str] = &["designer_id", "account_id"];
     const TITLE: &[&str] = &["title", "name"];
+    const CATEGORY: &[&str] = &["category_id"];
+    const PRICE: &[&str] = &["price"];
     let id = required_id(row, ID)?;
+    let mut caveats = Vec::new();
+    let price = optional_number(row, PRICE, &mut caveats);
     Ok((
         EndProduct {
             id,
             base_product_id: row.text(BASE),
             designer_id: row.text(DESIGNER),
             title: row.text(TITLE),
-            attributes: row.attributes(&[ID, BASE, DESIGNER, TITLE].concat()),
+            category_id: row.text(CATEGORY),
+            price,
+            attributes: row.attributes(&[ID, BASE, DESIGNER, TITLE, CATEGORY, PRICE].concat()),
+        },
+        caveats,
+    ))
+}
+
+fn category_from_row(row: &SourceRow<'_>) -> Verdict<Category> {
+    const ID: &[&str] = &["id"];
+    const NAME: &[&str] = &["name", "title"];
+    let id = required_id(row, ID)?;
+    Ok((
+        Category {
+            id,
+            name: row.text(NAME),
+            attributes: row.attributes(&[ID, NAME].concat()),
         },
         Vec::new(),
     ))

@@ -172,7 +172,11 @@ async fn build_dataset(State(state): State<AppState>, body: Option<Json<DatasetB
         handle.block_on(dataset::build(
             store,
             objects,
-            BuildOptions { full, csv: false },
+            BuildOptions {
+                full,
+                csv: false,
+                include_public: false,
+            },
             &NoProgress,
         ))
     })
@@ -274,6 +278,8 @@ async fn experiment_status(State(state): State<AppState>, Path(id): Path<i64>) -
 struct StopBody {
     promote: bool,
     roll_back: bool,
+    /// Promote even against the test's evidence.
+    force: bool,
 }
 
 async fn stop_experiment(
@@ -295,7 +301,7 @@ async fn stop_experiment(
     };
     let config = state.config().experiments.clone();
     let answer = on_db(&state, move |s| {
-        let e = experiments::stop(s, Some(id), outcome)?;
+        let e = experiments::stop_checked(s, Some(id), outcome, b.force, &config)?;
         experiments::status(s, Some(e.id), &config)
     })
     .await?;

@@ -76,6 +76,13 @@ pub async fn post_events(
     state
         .metrics()
         .events(accepted, duplicates, rejected.len() as u64);
+    if !rejected.is_empty() {
+        // The daily report's "refused" count.
+        let n = rejected.len() as u64;
+        if let Err(e) = state.db().call(move |s| s.add_rejected_events(n)).await? {
+            tracing::warn!(error = %e, "could not count refused events");
+        }
+    }
     Ok(Json(Answer {
         accepted,
         duplicates,

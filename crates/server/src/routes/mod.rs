@@ -22,6 +22,11 @@ use crate::{ApiError, AppState};
 /// The storefront SDK, served as is.
 const SDK_JS: &str = include_str!("../../assets/sdk.js");
 
+/// The API's OpenAPI 3.1 description. `tests/openapi.rs` checks it lists
+/// exactly the routes of this router (read from this crate's source) and that
+/// each one answers, and validates it with `openapi-spec-validator`.
+const OPENAPI_JSON: &str = include_str!("../../assets/openapi.json");
+
 pub fn router(state: AppState) -> Router {
     let config = state.config();
     // Storefronts live on the shop's domain: the tracking endpoint answers any
@@ -53,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sdk.js", get(sdk))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         // Only matched routes: their template is the label (MatchedPath is
         // set by routing, so this must be a route layer).
         .route_layer(from_fn_with_state(state.clone(), record_latency))
@@ -107,6 +113,16 @@ async fn sdk() -> impl IntoResponse {
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         SDK_JS,
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        OPENAPI_JSON,
     )
 }
 

@@ -60,6 +60,7 @@ pub async fn recommendations(
     if serving.active.is_none() && serving.experiment.is_none() {
         return Err(no_model());
     }
+    let category = category(&serving, p.category.as_deref())?;
     let key = state.config().user_key.clone();
     let weights = state.config().weights.clone();
     let (user_id, session_id) = (p.user_id.clone(), p.session_id.clone());
@@ -96,7 +97,7 @@ pub async fn recommendations(
             user: user.as_deref(),
             past: &known,
             k: k(p.k),
-            category: p.category.as_deref(),
+            category: category.as_deref(),
             exclude: &exclude,
         },
         &serving.rules,
@@ -139,9 +140,29 @@ pub async fn popular(
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Items>, ApiError> {
+    let category = category(&state.serving(), p.category.as_deref())?;
     list(&state, "popular", |live, serving| {
-        serving::popular(live, k(p.k), p.category.as_deref(), &serving.rules)
+        serving::popular(
+            live,
+            k(p.k),
+            category.as_deref(),
+            &serving.rules,
+            &serving.catalogue,
+        )
     })
+}
+
+/// The category id of `?category=`, given by id or by name (`Mugs`, `mugs`);
+/// an unknown one is a 400 that lists the close matches.
+fn category(serving: &crate::Serving, asked: Option<&str>) -> Result<Option<String>, ApiError> {
+    match asked.map(str::trim).filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) => serving
+            .catalogue
+            .resolve_category(c)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request("unknown_category", e.to_string())),
+    }
 }
 
 /// A list answered by the active model, outside any experiment, and logged.

@@ -70,7 +70,7 @@ fn outcome_name(o: &DeliveryOutcome) -> &'static str {
         DeliveryOutcome::Duplicate => "duplicate",
         DeliveryOutcome::Stale => "stale",
         DeliveryOutcome::Recorded => "recorded",
-        DeliveryOutcome::Applied { .. } => "applied",
+        DeliveryOutcome::Applied { .. } | DeliveryOutcome::Product { .. } => "applied",
     }
 }
 
