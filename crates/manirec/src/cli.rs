@@ -352,11 +352,13 @@ pub enum ModelArg {
     Sr,
     /// Session model: V-SKNN session-based kNN (Ludewig & Jannach).
     Vsknn,
+    /// Session model: item-kNN, RP3beta, SR and sparse EASE blended by weights.
+    Blend,
 }
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// popular, als, ease, two-tower; session models item-knn, rp3beta, sr, vsknn.
+    /// popular, als, ease, two-tower; session models item-knn, rp3beta, sr, vsknn, blend.
     #[arg(long, value_enum)]
     pub model: ModelArg,
     /// Dataset version (default: the latest ready one).
@@ -434,6 +436,9 @@ pub struct TrainArgs {
     /// from the most recent one (1 / (1 + recency * d)).
     #[arg(long)]
     pub recency: Option<f32>,
+    /// Blend: weights of item-kNN, RP3beta, SR and sparse EASE (`1,1,1,0.5`).
+    #[arg(long, value_delimiter = ',', num_args = 4)]
+    pub blend: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Args)]

@@ -29,7 +29,8 @@
 //!   tree (numpy EASE, implicit's item-kNN, the papers' SR and V-SKNN written in
 //!   Python) scored by the same code; prints the best manirec model over the best
 //!   anchor per data set and protocol. `--dump DIR` keeps splits and lists for
-//!   `scripts/recompute_metrics.py`; `--only NAME` runs one data set.
+//!   `scripts/recompute_metrics.py`; `--only NAME` runs one data set, `--kinds
+//!   a,b` only those kinds (and popularity).
 //! - `catalogue`: the sparse session models trained on 100 000 items (wall time,
 //!   peak memory, nonzeros).
 //!
@@ -1076,6 +1077,9 @@ fn sessions(a: &Args) {
                 .filter(|k| *k != ModelKind::TwoTower || with_two_tower)
                 .collect();
             kinds.retain(|k| *k != ModelKind::Popular);
+            if let Some(only) = a.rest.get("kinds") {
+                kinds.retain(|k| only.split(',').any(|o| o == k.as_str()));
+            }
             kinds.insert(0, ModelKind::Popular);
             for kind in kinds {
                 let t = Instant::now();

@@ -16,7 +16,7 @@
 //!   `two_tower.cold_ptr`, `two_tower.cold_idx`: items with features and no
 //!   training row, and their features (absent in older two-tower artifacts). The
 //!   candidate vectors are recomputed on load (same code, same order, same bits);
-//! - item-kNN, RP3beta, SR: `graph.indptr` (U64, [items + 1]), `graph.indices`
+//! - item-kNN, RP3beta, SR, blend: `graph.indptr` (U64, [items + 1]), `graph.indices`
 //!   (U32, [nnz]), `graph.data` (F32, [nnz]): the sparse item × item weights, rows
 //!   by catalogue index;
 //! - V-SKNN: `vsknn.indptr` (U64, [sessions + 1]), `vsknn.indices` (U32, [nnz]):
@@ -395,11 +395,12 @@ impl Model {
                 t.refresh_candidates();
                 Inner::TwoTower(Box::new(t))
             }
-            crate::ModelKind::ItemKnn | crate::ModelKind::Rp3beta | crate::ModelKind::Sr => {
-                Inner::Graph(ItemGraph {
-                    w: csr("graph", Some(n), n, true)?,
-                })
-            }
+            crate::ModelKind::ItemKnn
+            | crate::ModelKind::Rp3beta
+            | crate::ModelKind::Sr
+            | crate::ModelKind::Blend => Inner::Graph(ItemGraph {
+                w: csr("graph", Some(n), n, true)?,
+            }),
             crate::ModelKind::Vsknn => {
                 spec.session
                     .validate()

@@ -37,6 +37,8 @@ pub enum ModelKind {
     Sr,
     /// V-SKNN session-based kNN: a session model.
     Vsknn,
+    /// Item-kNN, RP3beta, SR and sparse EASE blended by tuned weights: a session model.
+    Blend,
 }
 
 impl ModelKind {
@@ -51,11 +53,12 @@ impl ModelKind {
             ModelKind::Rp3beta => "rp3beta",
             ModelKind::Sr => "sr",
             ModelKind::Vsknn => "vsknn",
+            ModelKind::Blend => "blend",
         }
     }
 
     /// Every kind, in the order the CLI lists them.
-    pub const ALL: [ModelKind; 8] = [
+    pub const ALL: [ModelKind; 9] = [
         ModelKind::Popular,
         ModelKind::Als,
         ModelKind::Ease,
@@ -64,6 +67,7 @@ impl ModelKind {
         ModelKind::Rp3beta,
         ModelKind::Sr,
         ModelKind::Vsknn,
+        ModelKind::Blend,
     ];
 
     /// Whether it scores a visitor from the ordered items of their session
@@ -72,7 +76,11 @@ impl ModelKind {
     pub fn is_session(self) -> bool {
         matches!(
             self,
-            ModelKind::ItemKnn | ModelKind::Rp3beta | ModelKind::Sr | ModelKind::Vsknn
+            ModelKind::ItemKnn
+                | ModelKind::Rp3beta
+                | ModelKind::Sr
+                | ModelKind::Vsknn
+                | ModelKind::Blend
         )
     }
 }
@@ -95,10 +103,11 @@ impl FromStr for ModelKind {
             "rp3beta" => Ok(ModelKind::Rp3beta),
             "sr" => Ok(ModelKind::Sr),
             "vsknn" => Ok(ModelKind::Vsknn),
+            "blend" => Ok(ModelKind::Blend),
             _ => Err(Error::Config {
                 name: "model",
                 message: format!(
-                    "{s:?} (expected popular, als, ease, two-tower, item-knn, rp3beta, sr or vsknn)"
+                    "{s:?} (expected popular, als, ease, two-tower, item-knn, rp3beta, sr, vsknn or blend)"
                 ),
             }),
         }
@@ -210,6 +219,9 @@ impl Model {
             ModelKind::Rp3beta => Inner::Graph(ItemGraph::rp3beta(data, &spec.session)?),
             ModelKind::Sr => Inner::Graph(ItemGraph::sequential_rules(rows, data, &spec.session)?),
             ModelKind::Vsknn => Inner::Vsknn(Vsknn::fit(rows, data, &spec.session)?),
+            ModelKind::Blend => {
+                Inner::Graph(ItemGraph::blend(rows, data, &spec.ease, &spec.session)?)
+            }
         };
         Ok(Model {
             spec: *spec,

@@ -21,6 +21,10 @@
 //!   square root of the neighbour's length), and an item scores the summed
 //!   similarity of the neighbours holding it.
 //!
+//! - Blend ([`ItemGraph::blend`]): item-kNN, RP3beta, SR and a sparse EASE
+//!   (the collaborative model, each item's strongest weights of B) summed with
+//!   tuned weights, each graph's rows scaled to 1 first.
+//!
 //! The order of the context matters: its distinct items are weighted by how
 //! recently they were seen, `w = 1 / (1 + recency · d)` with `d = 0` for the most
 //! recent item ([`context`]).
@@ -55,6 +59,9 @@ pub struct SessionConfig {
     /// Item-kNN, RP3beta: train on the signal's values (`true`) or on which
     /// pairs exist (`false`).
     pub weighted: bool,
+    /// Blend: the weights of item-kNN, RP3beta, SR and (sparsified) EASE, each
+    /// graph's rows scaled to a largest weight of 1 first; 0 leaves one out.
+    pub blend: [f32; 4],
 }
 
 impl Default for SessionConfig {
@@ -71,6 +78,7 @@ impl Default for SessionConfig {
             sample: 1000,
             recency: 1.0,
             weighted: false,
+            blend: [1.0, 1.0, 1.0, 0.5],
         }
     }
 }
@@ -102,6 +110,14 @@ impl SessionConfig {
         }
         if self.sample == 0 {
             return bad("sample", "0 (must be ≥ 1)".into());
+        }
+        if !self.blend.iter().all(|w| *w >= 0.0 && w.is_finite())
+            || self.blend.iter().all(|w| *w == 0.0)
+        {
+            return bad(
+                "blend",
+                format!("{:?} (weights ≥ 0, not all 0)", self.blend),
+            );
         }
         if !(self.recency >= 0.0 && self.recency.is_finite()) {
             return bad("recency", format!("{} (must be ≥ 0)", self.recency));
@@ -312,6 +328,91 @@ impl ItemGraph {
             }
         });
         Ok(ItemGraph { w })
+    }
+
+    /// EASE's weights as a graph: each active item's `neighbours` largest
+    /// weights of its row of B (a sparse EASE: the same scores on the kept
+    /// weights, `x · B`, for a fraction of the memory at serving).
+    pub fn sparse_ease(
+        data: &Interactions,
+        ease: &crate::EaseConfig,
+        config: &SessionConfig,
+    ) -> Result<Self> {
+        let e = crate::Ease::fit(data, ease)?;
+        let n = data.items.len();
+        let m = e.active.len();
+        let rows: Vec<Vec<(u32, f32)>> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let p = e.position[i];
+                if p == crate::ease::INACTIVE {
+                    return Vec::new();
+                }
+                let row = &e.b[p as usize * m..(p as usize + 1) * m];
+                let mut cands: Vec<(u32, f32)> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(q, &v)| (e.active[q], v))
+                    .collect();
+                top_row(&mut cands, config.neighbours)
+            })
+            .collect();
+        Ok(ItemGraph {
+            w: Csr::from_rows(rows),
+        })
+    }
+
+    /// The blend of item-kNN, RP3beta, SR and sparse EASE by
+    /// [`SessionConfig::blend`]: every graph's rows scaled to a largest weight of
+    /// 1, then summed with their weights. A session's score is linear in the
+    /// graph, so this is exactly the weighted sum of the models' (scaled) scores.
+    pub fn blend(
+        rows: &[Interaction],
+        data: &Interactions,
+        ease: &crate::EaseConfig,
+        config: &SessionConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let n = data.items.len();
+        let mut parts: Vec<(f32, ItemGraph)> = Vec::new();
+        for (k, &w) in config.blend.iter().enumerate() {
+            if w <= 0.0 {
+                continue;
+            }
+            let g = match k {
+                0 => Self::item_knn(data, config)?,
+                1 => Self::rp3beta(data, config)?,
+                2 => Self::sequential_rules(rows, data, config)?,
+                _ => Self::sparse_ease(data, ease, config)?,
+            };
+            parts.push((w, g));
+        }
+        let merged: Vec<Vec<(u32, f32)>> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let mut row: Vec<(u32, f32)> = Vec::new();
+                for (w, g) in &parts {
+                    let (js, vs) = g.w.row(i);
+                    let max = vs.iter().fold(0f32, |a, &b| a.max(b));
+                    if max > 0.0 {
+                        row.extend(js.iter().zip(vs).map(|(&j, &v)| (j, w * v / max)));
+                    }
+                }
+                row.sort_by_key(|p| p.0);
+                let mut out: Vec<(u32, f32)> = Vec::with_capacity(row.len());
+                for (j, v) in row {
+                    match out.last_mut() {
+                        Some(last) if last.0 == j => last.1 += v,
+                        _ => out.push((j, v)),
+                    }
+                }
+                out.retain(|p| p.1 > 0.0);
+                out
+            })
+            .collect();
+        Ok(ItemGraph {
+            w: Csr::from_rows(merged),
+        })
     }
 
     /// Adds `Σ_i w_i · W[i, ·]` into `out` (zeroed first).

@@ -731,11 +731,12 @@ pub(crate) fn walks(users: usize, items: usize, len: usize, seed: u64) -> Vec<In
     rows
 }
 
-const SESSION_KINDS: [ModelKind; 4] = [
+const SESSION_KINDS: [ModelKind; 5] = [
     ModelKind::ItemKnn,
     ModelKind::Rp3beta,
     ModelKind::Sr,
     ModelKind::Vsknn,
+    ModelKind::Blend,
 ];
 
 #[test]
@@ -835,4 +836,30 @@ fn session_tuning_scores_visits_as_sessions_and_is_reproducible() {
     let s = crate::tune::tune(&clustered(200, 4, 25, 13), &ease, None, &s_opts).unwrap();
     assert_eq!(s.protocol, Protocol::Session);
     assert!(s.validation_users > w.validation_users);
+}
+
+#[test]
+fn a_blend_is_the_weighted_sum_of_its_scaled_graphs() {
+    let rows = walks(300, 60, 6, 4);
+    let data = crate::Interactions::build(&rows, &crate::Signal::default()).unwrap();
+    let only_sr = crate::SessionConfig {
+        blend: [0.0, 0.0, 2.0, 0.0],
+        ..Default::default()
+    };
+    let ease = crate::EaseConfig::default();
+    let b = crate::ItemGraph::blend(&rows, &data, &ease, &only_sr).unwrap();
+    let sr = crate::ItemGraph::sequential_rules(&rows, &data, &only_sr).unwrap();
+    // One part: each row is SR's row scaled to a largest weight of 2.
+    assert_eq!(b.nnz(), sr.nnz());
+    let mut out_b = vec![0f32; data.items.len()];
+    let mut out_s = vec![0f32; data.items.len()];
+    b.scores_for(&[(3, 1.0)], &mut out_b);
+    sr.scores_for(&[(3, 1.0)], &mut out_s);
+    let max = out_s.iter().fold(0f32, |a, &x| a.max(x));
+    for (x, y) in out_b.iter().zip(&out_s) {
+        assert!((x - 2.0 * y / max).abs() < 1e-5);
+    }
+    let mut none = only_sr;
+    none.blend = [0.0; 4];
+    assert!(crate::ItemGraph::blend(&rows, &data, &ease, &none).is_err());
 }

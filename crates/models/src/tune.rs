@@ -123,6 +123,7 @@ enum Param {
     Steps,
     Sample,
     Recency,
+    Blend(usize),
 }
 
 fn get(spec: &ModelSpec, p: Param) -> f64 {
@@ -140,6 +141,7 @@ fn get(spec: &ModelSpec, p: Param) -> f64 {
         Param::Steps => spec.session.steps as f64,
         Param::Sample => spec.session.sample as f64,
         Param::Recency => spec.session.recency as f64,
+        Param::Blend(k) => spec.session.blend[k] as f64,
     }
 }
 
@@ -158,6 +160,7 @@ fn set(spec: &mut ModelSpec, p: Param, v: f64) {
         Param::Steps => spec.session.steps = (v.round() as usize).max(1),
         Param::Sample => spec.session.sample = (v.round() as usize).max(1),
         Param::Recency => spec.session.recency = v as f32,
+        Param::Blend(k) => spec.session.blend[k] = v as f32,
     }
 }
 
@@ -226,6 +229,14 @@ pub fn tune(
         ],
         ModelKind::Sr => &[Param::Steps, Param::Recency, Param::Neighbours],
         ModelKind::Vsknn => &[Param::Neighbours, Param::Sample, Param::Recency],
+        ModelKind::Blend => &[
+            Param::Blend(3),
+            Param::Blend(2),
+            Param::Blend(1),
+            Param::Blend(0),
+            Param::Recency,
+            Param::Neighbours,
+        ],
     };
     let mut best_score = run(&best, &mut trials)?;
     // The half-life first, on a coarse scale (none, a month … three years): it

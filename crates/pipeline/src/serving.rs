@@ -420,6 +420,41 @@ fn apply_rules(
 mod tests {
     use super::*;
 
+    /// Registers a version of `kind` on `dataset` whose session report is
+    /// `ndcg` (beating popularity or not).
+    fn register(store: &Store, kind: &str, dataset: &str, ndcg: f64, beats: bool) -> String {
+        let v = store.reserve_model_version(kind, dataset, "{}").unwrap();
+        let metrics = serde_json::json!({
+            "metrics": {"ndcg@10": 0.2},
+            "session": {"metrics": {"ndcg@10": ndcg}, "beats_baseline": beats},
+        });
+        store
+            .register_model_candidate(&v, "{}", &metrics.to_string(), "k", "s")
+            .unwrap();
+        v
+    }
+
+    #[test]
+    fn the_best_measured_session_model_answers_sessions() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(session_version(&store).unwrap(), None, "no active model");
+        let active = register(&store, "als", "v1.0", 0.30, true);
+        store.promote_model_version(&active).unwrap();
+        assert_eq!(
+            session_version(&store).unwrap(),
+            None,
+            "only the active one"
+        );
+        let worse = register(&store, "ease", "v1.0", 0.25, true);
+        let undecided = register(&store, "sr", "v1.0", 0.50, false);
+        let other_data = register(&store, "vsknn", "v1.1", 0.60, true);
+        assert_eq!(session_version(&store).unwrap(), None);
+        let best = register(&store, "item-knn", "v1.0", 0.40, true);
+        let got = session_version(&store).unwrap().unwrap();
+        assert_eq!(got.version, best);
+        assert!(![worse, undecided, other_data].contains(&got.version));
+    }
+
     fn scored(ids: &[&str]) -> Vec<Scored> {
         ids.iter()
             .enumerate()

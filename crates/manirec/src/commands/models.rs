@@ -28,6 +28,7 @@ pub fn spec(args: &TrainArgs) -> Result<ModelSpec> {
         ModelArg::Rp3beta => ModelKind::Rp3beta,
         ModelArg::Sr => ModelKind::Sr,
         ModelArg::Vsknn => ModelKind::Vsknn,
+        ModelArg::Blend => ModelKind::Blend,
     };
     let mut spec = ModelSpec::new(kind);
     if let Some(seed) = args.seed {
@@ -92,6 +93,11 @@ pub fn spec(args: &TrainArgs) -> Result<ModelSpec> {
     }
     if let Some(v) = args.recency {
         s.recency = v;
+    }
+    if let Some(v) = &args.blend {
+        for (slot, w) in s.blend.iter_mut().zip(v) {
+            *slot = *w;
+        }
     }
     s.validate()?;
     Ok(spec)
