@@ -30,7 +30,7 @@
 //!   Python) scored by the same code; prints the best manirec model over the best
 //!   anchor per data set and protocol. `--dump DIR` keeps splits and lists for
 //!   `scripts/recompute_metrics.py`; `--only NAME` runs one data set, `--kinds
-//!   a,b` only those kinds (and popularity).
+//!   a,b` only those kinds (and popularity), `--protocol warm|session` one protocol.
 //! - `catalogue`: the sparse session models trained on 100 000 items (wall time,
 //!   peak memory, nonzeros).
 //!
@@ -1069,6 +1069,9 @@ fn sessions(a: &Args) {
         let f = |part: &str| dir.join(format!("{name}.{part}")).display().to_string();
         for protocol in [Protocol::Warm, Protocol::Session] {
             let pname = format!("{protocol:?}").to_lowercase();
+            if a.rest.get("protocol").is_some_and(|p| *p != pname) {
+                continue;
+            }
             let cs = cases(&split.train, &split.test, protocol, baseline.items());
             let mut best_ours = (String::new(), 0.0f64, 0.0f64);
             let mut ease_lambda = 3000.0f32;
