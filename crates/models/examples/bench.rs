@@ -30,7 +30,7 @@
 //!   Python) scored by the same code; prints the best manirec model over the best
 //!   anchor per data set and protocol. `--dump DIR` keeps splits and lists for
 //!   `scripts/recompute_metrics.py`; `--only NAME` runs one data set, `--kinds
-//!   a,b` only those kinds (and popularity), `--protocol warm|session` one protocol.
+//!   a,b` only those kinds (and popularity), `--protocol warm|session` one protocol, `--trials N` the search's budget.
 //! - `catalogue`: the sparse session models trained on 100 000 items (wall time,
 //!   peak memory, nonzeros).
 //!
@@ -1095,7 +1095,11 @@ fn sessions(a: &Args) {
                         None,
                         &TuneOptions {
                             protocol: Some(protocol),
-                            max_trials: if kind == ModelKind::Ease { 12 } else { 30 },
+                            max_trials: a
+                                .rest
+                                .get("trials")
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or(if kind == ModelKind::Ease { 12 } else { 30 }),
                             ..TuneOptions::default()
                         },
                     )
