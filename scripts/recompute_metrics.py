@@ -35,7 +35,7 @@ def relevant_sets(train, test, protocol):
     for t, n, u, i in sorted(test):
         if not u.startswith("anonymous:"):
             by_user.setdefault(u, []).append(i)
-    rel = {}
+    rel, ctx = {}, {}
     for u, its in by_user.items():
         if protocol == "warm":
             if u in seen:
@@ -43,13 +43,14 @@ def relevant_sets(train, test, protocol):
                 if r:
                     rel[u] = r
         elif u not in seen:
-            distinct = list(dict.fromkeys(its))
+            # The contract: items not in train dropped first, then each item kept
+            # at its first occurrence, then the first max(1, n // 2) are context.
+            distinct = list(dict.fromkeys(i for i in its if i in items))
             if len(distinct) >= 2:
                 k = max(1, len(distinct) // 2)
-                r = {i for i in distinct[k:] if i in items}
-                if r:
-                    rel[u] = r
-    return rel, len(items)
+                rel[u] = set(distinct[k:])
+                ctx[u] = distinct[:k]
+    return rel, ctx, len(items)
 
 
 def main():
@@ -59,15 +60,20 @@ def main():
     ap.add_argument("--dump", required=True)
     ap.add_argument("--protocol", default="warm", choices=["warm", "session"])
     a = ap.parse_args()
-    rel, n_items = relevant_sets(read(a.train), read(a.test), a.protocol)
-    lists = {}
+    rel, ctx, n_items = relevant_sets(read(a.train), read(a.test), a.protocol)
+    lists, dumped_ctx = {}, {}
     with open(a.dump) as f:
         for line in f:
             d = json.loads(line)
             lists[d["user_id"]] = d["items"]
+            if "context" in d:
+                dumped_ctx[d["user_id"]] = d["context"]
     missing = set(rel) - set(lists)
     extra = set(lists) - set(rel)
     out = {"users": len(rel), "users_missing_from_dump": len(missing), "users_not_evaluated_but_dumped": len(extra)}
+    if a.protocol == "session":
+        # The dump's context must be the one the contract's text gives.
+        out["context_mismatches"] = sum(1 for u, c in ctx.items() if u in dumped_ctx and dumped_ctx[u] != c)
     sums = {}
     for u, r in rel.items():
         l = lists.get(u, [])

@@ -352,11 +352,21 @@ pub enum ModelArg {
     Ease,
     /// Two-tower retrieval (item features, cold start).
     TwoTower,
+    /// Session model: item-kNN, (asymmetric) cosine with shrinkage.
+    ItemKnn,
+    /// Session model: RP3beta random walk (Paudel et al.).
+    Rp3beta,
+    /// Session model: sequential rules (Ludewig & Jannach).
+    Sr,
+    /// Session model: V-SKNN session-based kNN (Ludewig & Jannach).
+    Vsknn,
+    /// Session model: item-kNN, RP3beta, SR and sparse EASE blended by weights.
+    Blend,
 }
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// popular, als, ease, two-tower.
+    /// popular, als, ease, two-tower; session models item-knn, rp3beta, sr, vsknn, blend.
     #[arg(long, value_enum)]
     pub model: ModelArg,
     /// Dataset version (default: the latest ready one).
@@ -368,6 +378,10 @@ pub struct TrainArgs {
     /// Search hyper-parameters on a validation split cut from train first.
     #[arg(long)]
     pub tune: bool,
+    /// The protocol `--tune` scores (default: session for session models, warm
+    /// for the others).
+    #[arg(long, value_name = "warm|session")]
+    pub tune_protocol: Option<String>,
     /// Seed of the initialisation and of the search.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -401,6 +415,38 @@ pub struct TrainArgs {
     /// Two-tower mini-batch size (the in-batch negatives).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Session models: weights kept per item (item-kNN, RP3beta, SR) or
+    /// neighbour sessions (V-SKNN).
+    #[arg(long)]
+    pub neighbours: Option<usize>,
+    /// Item-kNN shrinkage.
+    #[arg(long)]
+    pub shrink: Option<f32>,
+    /// Item-kNN asymmetric cosine's a in [0, 1] (0.5 = cosine).
+    #[arg(long)]
+    pub asymmetry: Option<f32>,
+    /// Item-kNN and RP3beta train on the signal's values rather than 0/1.
+    #[arg(long)]
+    pub weighted: bool,
+    /// RP3beta: power of the transition probabilities.
+    #[arg(long)]
+    pub rp3_alpha: Option<f32>,
+    /// RP3beta: power of the popularity the target is divided by.
+    #[arg(long)]
+    pub beta: Option<f32>,
+    /// SR: the largest distance between two items of a rule.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// V-SKNN: the most recent candidate sessions compared.
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// Session models: how fast a context item's weight falls with its distance
+    /// from the most recent one (1 / (1 + recency * d)).
+    #[arg(long)]
+    pub recency: Option<f32>,
+    /// Blend: weights of item-kNN, RP3beta, SR and sparse EASE (`1,1,1,0.5`).
+    #[arg(long, value_delimiter = ',', num_args = 4)]
+    pub blend: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Args)]

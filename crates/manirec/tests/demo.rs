@@ -33,12 +33,28 @@ fn the_demo_runs_every_stage_and_a_rerun_changes_nothing() {
         .iter()
         .map(|m| m["model"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["popular", "als", "ease", "two-tower"]);
+    assert_eq!(
+        kinds,
+        [
+            "popular",
+            "als",
+            "ease",
+            "two-tower",
+            "item-knn",
+            "rp3beta",
+            "sr",
+            "vsknn",
+            "blend"
+        ]
+    );
     // New designs appear in the test period, and the two-tower model is judged on them.
     let cold = &models[3]["cold_start"];
     assert!(cold["interactions"].as_u64().unwrap() > 0, "{cold}");
     for m in models {
         assert!(m["metrics"]["ndcg@10"].is_number(), "{m}");
+        // Both protocols, side by side.
+        assert!(m["session"]["users_evaluated"].is_number(), "{m}");
+        assert!(m["ndcg10_lift_ci"].is_array(), "{m}");
         assert!(m["train_seconds"].is_number());
     }
     for stage in [

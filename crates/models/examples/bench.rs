@@ -21,6 +21,19 @@
 //!   split, with `ANCHOR_PYTHON` naming a Python that has it), `--dim --epochs
 //!   --batch --lr --temperature --logq --user-dropout --item-dropout --history`.
 //!
+//! - `sessions`: every model (popular, ALS, EASE, item-kNN, RP3beta, SR, V-SKNN;
+//!   two-tower with `--two-tower 1`) under both protocols on MovieLens 100K,
+//!   latest-small, a generated shop log and a generated session log (visitors
+//!   walking between related designs), each tuned by `tune` on the protocol it is
+//!   scored on, beside the anchors of `scripts/anchors.py` run in the same process
+//!   tree (numpy EASE, implicit's item-kNN, the papers' SR and V-SKNN written in
+//!   Python) scored by the same code; prints the best manirec model over the best
+//!   anchor per data set and protocol. `--dump DIR` keeps splits and lists for
+//!   `scripts/recompute_metrics.py`; `--only NAME` runs one data set, `--kinds
+//!   a,b` only those kinds (and popularity), `--protocol warm|session` one protocol, `--trials N` the search's budget.
+//! - `catalogue`: the sparse session models trained on 100 000 items (wall time,
+//!   peak memory, nonzeros).
+//!
 //! The data sets' licence forbids redistribution: they are read from
 //! `/work/shared/data` (or `--data DIR`) and never copied into the repository.
 //! Run with `cargo run --release -p manirec-models --example bench -- quality`.
@@ -631,7 +644,11 @@ fn main() {
         "sweep" => sweep(&a),
         "scale" => scale(&a),
         "two-tower" => two_tower(&a),
-        other => panic!("unknown command {other}: quality | sweep | scale | two-tower"),
+        "sessions" => sessions(&a),
+        "catalogue" => catalogue(&a),
+        other => panic!(
+            "unknown command {other}: quality | sweep | scale | two-tower | sessions | catalogue"
+        ),
     }
 }
 
@@ -937,5 +954,294 @@ fn two_tower(a: &Args) {
             evaluate(&old, &b, old_rows, &split.test, Protocol::Warm, &opts).unwrap()
         });
         print_report(name, "two-tower older model, not retrained", old_secs, &r);
+    }
+}
+
+/// A session-structured shop log: `sessions` visits, each walking between related
+/// designs. Designs come in designer groups of 10 with Zipf-like appeal; a visit
+/// starts at a design drawn by appeal and each next view is, with probability
+/// 0.5, another design of the same designer, 0.3 the designer's next design in
+/// the shop's order (a "more like this" chain), 0.2 any design by appeal. Visits
+/// last 2 + a geometric number of views (mean 6); a quarter of the visitors
+/// come back (their id is reused), so the warm protocol has users too. Views
+/// weigh 1, one in ten becomes an add-to-cart (3). Visits start 2 minutes apart,
+/// views 20 s apart.
+fn session_log(sessions: usize, items: usize, seed: u64) -> Vec<Interaction> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut acc = 0.0;
+    let cdf: Vec<f64> = (0..items)
+        .map(|r| {
+            acc += 1.0 / ((r + 5) as f64).powf(0.9);
+            acc
+        })
+        .collect();
+    let mut perm: Vec<usize> = (0..items).collect();
+    for i in (1..items).rev() {
+        perm.swap(i, rng.random_range(0..=i));
+    }
+    let by_appeal = |u: f64| perm[cdf.partition_point(|&c| c < u * acc).min(items - 1)];
+    let mut out = Vec::new();
+    let mut returning: Vec<usize> = Vec::new();
+    for s in 0..sessions {
+        let user = if !returning.is_empty() && rng.random::<f64>() < 0.25 {
+            returning[rng.random_range(0..returning.len())]
+        } else {
+            s
+        };
+        if rng.random::<f64>() < 0.3 {
+            returning.push(user);
+        }
+        let mut cur = by_appeal(rng.random());
+        let mut len = 2;
+        while len < 30 && rng.random::<f64>() < 5.0 / 6.0 {
+            len += 1;
+        }
+        let start = 1_700_000_000i64 + 120 * s as i64;
+        for step in 0..len {
+            let cart = rng.random::<f64>() < 0.1;
+            let mut row = Interaction::rating(
+                format!("v{user}"),
+                format!("d{cur}"),
+                if cart { 3.0 } else { 1.0 },
+                start + 20 * step as i64,
+            );
+            row.interaction_type = if cart { "add_to_cart" } else { "view" }.into();
+            out.push(row);
+            let x: f64 = rng.random();
+            let group = cur / 10 * 10;
+            cur = if x < 0.5 {
+                (group + rng.random_range(0..10)).min(items - 1)
+            } else if x < 0.8 {
+                (cur + 1) % items
+            } else {
+                by_appeal(rng.random())
+            };
+        }
+    }
+    out.sort_by_key(|r| r.timestamp);
+    out
+}
+
+/// One scored row of the `sessions` table.
+fn print_row(dataset: &str, protocol: Protocol, label: &str, users: usize, secs: f64, s: &Scores) {
+    let mut line = format!("| {dataset} | {protocol:?} | {label} | {users} | {secs:.2} |");
+    for k in ["ndcg@10", "recall@20", "hit_rate@10", "coverage@20"] {
+        line.push_str(&format!(
+            " {:.4} [{:.4}, {:.4}] |",
+            s.metrics[k], s.metrics_ci[k][0], s.metrics_ci[k][1]
+        ));
+    }
+    println!("{line}");
+}
+
+fn sessions(a: &Args) {
+    let opts = EvalOptions::default();
+    let dir = a
+        .dump
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("manirec-bench-sessions"));
+    let script = a
+        .rest
+        .get("anchors")
+        .cloned()
+        .unwrap_or_else(|| "scripts/anchors.py".into());
+    let only = a.rest.get("only").cloned();
+    let with_two_tower = a.rest.get("two-tower").map(String::as_str) == Some("1");
+    let mut sets: Vec<(&str, Split)> = datasets(a);
+    sets.push((
+        "shop-300k",
+        temporal_split(generate(300_000, 6_000, 5_000, 50, 7), 0.8),
+    ));
+    sets.push((
+        "sessions-gen",
+        temporal_split(session_log(40_000, 5_000, 11), 0.8),
+    ));
+    println!("| data | protocol | model | users | train s | ndcg@10 | recall@20 | hit_rate@10 | coverage@20 |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut verdicts = Vec::new();
+    for (name, split) in sets {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
+        write_split(&dir, name, &split);
+        let baseline = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+        let f = |part: &str| dir.join(format!("{name}.{part}")).display().to_string();
+        for protocol in [Protocol::Warm, Protocol::Session] {
+            let pname = format!("{protocol:?}").to_lowercase();
+            if a.rest.get("protocol").is_some_and(|p| *p != pname) {
+                continue;
+            }
+            let cs = cases(&split.train, &split.test, protocol, baseline.items());
+            let mut best_ours = (String::new(), 0.0f64, 0.0f64);
+            let mut ease_lambda = 3000.0f32;
+            let mut kinds: Vec<ModelKind> = ModelKind::ALL
+                .into_iter()
+                .filter(|k| *k != ModelKind::TwoTower || with_two_tower)
+                .collect();
+            kinds.retain(|k| *k != ModelKind::Popular);
+            if let Some(only) = a.rest.get("kinds") {
+                kinds.retain(|k| only.split(',').any(|o| o == k.as_str()));
+            }
+            kinds.insert(0, ModelKind::Popular);
+            for kind in kinds {
+                let t = Instant::now();
+                let spec = if kind == ModelKind::Popular {
+                    ModelSpec::new(kind)
+                } else {
+                    let r = tune(
+                        &split.train,
+                        &ModelSpec::new(kind),
+                        None,
+                        &TuneOptions {
+                            protocol: Some(protocol),
+                            max_trials: a
+                                .rest
+                                .get("trials")
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or(if kind == ModelKind::Ease { 12 } else { 30 }),
+                            ..TuneOptions::default()
+                        },
+                    )
+                    .unwrap();
+                    eprintln!(
+                        "{name} {pname} tune {kind}: {} trials in {:.1}s, validation ndcg@10 {:.4} on {} users: {}",
+                        r.trials.len(),
+                        t.elapsed().as_secs_f64(),
+                        r.best_ndcg10,
+                        r.validation_users,
+                        serde_json::to_string(&(r.best.session, r.best.als.regularization, r.best.als.alpha, r.best.ease.lambda, r.best.signal.half_life_days)).unwrap()
+                    );
+                    r.best
+                };
+                if kind == ModelKind::Ease {
+                    ease_lambda = spec.ease.lambda;
+                }
+                let t = Instant::now();
+                let model = train(&split.train, &spec, None).unwrap();
+                let secs = t.elapsed().as_secs_f64();
+                let (r, lists) = evaluate(
+                    &model,
+                    &baseline,
+                    &split.train,
+                    &split.test,
+                    protocol,
+                    &opts,
+                )
+                .unwrap();
+                let s = Scores {
+                    metrics: r.metrics.clone(),
+                    metrics_ci: r.metrics_ci.clone(),
+                };
+                print_row(name, protocol, kind.as_str(), r.users_evaluated, secs, &s);
+                let w = File::create(dir.join(format!("{name}.{kind}.{pname}.jsonl"))).unwrap();
+                write_dump(BufWriter::new(w), &lists).unwrap();
+                if kind != ModelKind::Popular && r.metrics["ndcg@10"] > best_ours.1 {
+                    best_ours = (
+                        kind.to_string(),
+                        r.metrics["ndcg@10"],
+                        r.metrics["recall@20"],
+                    );
+                }
+            }
+            let mut best_anchor = (String::new(), 0.0f64, 0.0f64);
+            let anchor_runs: Vec<(String, Vec<String>)> = vec![
+                (
+                    format!("anchor numpy EASE (lambda {ease_lambda})"),
+                    vec!["ease".into(), "--lambda".into(), format!("{ease_lambda}")],
+                ),
+                (
+                    "anchor implicit item-kNN (cosine, K 100)".into(),
+                    vec!["itemknn".into()],
+                ),
+                ("anchor SR (steps 10, prune 20)".into(), vec!["sr".into()]),
+                (
+                    "anchor V-SKNN (k 100, sample 1000)".into(),
+                    vec!["vsknn".into()],
+                ),
+            ];
+            for (label, mut args) in anchor_runs {
+                args.extend([
+                    "--protocol".into(),
+                    pname.clone(),
+                    "--train".into(),
+                    f("train.tsv"),
+                    "--test".into(),
+                    f("test.tsv"),
+                    "--out".into(),
+                    f(&format!("anchor.{}.{pname}.jsonl", args[0])),
+                ]);
+                let (info, lists) = run_anchor(Path::new(&script), &args);
+                let s = score_ranked(&lists, &cs, baseline.items(), &opts);
+                print_row(
+                    name,
+                    protocol,
+                    &label,
+                    cs.len(),
+                    info["train_seconds"].as_f64().unwrap_or(f64::NAN),
+                    &s,
+                );
+                if s.metrics["ndcg@10"] > best_anchor.1 {
+                    best_anchor = (label, s.metrics["ndcg@10"], s.metrics["recall@20"]);
+                }
+            }
+            verdicts.push(format!(
+                "| {name} | {pname} | {} {:.4} / {:.4} | {} {:.4} / {:.4} | {:.2}x | {:.2}x |",
+                best_ours.0,
+                best_ours.1,
+                best_ours.2,
+                best_anchor.0,
+                best_anchor.1,
+                best_anchor.2,
+                best_ours.1 / best_anchor.1.max(1e-12),
+                best_ours.2 / best_anchor.2.max(1e-12),
+            ));
+        }
+    }
+    println!();
+    println!("| data | protocol | best manirec (ndcg@10 / recall@20) | best anchor (ndcg@10 / recall@20) | ndcg@10 ratio | recall@20 ratio |");
+    println!("|---|---|---|---|---|---|");
+    for v in verdicts {
+        println!("{v}");
+    }
+}
+
+/// The sparse session models on a 100 000-item catalogue: wall time, peak
+/// memory and the weights kept.
+fn catalogue(a: &Args) {
+    let rows: usize = a
+        .rest
+        .get("rows")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let items: usize = a
+        .rest
+        .get("items")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let log = session_log(rows / 7, items, 5);
+    let distinct: std::collections::HashSet<&str> =
+        log.iter().map(|r| r.item_id.as_str()).collect();
+    println!(
+        "{} rows, {} distinct items, {} threads",
+        log.len(),
+        distinct.len(),
+        rayon::current_num_threads()
+    );
+    for kind in [
+        ModelKind::ItemKnn,
+        ModelKind::Rp3beta,
+        ModelKind::Sr,
+        ModelKind::Vsknn,
+    ] {
+        let t = Instant::now();
+        let model = train(&log, &ModelSpec::new(kind), None).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let bytes = model.to_bytes().unwrap().len();
+        println!(
+            "{kind}: {secs:.1}s, artifact {:.1} MiB, peak RSS so far {:.0} MiB",
+            bytes as f64 / 1048576.0,
+            peak_rss_mib()
+        );
     }
 }

@@ -3,9 +3,10 @@
 //! - `warm`: users with train and test rows; relevant = their distinct test items
 //!   that occur in train and that they did not have in train; recommendations
 //!   exclude their train items.
-//! - `session`: users only in test with ≥ 2 distinct test items; in time order
-//!   the first half (at least one) is the context, the rest (those in train) is
-//!   relevant; recommendations exclude the context; no retraining.
+//! - `session`: users only in test with ≥ 2 distinct test items that occur in
+//!   train (items not in train are dropped *before* the halving); in time order
+//!   the first half (at least one) is the context, the rest is relevant;
+//!   recommendations exclude the context; no retraining.
 //!
 //! `anonymous:` ids are nobody and are never evaluated. Every metric comes with a
 //! 95 % bootstrap interval over users, and every report sets the model beside
@@ -141,6 +142,13 @@ pub fn cases(
                 });
             }
             (Protocol::Session, None) => {
+                // Items not in train are dropped first (the contract's order), so
+                // the halving counts only items a model can know.
+                let rows: Vec<&Interaction> = rows
+                    .iter()
+                    .copied()
+                    .filter(|r| items.get(&r.item_id).is_some())
+                    .collect();
                 let mut distinct: Vec<&str> = Vec::new();
                 let mut first_row: Vec<usize> = Vec::new();
                 for (k, r) in rows.iter().enumerate() {
@@ -157,9 +165,6 @@ pub fn cases(
                     .iter()
                     .filter_map(|id| items.get(id))
                     .collect();
-                if relevant.is_empty() {
-                    continue;
-                }
                 // The context is what happened before the first relevant item.
                 let ctx_rows = &rows[..first_row[n_ctx]];
                 out.push(Case {

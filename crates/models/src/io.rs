@@ -15,7 +15,13 @@
 //!   `two_tower.hist_emb`, `two_tower.feat_emb` (F32, [rows, dim]); `cold.json`,
 //!   `two_tower.cold_ptr`, `two_tower.cold_idx`: items with features and no
 //!   training row, and their features (absent in older two-tower artifacts). The
-//!   candidate vectors are recomputed on load (same code, same order, same bits).
+//!   candidate vectors are recomputed on load (same code, same order, same bits);
+//! - item-kNN, RP3beta, SR, blend: `graph.indptr` (U64, [items + 1]), `graph.indices`
+//!   (U32, [nnz]), `graph.data` (F32, [nnz]): the sparse item × item weights, rows
+//!   by catalogue index;
+//! - V-SKNN: `vsknn.indptr` (U64, [sessions + 1]), `vsknn.indices` (U32, [nnz]):
+//!   each training session's distinct items, sessions oldest first (the item →
+//!   sessions index is rebuilt on load).
 //!
 //! Header metadata: `format` = `manirec-model`, `format_version` = `1`, `spec`
 //! (the [`crate::ModelSpec`] as JSON), `reference_ts`. Loading restores every
@@ -29,8 +35,10 @@ use safetensors::SafeTensors;
 
 use crate::als::Als;
 use crate::ease::{Ease, INACTIVE};
+use crate::matrix::Csr;
 use crate::model::Inner;
 use crate::popular::Popular;
+use crate::session::{ItemGraph, Vsknn};
 use crate::{Error, Model, ModelSpec, Result, Vocab};
 
 const FORMAT: &str = "manirec-model";
@@ -42,6 +50,10 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 fn u32_bytes(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn u64_bytes(v: &[usize]) -> Vec<u8> {
+    v.iter().flat_map(|&x| (x as u64).to_le_bytes()).collect()
 }
 
 fn json_bytes(v: &Vocab) -> Vec<u8> {
@@ -126,6 +138,37 @@ impl Model {
                     put(name, Dtype::F32, vec![w.len() / d, d], f32_bytes(w));
                 }
             }
+            Inner::Graph(g) => {
+                let w = &g.w;
+                put(
+                    "graph.indptr",
+                    Dtype::U64,
+                    vec![w.indptr.len()],
+                    u64_bytes(&w.indptr),
+                );
+                put(
+                    "graph.indices",
+                    Dtype::U32,
+                    vec![w.nnz()],
+                    u32_bytes(&w.indices),
+                );
+                put("graph.data", Dtype::F32, vec![w.nnz()], f32_bytes(&w.data));
+            }
+            Inner::Vsknn(v) => {
+                let s = &v.sessions;
+                put(
+                    "vsknn.indptr",
+                    Dtype::U64,
+                    vec![s.indptr.len()],
+                    u64_bytes(&s.indptr),
+                );
+                put(
+                    "vsknn.indices",
+                    Dtype::U32,
+                    vec![s.nnz()],
+                    u32_bytes(&s.indices),
+                );
+            }
             Inner::Ease(e) => {
                 let m = e.active.len();
                 put("ease.active", Dtype::U32, vec![m], u32_bytes(&e.active));
@@ -199,6 +242,42 @@ impl Model {
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect())
         };
+        let u64s = |name: &str| -> Result<Vec<usize>> {
+            let (_, d) = raw(name, Dtype::U64)?;
+            d.chunks_exact(8)
+                .map(|c| {
+                    usize::try_from(u64::from_le_bytes([
+                        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+                    ]))
+                    .map_err(|_| bad(format!("{name}: offset too large")))
+                })
+                .collect()
+        };
+        // A sparse matrix whose columns index `n_cols` things: checked, never trusted.
+        let csr =
+            |prefix: &str, rows: Option<usize>, n_cols: usize, with_data: bool| -> Result<Csr> {
+                let indptr = u64s(&format!("{prefix}.indptr"))?;
+                let indices = u32s(&format!("{prefix}.indices"))?;
+                let data = if with_data {
+                    f32s(&format!("{prefix}.data"))?.1
+                } else {
+                    vec![1.0; indices.len()]
+                };
+                let ok = indptr.first() == Some(&0)
+                    && rows.is_none_or(|r| indptr.len() == r + 1)
+                    && indptr.windows(2).all(|w| w[0] <= w[1])
+                    && indptr.last() == Some(&indices.len())
+                    && data.len() == indices.len()
+                    && indices.iter().all(|&c| (c as usize) < n_cols);
+                if !ok {
+                    return Err(bad(format!("{prefix}: sparse matrix does not match")));
+                }
+                Ok(Csr {
+                    indptr,
+                    indices,
+                    data,
+                })
+            };
         let vocab = |name: &str| -> Result<Vocab> {
             let (_, d) = raw(name, Dtype::U8)?;
             let ids: Vec<String> =
@@ -315,6 +394,22 @@ impl Model {
                 };
                 t.refresh_candidates();
                 Inner::TwoTower(Box::new(t))
+            }
+            crate::ModelKind::ItemKnn
+            | crate::ModelKind::Rp3beta
+            | crate::ModelKind::Sr
+            | crate::ModelKind::Blend => Inner::Graph(ItemGraph {
+                w: csr("graph", Some(n), n, true)?,
+            }),
+            crate::ModelKind::Vsknn => {
+                spec.session
+                    .validate()
+                    .map_err(|e| bad(format!("session spec: {e}")))?;
+                Inner::Vsknn(Vsknn::from_sessions(
+                    csr("vsknn", None, n, false)?,
+                    n,
+                    spec.session,
+                ))
             }
             crate::ModelKind::Ease => {
                 let active = u32s("ease.active")?;

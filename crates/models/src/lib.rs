@@ -13,7 +13,9 @@
 //!   cold-start fallback), [`Als`] (implicit ALS with fold-in and warm start),
 //!   [`Ease`] (Steck's closed-form item-item model), [`TwoTower`] (a retrieval
 //!   model whose candidate tower embeds [`ItemFeatures`], so new items get a
-//!   vector before their first interaction). Train with [`train`].
+//!   vector before their first interaction), and the session models of
+//!   [`session`] ([`ItemGraph`]: item-kNN, RP3beta, SR; [`Vsknn`]), which score a
+//!   visitor from the ordered items of their session. Train with [`train`].
 //! - [`evaluate`]: the contract's `warm` and `session` protocols, metrics with
 //!   bootstrap intervals, always beside popularity, and the ranked-list dump.
 //! - [`tune`]: a seeded hyper-parameter search on a validation split cut from train.
@@ -30,6 +32,7 @@ mod linalg;
 mod matrix;
 mod model;
 pub mod popular;
+pub mod session;
 mod signal;
 pub mod split;
 #[cfg(test)]
@@ -44,6 +47,7 @@ pub use features::ItemFeatures;
 pub use matrix::{Interactions, Vocab};
 pub use model::{train, Model, ModelKind, ModelSpec, Request, Scored};
 pub use popular::{Popular, PopularConfig};
+pub use session::{ItemGraph, SessionConfig, Vsknn};
 pub use signal::{Signal, SyntheticPolicy};
 pub use split::{is_anonymous, temporal_split, Interaction, Split, ANONYMOUS_PREFIX};
 pub use two_tower::{TwoTower, TwoTowerConfig};

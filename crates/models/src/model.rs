@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::ann::IvfIndex;
 use crate::linalg::matvec;
 use crate::popular::Popular;
+use crate::session::{ItemGraph, SessionConfig, Vsknn};
 use crate::{
     Als, AlsConfig, Ease, EaseConfig, Error, Interaction, Interactions, ItemFeatures,
     PopularConfig, Result, Signal, TwoTower, TwoTowerConfig, Vocab,
@@ -29,6 +30,17 @@ pub enum ModelKind {
     /// Two-tower retrieval (query and candidate towers, in-batch softmax).
     #[serde(rename = "two-tower")]
     TwoTower,
+    /// Item-kNN, (asymmetric) cosine with shrinkage: a session model.
+    #[serde(rename = "item-knn")]
+    ItemKnn,
+    /// RP3beta random walk: a session model.
+    Rp3beta,
+    /// Sequential rules: a session model.
+    Sr,
+    /// V-SKNN session-based kNN: a session model.
+    Vsknn,
+    /// Item-kNN, RP3beta, SR and sparse EASE blended by tuned weights: a session model.
+    Blend,
 }
 
 impl ModelKind {
@@ -39,7 +51,39 @@ impl ModelKind {
             ModelKind::Als => "als",
             ModelKind::Ease => "ease",
             ModelKind::TwoTower => "two-tower",
+            ModelKind::ItemKnn => "item-knn",
+            ModelKind::Rp3beta => "rp3beta",
+            ModelKind::Sr => "sr",
+            ModelKind::Vsknn => "vsknn",
+            ModelKind::Blend => "blend",
         }
+    }
+
+    /// Every kind, in the order the CLI lists them.
+    pub const ALL: [ModelKind; 9] = [
+        ModelKind::Popular,
+        ModelKind::Als,
+        ModelKind::Ease,
+        ModelKind::TwoTower,
+        ModelKind::ItemKnn,
+        ModelKind::Rp3beta,
+        ModelKind::Sr,
+        ModelKind::Vsknn,
+        ModelKind::Blend,
+    ];
+
+    /// Whether it scores a visitor from the ordered items of their session
+    /// only (item-kNN, RP3beta, SR, V-SKNN): such a model serves sessions and
+    /// `tune` scores it on the session protocol.
+    pub fn is_session(self) -> bool {
+        matches!(
+            self,
+            ModelKind::ItemKnn
+                | ModelKind::Rp3beta
+                | ModelKind::Sr
+                | ModelKind::Vsknn
+                | ModelKind::Blend
+        )
     }
 }
 
@@ -57,9 +101,16 @@ impl FromStr for ModelKind {
             "als" => Ok(ModelKind::Als),
             "ease" => Ok(ModelKind::Ease),
             "two-tower" => Ok(ModelKind::TwoTower),
+            "item-knn" => Ok(ModelKind::ItemKnn),
+            "rp3beta" => Ok(ModelKind::Rp3beta),
+            "sr" => Ok(ModelKind::Sr),
+            "vsknn" => Ok(ModelKind::Vsknn),
+            "blend" => Ok(ModelKind::Blend),
             _ => Err(Error::Config {
                 name: "model",
-                message: format!("{s:?} (expected popular, als, ease or two-tower)"),
+                message: format!(
+                    "{s:?} (expected popular, als, ease, two-tower, item-knn, rp3beta, sr, vsknn or blend)"
+                ),
             }),
         }
     }
@@ -86,6 +137,9 @@ pub struct ModelSpec {
     /// Two-tower hyper-parameters.
     #[serde(default)]
     pub two_tower: TwoTowerConfig,
+    /// Session models' hyper-parameters (item-kNN, RP3beta, SR, V-SKNN).
+    #[serde(default)]
+    pub session: SessionConfig,
 }
 
 impl ModelSpec {
@@ -98,6 +152,7 @@ impl ModelSpec {
             als: AlsConfig::default(),
             ease: EaseConfig::default(),
             two_tower: TwoTowerConfig::default(),
+            session: SessionConfig::default(),
         }
     }
 }
@@ -117,6 +172,8 @@ pub(crate) enum Inner {
     Als(Als),
     Ease(Ease),
     TwoTower(Box<TwoTower>),
+    Graph(ItemGraph),
+    Vsknn(Vsknn),
 }
 
 /// A trained model: the chosen algorithm plus the popularity model it falls back
@@ -160,6 +217,13 @@ impl Model {
                 features,
                 &spec.two_tower,
             )?)),
+            ModelKind::ItemKnn => Inner::Graph(ItemGraph::item_knn(data, &spec.session)?),
+            ModelKind::Rp3beta => Inner::Graph(ItemGraph::rp3beta(data, &spec.session)?),
+            ModelKind::Sr => Inner::Graph(ItemGraph::sequential_rules(rows, data, &spec.session)?),
+            ModelKind::Vsknn => Inner::Vsknn(Vsknn::fit(rows, data, &spec.session)?),
+            ModelKind::Blend => {
+                Inner::Graph(ItemGraph::blend(rows, data, &spec.ease, &spec.session)?)
+            }
         };
         Ok(Model {
             spec: *spec,
@@ -287,11 +351,16 @@ impl Model {
 
     /// Turns raw rows into the model's `(item, value)` history: its signal, decayed
     /// relative to `reference_ts`; rows of items outside the catalogue are ignored.
+    /// A session model reads the rows' order instead: distinct items, most recent
+    /// first, weighted by recency ([`crate::session::context`]).
     pub(crate) fn history(
         &self,
         rows: impl IntoIterator<Item = (u32, f32, i64, bool)>,
         reference_ts: i64,
     ) -> Vec<(u32, f32)> {
+        if self.kind().is_session() {
+            return crate::session::context(rows, &self.spec.signal, self.spec.session.recency);
+        }
         self.spec.signal.aggregate(rows, reference_ts)
     }
 
@@ -323,6 +392,16 @@ impl Model {
                     return tt.scores_for(&q, out);
                 }
             }
+            Inner::Graph(g) => {
+                if g.knows(history) {
+                    return g.scores_for(history, out);
+                }
+            }
+            Inner::Vsknn(v) => {
+                if v.knows(history) {
+                    return v.scores_for(history, out);
+                }
+            }
             Inner::Popular => {}
         }
         out.copy_from_slice(&self.popular.scores);
@@ -336,7 +415,7 @@ impl Model {
         match &self.inner {
             Inner::Als(als) => user_id.is_none_or(|u| als.users.get(u).is_none()),
             // The query tower reads the user's recent items.
-            Inner::Ease(_) | Inner::TwoTower(_) => true,
+            Inner::Ease(_) | Inner::TwoTower(_) | Inner::Graph(_) | Inner::Vsknn(_) => true,
             Inner::Popular => false,
         }
     }
@@ -445,7 +524,7 @@ impl Model {
         match &self.inner {
             Inner::Als(als) => Some((&als.item_factors, als.factors())),
             Inner::TwoTower(tt) => Some((&tt.candidates, tt.config.dim)),
-            Inner::Ease(_) | Inner::Popular => None,
+            Inner::Ease(_) | Inner::Graph(_) | Inner::Vsknn(_) | Inner::Popular => None,
         }
     }
 
@@ -471,7 +550,7 @@ impl Model {
                 let hist: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
                 tt.query(user.and_then(|u| tt.user_index(u)), &hist)
             }
-            Inner::Ease(_) | Inner::Popular => None,
+            Inner::Ease(_) | Inner::Graph(_) | Inner::Vsknn(_) | Inner::Popular => None,
         }
     }
 
@@ -578,6 +657,8 @@ impl Model {
             Inner::Als(a) => a.item_similarities(item, &mut scores),
             Inner::Ease(e) => e.item_row(item, &mut scores),
             Inner::TwoTower(t) => t.item_similarities(item, &mut scores),
+            Inner::Graph(g) => g.scores_for(&[(item, 1.0)], &mut scores),
+            Inner::Vsknn(v) => v.scores_for(&[(item, 1.0)], &mut scores),
             Inner::Popular => scores.copy_from_slice(&self.popular.scores),
         }
         let cat = self.popular.item_category[item as usize];

@@ -3,8 +3,8 @@
 //! The datasets stage does the same on files; this copy serves benchmarks, tests
 //! and the validation split of [`crate::tune`], so that every number the engine
 //! quotes comes from the same rules: dedup on (user, item, timestamp floored to
-//! 300 s) keeping the latest row, sort by time, first 80 % train, the rest test
-//! with synthetic rows dropped.
+//! 300 s) keeping the strongest row (the largest weight, the latest of equals),
+//! sort by time, first 80 % train, the rest test with synthetic rows dropped.
 
 use std::collections::HashMap;
 
@@ -76,8 +76,10 @@ pub struct Split {
     pub split_timestamp: Option<i64>,
 }
 
-/// Dedups on (user, item, timestamp floored to 300 s), keeping the latest row
-/// (the last one given when timestamps tie), then sorts by timestamp. Ties keep
+/// Dedups on (user, item, timestamp floored to 300 s), keeping the strongest
+/// row (the largest weight: a view after a purchase in the same window does not
+/// replace it), of equal weights the latest (the last one given when timestamps
+/// tie), then sorts by timestamp. Ties keep
 /// the input order (a stable sort), as pandas' `sort_values(kind="stable")` does.
 /// Returns the rows and how many were removed.
 pub fn dedup_sorted(rows: Vec<Interaction>) -> (Vec<Interaction>, usize) {
@@ -91,7 +93,12 @@ pub fn dedup_sorted(rows: Vec<Interaction>) -> (Vec<Interaction>, usize) {
         );
         keep.entry(key)
             .and_modify(|j| {
-                if r.timestamp >= rows[*j].timestamp {
+                let kept = &rows[*j];
+                let stronger = r
+                    .weight
+                    .total_cmp(&kept.weight)
+                    .then(r.timestamp.cmp(&kept.timestamp));
+                if stronger != std::cmp::Ordering::Less {
                     *j = i;
                 }
             })
@@ -161,6 +168,23 @@ mod tests {
                 ("u".into(), 5.0, 900)
             ]
         );
+    }
+
+    #[test]
+    fn dedup_keeps_the_strongest_signal_then_the_latest() {
+        let rows = vec![
+            row("u", "a", 5.0, 600), // a purchase…
+            row("u", "a", 1.0, 650), // …then a view in the same window: the purchase stays
+            row("u", "b", 3.0, 600),
+            row("u", "b", 3.0, 640), // equal weights: the later wins
+        ];
+        let (out, removed) = dedup_sorted(rows);
+        assert_eq!(removed, 2);
+        let kept: Vec<(String, f32, i64)> = out
+            .iter()
+            .map(|r| (r.item_id.clone(), r.weight, r.timestamp))
+            .collect();
+        assert_eq!(kept, vec![("a".into(), 5.0, 600), ("b".into(), 3.0, 640)]);
     }
 
     #[test]

@@ -138,10 +138,24 @@ fn session_protocol_splits_new_users_items_in_half_by_time() {
         r("one", "a", 50), // a single distinct item: not evaluated
         r("one", "a", 51),
         r("old", "d", 60), // has train: not a session user
+        // Unknown items are dropped before the halving: y, z vanish, so the
+        // context is {c} and the relevant set {a}, not context {y, z} and {c, a}.
+        r("late", "y", 70),
+        r("late", "z", 71),
+        r("late", "c", 72),
+        r("late", "a", 73),
+        // Two distinct items, only one of them in train: not evaluated.
+        r("thin", "q", 80),
+        r("thin", "a", 81),
     ];
     let items = Vocab::from_ids(["a", "b", "c", "d"].map(String::from));
     let cs = cases(&train, &test, Protocol::Session, &items);
-    assert_eq!(cs.len(), 1);
+    assert_eq!(cs.len(), 2);
+    let late = &cs[1];
+    assert_eq!(late.user_id, "late");
+    assert_eq!(late.context, vec!["c"]);
+    assert_eq!(late.relevant, HashSet::from([0]));
+    assert_eq!(late.rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2]);
     let c = &cs[0];
     assert_eq!(c.user_id, "new");
     // 5 distinct items in time order a, b, c, d, x: context = first 2.
@@ -278,17 +292,12 @@ fn reloaded_models_score_bit_for_bit_the_same() {
         .map(|i| (format!("i{i}"), format!("c{}", i / 20)))
         .collect();
     let features = ItemFeatures::from_categories(&cats);
-    for kind in [
-        ModelKind::Popular,
-        ModelKind::Als,
-        ModelKind::Ease,
-        ModelKind::TwoTower,
-    ] {
+    for kind in ModelKind::ALL {
         let spec = match kind {
             ModelKind::Als => small_als(),
             ModelKind::Ease => small_ease(),
             ModelKind::TwoTower => small_two_tower(),
-            ModelKind::Popular => ModelSpec::new(kind),
+            _ => ModelSpec::new(kind),
         };
         let model = train(&rows, &spec, Some(&features)).unwrap();
         let bytes = model.to_bytes().unwrap();
@@ -736,4 +745,161 @@ fn the_retrieval_index_gives_the_exact_answer_with_rules_and_histories() {
             }
         }
     }
+}
+
+/// Sessions that walk between related designs: `items` designs on a ring, each
+/// visitor starts anywhere and steps 1 or 2 designs on, `len` views, 30 s apart;
+/// visitors one after another (so the last ones appear only in test).
+pub(crate) fn walks(users: usize, items: usize, len: usize, seed: u64) -> Vec<Interaction> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rows = Vec::new();
+    for u in 0..users {
+        let mut cur = rng.random_range(0..items);
+        let start = 1_600_000_000i64 + u as i64 * 3600;
+        for step in 0..len {
+            rows.push(Interaction {
+                user_id: format!("s{u}"),
+                item_id: format!("i{cur}"),
+                weight: 1.0,
+                timestamp: start + step as i64 * 30,
+                interaction_type: "view".into(),
+                synthetic: false,
+            });
+            cur = (cur + 1 + rng.random_range(0..2)) % items;
+        }
+    }
+    rows
+}
+
+const SESSION_KINDS: [ModelKind; 5] = [
+    ModelKind::ItemKnn,
+    ModelKind::Rp3beta,
+    ModelKind::Sr,
+    ModelKind::Vsknn,
+    ModelKind::Blend,
+];
+
+#[test]
+fn session_models_beat_popularity_under_the_session_protocol() {
+    let split = temporal_split(walks(600, 200, 8, 3), 0.8);
+    let pop = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    for kind in SESSION_KINDS {
+        let model = train(&split.train, &ModelSpec::new(kind), None).unwrap();
+        let (r, dump) = evaluate(
+            &model,
+            &pop,
+            &split.train,
+            &split.test,
+            Protocol::Session,
+            &EvalOptions::default(),
+        )
+        .unwrap();
+        assert!(r.users_evaluated > 100, "{kind}: {}", r.users_evaluated);
+        assert!(
+            r.beats_baseline && r.metrics["ndcg@10"] > 2.0 * r.baseline["ndcg@10"],
+            "{kind}: {:?} vs {:?}",
+            r.metrics,
+            r.baseline
+        );
+        assert!(dump.iter().all(|l| l.context.is_some()));
+    }
+}
+
+#[test]
+fn the_most_recent_context_item_weighs_most() {
+    let signal = crate::Signal::default();
+    // Rows out of order; b is seen twice, last at t = 9 (the most recent).
+    let rows = [
+        (0u32, 1.0, 5, false),
+        (1, 1.0, 9, false),
+        (2, 1.0, 7, false),
+        (1, 1.0, 1, false),
+    ];
+    let ctx = crate::session::context(rows, &signal, 1.0);
+    assert_eq!(ctx, vec![(1, 1.0), (2, 0.5), (0, 1.0 / 3.0)]);
+    let flat = crate::session::context(rows, &signal, 0.0);
+    assert!(flat.iter().all(|p| p.1 == 1.0));
+    // SR on the ring: after i10 then i50, the successors of i50 come first.
+    let rows = walks(400, 100, 8, 5);
+    let model = train(&rows, &ModelSpec::new(ModelKind::Sr), None).unwrap();
+    let history = vec![
+        Interaction::rating("v", "i10", 1.0, 1),
+        Interaction::rating("v", "i50", 1.0, 2),
+    ];
+    let recs = model.recommend(&Request::visitor(&history, 2));
+    let ids: HashSet<&str> = recs.iter().map(|s| s.item_id.as_str()).collect();
+    assert_eq!(ids, HashSet::from(["i51", "i52"]), "{recs:?}");
+}
+
+#[test]
+fn session_models_reject_bad_settings_and_need_the_history() {
+    let rows = walks(50, 30, 5, 1);
+    for kind in SESSION_KINDS {
+        let mut spec = ModelSpec::new(kind);
+        spec.session.neighbours = 0;
+        assert!(matches!(
+            train(&rows, &spec, None),
+            Err(crate::Error::Config { .. })
+        ));
+        let model = train(&rows, &ModelSpec::new(kind), None).unwrap();
+        assert!(model.needs_history(Some("s1")));
+        // Nothing known of a visitor: popularity answers.
+        let recs = model.recommend(&Request::visitor(&[], 5));
+        assert_eq!(recs, model.most_popular(5, None));
+        assert_eq!(kind.as_str().parse::<ModelKind>().unwrap(), kind);
+    }
+}
+
+#[test]
+fn session_tuning_scores_visits_as_sessions_and_is_reproducible() {
+    let rows = walks(400, 100, 8, 9);
+    let opts = crate::tune::TuneOptions {
+        seed: 3,
+        max_trials: 6,
+        ..Default::default()
+    };
+    let a = crate::tune::tune(&rows, &ModelSpec::new(ModelKind::Sr), None, &opts).unwrap();
+    let b = crate::tune::tune(&rows, &ModelSpec::new(ModelKind::Sr), None, &opts).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.protocol, Protocol::Session);
+    assert!(a.validation_users > 50, "{}", a.validation_users);
+    assert!(a.best_ndcg10 >= a.trials[0].ndcg10);
+    // A collaborative model tunes on warm unless told otherwise.
+    let mut ease = small_ease();
+    ease.ease.lambda = 1.0;
+    let w = crate::tune::tune(&clustered(200, 4, 25, 13), &ease, None, &opts).unwrap();
+    assert_eq!(w.protocol, Protocol::Warm);
+    let s_opts = crate::tune::TuneOptions {
+        protocol: Some(Protocol::Session),
+        ..opts
+    };
+    let s = crate::tune::tune(&clustered(200, 4, 25, 13), &ease, None, &s_opts).unwrap();
+    assert_eq!(s.protocol, Protocol::Session);
+    assert!(s.validation_users > w.validation_users);
+}
+
+#[test]
+fn a_blend_is_the_weighted_sum_of_its_scaled_graphs() {
+    let rows = walks(300, 60, 6, 4);
+    let data = crate::Interactions::build(&rows, &crate::Signal::default()).unwrap();
+    let only_sr = crate::SessionConfig {
+        blend: [0.0, 0.0, 2.0, 0.0],
+        ..Default::default()
+    };
+    let ease = crate::EaseConfig::default();
+    let b = crate::ItemGraph::blend(&rows, &data, &ease, &only_sr).unwrap();
+    let sr = crate::ItemGraph::sequential_rules(&rows, &data, &only_sr).unwrap();
+    // One part: each row is SR's row scaled to a largest weight of 2.
+    assert_eq!(b.nnz(), sr.nnz());
+    let mut out_b = vec![0f32; data.items.len()];
+    let mut out_s = vec![0f32; data.items.len()];
+    b.scores_for(&[(3, 1.0)], &mut out_b);
+    sr.scores_for(&[(3, 1.0)], &mut out_s);
+    let max = out_s.iter().fold(0f32, |a, &x| a.max(x));
+    for (x, y) in out_b.iter().zip(&out_s) {
+        assert!((x - 2.0 * y / max).abs() < 1e-5);
+    }
+    let mut none = only_sr;
+    none.blend = [0.0; 4];
+    assert!(crate::ItemGraph::blend(&rows, &data, &ease, &none).is_err());
 }

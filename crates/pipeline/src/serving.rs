@@ -281,6 +281,45 @@ fn by_relatedness(mut pool: Vec<Scored>, anchors: &[&str], catalogue: &Catalogue
     pool
 }
 
+/// A registered version's session-protocol NDCG@10 at training, when it beat
+/// popularity there (its lift interval above zero).
+fn session_ndcg(v: &manirec_store::ModelVersion) -> Option<f64> {
+    let m: serde_json::Value = serde_json::from_str(v.metrics.as_deref()?).ok()?;
+    let s = &m["session"];
+    if s["beats_baseline"].as_bool() != Some(true) {
+        return None;
+    }
+    s["metrics"]["ndcg@10"].as_f64()
+}
+
+/// The version that answers anonymous sessions instead of the active one: of
+/// the versions trained on the active model's dataset (the shop's own data,
+/// evaluated on the same test part) and not retired, the one with the best
+/// session-protocol NDCG@10 measured at training, when it beat popularity there
+/// and did better than the active version. `None`: the active version answers
+/// sessions too. The measurement decides, not the kind.
+pub fn session_version(store: &Store) -> Result<Option<manirec_store::ModelVersion>> {
+    let Some(active) = store.active_model_version()? else {
+        return Ok(None);
+    };
+    let floor = session_ndcg(&active).unwrap_or(f64::NEG_INFINITY);
+    let best = store
+        .model_versions()?
+        .into_iter()
+        .filter(|v| {
+            v.dataset_version == active.dataset_version
+                && matches!(v.status.as_str(), "candidate" | "active")
+                && v.version != active.version
+        })
+        .filter_map(|v| session_ndcg(&v).map(|n| (n, v)))
+        .filter(|(n, _)| *n > floor)
+        .max_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(b.1.created_at.cmp(&a.1.created_at))
+        });
+    Ok(best.map(|(_, v)| v))
+}
+
 /// Who a request is for, as the training data names them.
 pub fn training_user(
     store: &Store,
@@ -585,6 +624,41 @@ fn apply_rules(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Registers a version of `kind` on `dataset` whose session report is
+    /// `ndcg` (beating popularity or not).
+    fn register(store: &Store, kind: &str, dataset: &str, ndcg: f64, beats: bool) -> String {
+        let v = store.reserve_model_version(kind, dataset, "{}").unwrap();
+        let metrics = serde_json::json!({
+            "metrics": {"ndcg@10": 0.2},
+            "session": {"metrics": {"ndcg@10": ndcg}, "beats_baseline": beats},
+        });
+        store
+            .register_model_candidate(&v, "{}", &metrics.to_string(), "k", "s")
+            .unwrap();
+        v
+    }
+
+    #[test]
+    fn the_best_measured_session_model_answers_sessions() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(session_version(&store).unwrap(), None, "no active model");
+        let active = register(&store, "als", "v1.0", 0.30, true);
+        store.promote_model_version(&active).unwrap();
+        assert_eq!(
+            session_version(&store).unwrap(),
+            None,
+            "only the active one"
+        );
+        let worse = register(&store, "ease", "v1.0", 0.25, true);
+        let undecided = register(&store, "sr", "v1.0", 0.50, false);
+        let other_data = register(&store, "vsknn", "v1.1", 0.60, true);
+        assert_eq!(session_version(&store).unwrap(), None);
+        let best = register(&store, "item-knn", "v1.0", 0.40, true);
+        let got = session_version(&store).unwrap().unwrap();
+        assert_eq!(got.version, best);
+        assert!(![worse, undecided, other_data].contains(&got.version));
+    }
 
     fn scored(ids: &[&str]) -> Vec<Scored> {
         ids.iter()

@@ -63,6 +63,8 @@ pub struct TrainSummary {
     pub users_evaluated: usize,
     /// Whether the model beats popularity (NDCG@10 lift interval above 0).
     pub beats_baseline: bool,
+    /// 95 % interval of the warm NDCG@10 lift over popularity (paired resamples).
+    pub ndcg10_lift_ci: [f64; 2],
     /// Said loudly when it does not.
     pub warning: Option<String>,
     /// The hyper-parameters used.
@@ -74,10 +76,31 @@ pub struct TrainSummary {
     /// Two-tower only: new items (in test, not in train) against per-category popularity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cold_start: Option<ColdStart>,
+    /// The same evaluation under the session protocol (new visitors scored from
+    /// the first half of their session): what serving reads to pick the model
+    /// that answers anonymous sessions.
+    pub session: SessionScores,
     /// Object key of the artifact.
     pub artifact: String,
     /// SHA-256 of the artifact.
     pub sha256: String,
+}
+
+/// A model's session-protocol evaluation at training.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionScores {
+    /// Users evaluated.
+    pub users_evaluated: usize,
+    /// The model's metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// Their 95 % bootstrap intervals.
+    pub metrics_ci: BTreeMap<String, [f64; 2]>,
+    /// Popularity's metrics on the same users.
+    pub baseline: BTreeMap<String, f64>,
+    /// 95 % interval of the NDCG@10 lift over popularity (paired resamples).
+    pub ndcg10_lift_ci: [f64; 2],
+    /// Whether that interval lies above zero.
+    pub beats_baseline: bool,
 }
 
 /// What `evaluate` did.
@@ -370,7 +393,7 @@ fn report_json(report: &Report) -> serde_json::Value {
     })
 }
 
-/// Trains, evaluates (warm, beside popularity), writes the artifact and
+/// Trains, evaluates (warm and session, beside popularity), writes the artifact and
 /// registers a candidate.
 pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Result<TrainSummary> {
     let dv = dataset_version(store, req.dataset.as_deref())?;
@@ -388,6 +411,7 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
             Some(serde_json::json!({
                 "best_ndcg10": report.best_ndcg10,
                 "validation_users": report.validation_users,
+                "protocol": report.protocol,
                 "trials": report.trials.len(),
             }))
         }
@@ -466,12 +490,24 @@ async fn train_reserved(
         &EvalOptions::default(),
     )
     .map_err(model_error)?;
+    let (session, _) = evaluate::evaluate(
+        &model,
+        &base,
+        &rows.train,
+        &rows.test,
+        Protocol::Session,
+        &EvalOptions::default(),
+    )
+    .map_err(model_error)?;
     let cold_start = evaluate::cold_start(&model, &rows.train, &rows.test, features);
     let bytes = model.to_bytes().map_err(model_error)?;
     let sha = sha256_hex(&bytes);
     let key = artifact_key(version);
     let params = serde_json::to_string(spec).map_err(data)?;
-    let metrics = report_json(&report);
+    let mut metrics = report_json(&report);
+    // The registry's report is the warm one (the contract's), with the session
+    // protocol's beside it under "session".
+    metrics["session"] = report_json(&session);
     let meta = serde_json::json!({
         "model_version": version,
         "model": spec.kind.as_str(),
@@ -502,11 +538,20 @@ async fn train_reserved(
         baseline: report.baseline,
         users_evaluated: report.users_evaluated,
         beats_baseline: report.beats_baseline,
+        ndcg10_lift_ci: report.ndcg10_lift_ci,
         warning: report.warning,
         params: *spec,
         warm_started_from: previous.map(|(v, _)| v),
         tune: None,
         cold_start,
+        session: SessionScores {
+            users_evaluated: session.users_evaluated,
+            metrics: session.metrics,
+            metrics_ci: session.metrics_ci,
+            baseline: session.baseline,
+            ndcg10_lift_ci: session.ndcg10_lift_ci,
+            beats_baseline: session.beats_baseline,
+        },
         artifact: key,
         sha256: sha,
     })

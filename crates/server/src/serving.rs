@@ -20,6 +20,11 @@ const LOG_BATCH: usize = 2_000;
 pub struct Serving {
     /// The active version.
     pub active: Option<Arc<LiveModel>>,
+    /// The version that measured best under the session protocol on the
+    /// active version's dataset, when not the active one
+    /// (`manirec_pipeline::serving::session_version`): it answers anonymous
+    /// sessions outside experiments.
+    pub session: Option<Arc<LiveModel>>,
     /// The running experiment and its arms' models.
     pub experiment: Option<RunningExperiment>,
     /// The shop's rules.
@@ -51,17 +56,24 @@ impl Serving {
             };
             return Some((model.clone(), Some(exp.experiment.id), variant));
         }
+        if let (Some(s), Some(unit)) = (&self.session, unit) {
+            // An anonymous visitor: a session or a device not linked to a customer.
+            if unit.starts_with("session:") || unit.starts_with("device:") {
+                return Some((s.clone(), None, Variant::Control));
+            }
+        }
         self.active.clone().map(|m| (m, None, Variant::Control))
     }
 }
 
 /// The next snapshot: versions already loaded in `current` are reused.
 pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving, ApiError> {
-    let (active, experiment, rules, catalogue) = state
+    let (active, session, experiment, rules, catalogue) = state
         .db()
         // Reads only: off the writer's thread, so ingestion never waits for it.
         .read(|s| -> manirec_pipeline::Result<_> {
             let active = s.active_model_version()?;
+            let session = manirec_pipeline::serving::session_version(s)?;
             let experiment = match s.running_experiment()? {
                 Some(e) => {
                     let control = s.model_version(&e.control)?;
@@ -72,6 +84,7 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
             };
             Ok((
                 active,
+                session,
                 experiment,
                 CatalogRules::load(s)?,
                 Catalogue::load(s)?,
@@ -80,7 +93,7 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
         .await?
         .map_err(ApiError::internal)?;
     let mut loaded: HashMap<String, Arc<LiveModel>> = HashMap::new();
-    let known = current.active.iter().chain(
+    let known = current.active.iter().chain(current.session.iter()).chain(
         current
             .experiment
             .iter()
@@ -91,6 +104,16 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
     }
     let active = match active {
         Some(v) => Some(model(state, &mut loaded, &v).await?),
+        None => None,
+    };
+    let session = match session {
+        Some(v) => match model(state, &mut loaded, &v).await {
+            Ok(m) => Some(m),
+            Err(err) => {
+                tracing::error!(version = %v.version, error = %err, "cannot load the session model; the active model answers sessions");
+                None
+            }
+        },
         None => None,
     };
     let experiment = match experiment {
@@ -127,6 +150,7 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
     };
     Ok(Serving {
         active,
+        session,
         experiment,
         rules,
         catalogue,

@@ -164,12 +164,7 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     // 7. Train and evaluate every model on it (warm protocol, beside popularity).
     let started = Instant::now();
     let mut trained = Vec::new();
-    for kind in [
-        ModelKind::Popular,
-        ModelKind::Als,
-        ModelKind::Ease,
-        ModelKind::TwoTower,
-    ] {
+    for kind in ModelKind::ALL {
         let req = TrainRequest {
             spec: ModelSpec::new(kind),
             dataset: Some(built.version.clone()),
@@ -180,7 +175,7 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     }
     let _ = writeln!(
         human,
-        "\n7. Models (warm protocol, dataset {})",
+        "\n7. Models (warm and session protocols, dataset {})",
         built.version
     );
     human.push_str(&indent(&comparison(&trained)));
@@ -195,6 +190,8 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
                 "users_evaluated": t.users_evaluated,
                 "metrics": t.metrics,
                 "beats_baseline": t.beats_baseline,
+                "ndcg10_lift_ci": t.ndcg10_lift_ci,
+                "session": t.session,
                 "cold_start": t.cold_start,
             })).collect::<Vec<_>>(),
         }),
@@ -310,25 +307,55 @@ const STAGES: &[&str] = &[
 
 /// The comparison table of the trained models.
 fn comparison(trained: &[TrainSummary]) -> String {
+    // A model is called better than popularity only where the interval of its
+    // NDCG@10 lift (paired bootstrap) lies above zero; otherwise the interval
+    // is shown, since a small shop's test part often cannot tell.
+    let verdict = |beats: bool, ci: [f64; 2]| {
+        if beats {
+            "beats popular".to_owned()
+        } else {
+            format!("undecided [{:+.3}, {:+.3}]", ci[0], ci[1])
+        }
+    };
     let mut out = format!(
-        "{:<9} {:<8} {:>8} {:>10} {:>12} {:>9}\n",
-        "model", "version", "ndcg@10", "recall@20", "coverage@20", "train s"
+        "{:<9} {:<8} {:>9} {:<26} {:>9} {:<26} {:>8}\n",
+        "model",
+        "version",
+        "warm",
+        "vs popular (warm)",
+        "session",
+        "vs popular (session)",
+        "train s"
     );
-    let m = |t: &TrainSummary, k: &str| t.metrics.get(k).copied().unwrap_or(f64::NAN);
+    let m = |v: &BTreeMap<String, f64>, k: &str| v.get(k).copied().unwrap_or(f64::NAN);
     for t in trained {
+        let popular = t.model == "popular";
         let _ = writeln!(
             out,
-            "{:<9} {:<8} {:>8.4} {:>10.4} {:>12.4} {:>9.3}",
+            "{:<9} {:<8} {:>9.4} {:<26} {:>9.4} {:<26} {:>8.3}",
             t.model,
             t.model_version,
-            m(t, "ndcg@10"),
-            m(t, "recall@20"),
-            m(t, "coverage@20"),
+            m(&t.metrics, "ndcg@10"),
+            if popular {
+                "-".to_owned()
+            } else {
+                verdict(t.beats_baseline, t.ndcg10_lift_ci)
+            },
+            m(&t.session.metrics, "ndcg@10"),
+            if popular {
+                "-".to_owned()
+            } else {
+                verdict(t.session.beats_baseline, t.session.ndcg10_lift_ci)
+            },
             t.train_seconds
         );
     }
     if let Some(t) = trained.first() {
-        let _ = writeln!(out, "({} users evaluated)", t.users_evaluated);
+        let _ = writeln!(
+            out,
+            "(NDCG@10; warm: {} users evaluated, session: {} visitors)",
+            t.users_evaluated, t.session.users_evaluated
+        );
     }
     for t in trained {
         if let Some(c) = t.cold_start.as_ref().filter(|c| c.interactions > 0) {
@@ -338,9 +365,6 @@ fn comparison(trained: &[TrainSummary]) -> String {
                 c.interactions, t.model, c.hit_rate_20, c.baseline_hit_rate_20
             );
         }
-    }
-    for w in trained.iter().filter_map(|t| t.warning.as_ref()) {
-        let _ = writeln!(out, "WARNING: {w}");
     }
     out
 }

@@ -24,6 +24,11 @@ pub fn spec(args: &TrainArgs) -> Result<ModelSpec> {
         ModelArg::Als => ModelKind::Als,
         ModelArg::Ease => ModelKind::Ease,
         ModelArg::TwoTower => ModelKind::TwoTower,
+        ModelArg::ItemKnn => ModelKind::ItemKnn,
+        ModelArg::Rp3beta => ModelKind::Rp3beta,
+        ModelArg::Sr => ModelKind::Sr,
+        ModelArg::Vsknn => ModelKind::Vsknn,
+        ModelArg::Blend => ModelKind::Blend,
     };
     let mut spec = ModelSpec::new(kind);
     if let Some(seed) = args.seed {
@@ -63,11 +68,48 @@ pub fn spec(args: &TrainArgs) -> Result<ModelSpec> {
     if let Some(v) = args.batch_size {
         spec.two_tower.batch_size = v;
     }
+    let s = &mut spec.session;
+    if let Some(v) = args.neighbours {
+        s.neighbours = v;
+    }
+    if let Some(v) = args.shrink {
+        s.shrink = v;
+    }
+    if let Some(v) = args.asymmetry {
+        s.asymmetry = v;
+    }
+    s.weighted |= args.weighted;
+    if let Some(v) = args.rp3_alpha {
+        s.alpha = v;
+    }
+    if let Some(v) = args.beta {
+        s.beta = v;
+    }
+    if let Some(v) = args.steps {
+        s.steps = v;
+    }
+    if let Some(v) = args.sample {
+        s.sample = v;
+    }
+    if let Some(v) = args.recency {
+        s.recency = v;
+    }
+    if let Some(v) = &args.blend {
+        for (slot, w) in s.blend.iter_mut().zip(v) {
+            *slot = *w;
+        }
+    }
+    s.validate()?;
     Ok(spec)
 }
 
 pub async fn train(ctx: &Context, args: TrainArgs) -> Result<()> {
     let spec = spec(&args)?;
+    let tune_protocol = args
+        .tune_protocol
+        .as_deref()
+        .map(str::parse::<Protocol>)
+        .transpose()?;
     let store = ctx.settings.open_store()?;
     let objects = ctx.settings.objects()?;
     let req = TrainRequest {
@@ -76,6 +118,7 @@ pub async fn train(ctx: &Context, args: TrainArgs) -> Result<()> {
         warm_start: args.warm_start,
         tune: args.tune.then(|| TuneOptions {
             seed: args.seed.unwrap_or(TuneOptions::default().seed),
+            protocol: tune_protocol,
             ..TuneOptions::default()
         }),
     };

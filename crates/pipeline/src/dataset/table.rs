@@ -189,8 +189,10 @@ impl Table {
             .sort_unstable_by_key(|r| (r.timestamp, r.user, r.item, r.kind, r.id));
     }
 
-    /// Keeps one row per (user, item, 5-minute window): the latest, i.e. the one
-    /// with the largest timestamp, and of equal timestamps the one written last.
+    /// Keeps one row per (user, item, 5-minute window): the strongest signal (the
+    /// largest rating: a purchase or an add-to-cart is not replaced by the view
+    /// that follows it), and of equal ratings the latest, i.e. the one with the
+    /// largest timestamp, and of equal timestamps the one written last.
     /// The rows must be sorted by time ([`Table::sort_by_time`]); their order is
     /// kept. Returns the number of rows removed.
     ///
@@ -216,7 +218,11 @@ impl Table {
                 std::collections::hash_map::Entry::Occupied(mut o) => {
                     let j = *o.get();
                     let kept = &self.rows[j];
-                    if (r.timestamp, r.id) > (kept.timestamp, kept.id) {
+                    let later = r
+                        .rating
+                        .total_cmp(&kept.rating)
+                        .then((r.timestamp, r.id).cmp(&(kept.timestamp, kept.id)));
+                    if later == std::cmp::Ordering::Greater {
                         keep[j] = false;
                         o.insert(i);
                     } else {
@@ -289,6 +295,29 @@ mod tests {
         assert_eq!(kept, [2, 5, 6, 7, 8]);
         // Order stays sorted by time.
         assert!(t.rows.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+    }
+
+    #[test]
+    fn the_strongest_signal_of_a_window_wins_then_the_latest() {
+        let mut t = table(&[
+            (1, "u", "p", 600, "purchase"),
+            (2, "u", "p", 650, "view"), // a later view does not replace the purchase
+            (3, "u", "q", 600, "add_to_cart"),
+            (4, "u", "q", 700, "add_to_cart"), // equal weight: the later wins
+            (5, "u", "q", 800, "view"),
+        ]);
+        let weight = |kind: &str| match kind {
+            "purchase" => 5.0,
+            "add_to_cart" => 3.0,
+            _ => 1.0,
+        };
+        for r in t.rows.iter_mut() {
+            r.rating = weight(t.kinds.get(r.kind as u32));
+        }
+        assert_eq!(t.dedup_windows(), 3);
+        let mut kept = ids(&t);
+        kept.sort();
+        assert_eq!(kept, [1, 4]);
     }
 
     #[test]
