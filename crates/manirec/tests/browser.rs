@@ -115,7 +115,7 @@ fn the_dashboard_shows_serving_models_and_job_runs() {
     let demo = d.json(&["demo", "--no-serve", "--seed", "3", "--as-of", "2026-06-30"]);
     let active = demo["stages"]["promoted"].as_str().unwrap().to_owned();
     d.json(&["retrain", "--run"]);
-    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "dash-token")]);
+    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "dash-token-0123456789")]);
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(CHROMIUM)
         .args([
@@ -128,7 +128,7 @@ fn the_dashboard_shows_serving_models_and_job_runs() {
             "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(s.url("/dashboard#token=dash-token"))
+        .arg(s.url("/dashboard#token=dash-token-0123456789"))
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);

@@ -9,6 +9,8 @@ use common::DataDir;
 use reqwest::blocking::Client;
 use serde_json::Value;
 
+const TOKEN: &str = "serving-admin-token-0123";
+
 fn get(s: &Server, path: &str) -> (u16, Value) {
     let r = Client::new().get(s.url(path)).send().unwrap();
     (r.status().as_u16(), r.json().unwrap())
@@ -184,7 +186,7 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
     let d = DataDir::new();
     d.json(&["demo", "--no-serve", "--seed", "5", "--as-of", "2026-06-30"]);
     let (designer, category) = catalogue(&d);
-    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "t")]);
+    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", TOKEN)]);
     let popular = items(&get(&s, "/v1/popular?k=40").1);
     let designs: Vec<&String> = popular
         .iter()
@@ -247,7 +249,7 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
     let admin = |method: reqwest::Method, path: &str, body: serde_json::Value| {
         let r = Client::new()
             .request(method, s.url(path))
-            .bearer_auth("t")
+            .bearer_auth(TOKEN)
             .json(&body)
             .send()
             .unwrap();
@@ -275,7 +277,7 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
     // A bad rule is refused with a reason.
     let r = Client::new()
         .put(s.url(&format!("/admin/rules/{pinned}")))
-        .bearer_auth("t")
+        .bearer_auth(TOKEN)
         .json(&serde_json::json!({"rule": "pin", "value": 0}))
         .send()
         .unwrap();

@@ -17,6 +17,7 @@
 mod db;
 mod error;
 pub mod jobs;
+mod limits;
 mod metrics;
 pub mod notify;
 pub mod poll;
@@ -38,6 +39,7 @@ use manirec_store::Objects;
 
 pub use db::Db;
 pub use error::ApiError;
+pub use limits::Limits;
 pub use metrics::Metrics;
 pub use scheduler::Schedule;
 pub use serving::Serving;
@@ -75,6 +77,8 @@ pub struct ServerConfig {
     pub experiments: ExperimentConfig,
     /// How often the scheduled jobs run.
     pub schedule: Schedule,
+    /// Timeouts, the concurrency cap, the per-client rate limit.
+    pub limits: Limits,
 }
 
 impl ServerConfig {
@@ -96,6 +100,7 @@ impl ServerConfig {
             retrain: RetrainConfig::default(),
             experiments: ExperimentConfig::default(),
             schedule: Schedule::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -116,6 +121,8 @@ struct Inner {
     serving: std::sync::RwLock<Arc<Serving>>,
     /// Recommendation answers waiting to be logged.
     log: serving::LogBuffer,
+    /// Per-client token buckets of the public routes.
+    rate_limiter: limits::RateLimiter,
 }
 
 impl AppState {
@@ -123,6 +130,7 @@ impl AppState {
     pub fn new(config: ServerConfig, db: Db, objects: Objects) -> Self {
         AppState {
             inner: Arc::new(Inner {
+                rate_limiter: limits::RateLimiter::new(&config.limits),
                 config,
                 db,
                 objects,
@@ -179,6 +187,10 @@ impl AppState {
         serving::flush(self).await
     }
 
+    pub(crate) fn rate_limiter(&self) -> &limits::RateLimiter {
+        &self.inner.rate_limiter
+    }
+
     /// The counters `/metrics` shows.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
@@ -191,18 +203,69 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+///
+/// HTTP/1.1 only, with a header read timeout (axum's own `serve` sets none, so
+/// a client sending half a request line could hold a connection for ever); the
+/// client's address goes into each request for the rate limit.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
     if let Err(e) = state.refresh_model().await {
         tracing::warn!(error = %e, "no model loaded; recommendations answer 503 until one is promoted");
     }
     let scheduler = tokio::spawn(scheduler::run(state.clone()));
-    let result = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let router = app(state.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config().limits.header_read_timeout());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let result = loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                request
+            },
+        );
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    };
+    drop(listener);
+    // In-flight requests finish; a connection idle in keep-alive closes at once.
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown; closing them");
+    }
     // Its background tasks go with it; then the last log entries are written.
     scheduler.abort();
     let _ = scheduler.await;

@@ -18,6 +18,11 @@ struct Webhook {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Refusal {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Answer {
     endpoint: &'static str,
     variant: &'static str,
@@ -32,6 +37,7 @@ pub struct Metrics {
     sync_runs: Counter,
     synced: Counter,
     recommendations: Family<Answer, Counter>,
+    refused: Family<Refusal, Counter>,
 }
 
 impl Default for Metrics {
@@ -43,6 +49,12 @@ impl Default for Metrics {
         let sync_runs = Counter::default();
         let synced = Counter::default();
         let recommendations = Family::<Answer, Counter>::default();
+        let refused = Family::<Refusal, Counter>::default();
+        registry.register(
+            "refused_requests",
+            "Requests refused by the edge's limits (rate_limited, overloaded, timeout)",
+            refused.clone(),
+        );
         registry.register(
             "recommendations",
             "Recommendation answers by endpoint and A/B arm",
@@ -77,6 +89,7 @@ impl Default for Metrics {
             sync_runs,
             synced,
             recommendations,
+            refused,
         }
     }
 }
@@ -105,6 +118,11 @@ impl Metrics {
         self.recommendations
             .get_or_create(&Answer { endpoint, variant })
             .inc();
+    }
+
+    /// Counts a request refused by a limit (`rate_limited`, `overloaded`, `timeout`).
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&Refusal { reason }).inc();
     }
 
     /// Counts event outcomes.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use super::DataDir;
 
-pub const SECRET: &str = "test-app-secret";
+pub const SECRET: &str = "test-app-secret-0123456789";
 
 pub struct Server {
     pub child: Child,
@@ -17,14 +17,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `manirec serve` on `d` with the test secret, plus `env`.
+    /// Starts `manirec serve` on `d` with the test secret, plus `env` (an
+    /// empty value removes the variable: secrets may not be empty).
     pub fn start(d: &DataDir, env: &[(&str, &str)]) -> Server {
         let mut cmd = d.command(&["serve", "--addr", "127.0.0.1:0"]);
         cmd.env("MANIREC_SHOPLAZZA_SECRET", SECRET)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let mut child = cmd.spawn().unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());

@@ -17,6 +17,9 @@ const MAX_ID: usize = 256;
 /// Event times accepted: from 2000-01-01 to a week ahead of the server's clock.
 const EARLIEST_MS: i64 = 946_684_800_000;
 const FUTURE_SLACK_MS: i64 = 7 * 86_400_000;
+/// Largest `properties` object accepted, bytes of JSON: enough for a page's
+/// context, too little to fill the disk through one event.
+pub(crate) const MAX_PROPERTIES: usize = 4096;
 
 #[derive(Serialize)]
 pub struct Answer {
@@ -138,7 +141,16 @@ fn validate(member: &Value, now_ms: i64) -> Result<BehaviorEvent, String> {
     }
     let properties = match o.get("properties") {
         None | Some(Value::Null) => None,
-        Some(p @ Value::Object(_)) => Some(p.to_string()),
+        Some(p @ Value::Object(_)) => {
+            let text = p.to_string();
+            if text.len() > MAX_PROPERTIES {
+                return Err(format!(
+                    "properties is {} bytes of JSON; at most {MAX_PROPERTIES} are kept",
+                    text.len()
+                ));
+            }
+            Some(text)
+        }
         Some(_) => return Err("properties must be a JSON object".into()),
     };
     Ok(BehaviorEvent {

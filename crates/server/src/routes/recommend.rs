@@ -42,8 +42,16 @@ pub struct Items {
     items: Vec<Scored>,
 }
 
-fn k(k: Option<usize>) -> usize {
-    k.unwrap_or(10).clamp(1, MAX_K)
+/// How many items to answer: 10 unless asked; 1 to 100, anything else is a 400
+/// (a silent clamp would hide a caller's bug).
+fn k(k: Option<usize>) -> Result<usize, ApiError> {
+    match k.unwrap_or(10) {
+        k @ 1..=MAX_K => Ok(k),
+        other => Err(ApiError::bad_request(
+            "invalid_k",
+            format!("k must be 1 to {MAX_K}; got {other}"),
+        )),
+    }
 }
 
 fn no_model() -> ApiError {
@@ -56,6 +64,7 @@ pub async fn recommendations(
     State(state): State<AppState>,
     Query(p): Query<RecommendParams>,
 ) -> Result<Json<Recommendations>, ApiError> {
+    let k = k(p.k)?;
     let serving = state.serving();
     if serving.active.is_none() && serving.experiment.is_none() {
         return Err(no_model());
@@ -95,7 +104,7 @@ pub async fn recommendations(
         &Ask {
             user: user.as_deref(),
             past: &known,
-            k: k(p.k),
+            k,
             category: p.category.as_deref(),
             exclude: &exclude,
         },
@@ -130,8 +139,9 @@ pub async fn similar(
     Path(item): Path<String>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Items>, ApiError> {
+    let k = k(p.k)?;
     list(&state, "similar", |live, serving| {
-        serving::similar(live, &item, k(p.k), &serving.rules, &serving.catalogue)
+        serving::similar(live, &item, k, &serving.rules, &serving.catalogue)
     })
 }
 
@@ -139,8 +149,9 @@ pub async fn popular(
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Items>, ApiError> {
+    let k = k(p.k)?;
     list(&state, "popular", |live, serving| {
-        serving::popular(live, k(p.k), p.category.as_deref(), &serving.rules)
+        serving::popular(live, k, p.category.as_deref(), &serving.rules)
     })
 }
 
