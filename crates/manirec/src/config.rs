@@ -23,6 +23,7 @@ struct FileSettings {
     object_store: Option<String>,
     shoplazza_secret: Option<String>,
     admin_token: Option<String>,
+    storefront_secret: Option<String>,
     user_key: Option<String>,
     notify_url: Option<String>,
     shoplazza_api: Option<String>,
@@ -80,6 +81,7 @@ pub struct Settings {
     pub schedule: Schedule,
     pub limits: Limits,
     user_key: Option<String>,
+    storefront_secret: Option<String>,
 }
 
 /// Shortest secret accepted: a short HMAC key or bearer token can be guessed.
@@ -137,6 +139,11 @@ impl Settings {
                 file.shoplazza_secret,
             )?,
             admin_token: secret("MANIREC_ADMIN_TOKEN", "admin_token", file.admin_token)?,
+            storefront_secret: secret(
+                "MANIREC_STOREFRONT_SECRET",
+                "storefront_secret",
+                file.storefront_secret,
+            )?,
             notify_url: env("MANIREC_NOTIFY_URL").or(file.notify_url),
             user_key: env("MANIREC_USER_KEY").or(file.user_key),
             shoplazza_api: env("MANIREC_SHOPLAZZA_API").or(file.shoplazza_api),
@@ -201,6 +208,29 @@ impl Settings {
 }
 
 impl Settings {
+    /// The key of the shoppers' user tokens: configured, or generated once and
+    /// kept in `<data-dir>/storefront.secret` (the shop's theme signs with it).
+    pub fn storefront_secret(&self) -> Result<String> {
+        if let Some(secret) = &self.storefront_secret {
+            return Ok(secret.clone());
+        }
+        let path = self.data_dir.join("storefront.secret");
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().len() >= MIN_SECRET => Ok(text.trim().to_owned()),
+            Ok(_) => bail!(
+                "{} holds fewer than {MIN_SECRET} bytes; delete it to generate a new one",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret = hex::encode(rand::random::<[u8; 32]>());
+                write_private(&path, &secret)?;
+                tracing::info!(path = %path.display(), "generated the storefront secret; the shop's theme signs user tokens with it");
+                Ok(secret)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
     /// The reconciliation poll's configuration, when the shop's API is set.
     pub fn poll_config(&self) -> Option<PollConfig> {
         let base = self.shoplazza_api.as_ref()?;
@@ -230,6 +260,7 @@ impl Settings {
         config.sync_interval = self.sync_interval();
         config.poll = self.poll_config();
         config.admin_token = self.admin_token.clone();
+        config.storefront_secret = self.storefront_secret()?;
         config.retrain = self.retrain.clone();
         config.experiments = self.experiments.clone();
         config.schedule = self.schedule.clone();

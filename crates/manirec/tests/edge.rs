@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::server::Server;
+use common::server::{user_token, Server};
 use common::DataDir;
 use reqwest::blocking::Client;
 use serde_json::Value;
@@ -206,4 +206,118 @@ fn empty_or_short_secrets_stop_the_start_from_any_source() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(name), "{err}");
     }
+}
+
+/// A data dir with a promoted popularity model over a small CSV shop.
+fn served_shop() -> DataDir {
+    let d = DataDir::new();
+    let mut csv = String::from("user_id,item_id,rating,timestamp,interaction_type\n");
+    for u in 0..30 {
+        for i in 0..5 {
+            let item = (u * 7 + i * 3) % 20;
+            csv.push_str(&format!(
+                "ana{u}@example.com,p{item},5.0,{},purchase\n",
+                1_780_000_000 + u * 100 + i
+            ));
+        }
+    }
+    let path = d.path().join("shop.csv");
+    std::fs::write(&path, csv).unwrap();
+    d.json(&["import", "--interactions", path.to_str().unwrap()]);
+    d.json(&["dataset", "build"]);
+    let trained = d.json(&["train", "--model", "popular"]);
+    let version = trained["model_version"].as_str().unwrap().to_owned();
+    d.json(&["models", "promote", &version]);
+    d
+}
+
+#[test]
+fn a_user_id_counts_only_with_its_signed_token() {
+    let d = served_shop();
+    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", TOKEN)]);
+    let c = Client::new();
+    let ask = |query: &str, header: Option<&str>| {
+        let mut r = c.get(s.url(&format!("/v1/recommendations?k=3&{query}")));
+        if let Some(token) = header {
+            r = r.header("X-Manirec-User-Token", token);
+        }
+        r.send().unwrap()
+    };
+    let victim = "ana1%40example.com";
+    let good = user_token("Ana1@Example.com");
+
+    // No token, a garbage one, an expired one, a tampered one, one for another id.
+    assert_eq!(
+        envelope(ask(&format!("user_id={victim}"), None)),
+        (401, "user_token_required".to_owned())
+    );
+    let expired = {
+        use hmac::Mac;
+        let mut m =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(common::server::STOREFRONT.as_bytes())
+                .unwrap();
+        m.update(b"ana1@example.com|1000");
+        format!("1000.{}", hex::encode(m.finalize().into_bytes()))
+    };
+    let (expiry, sig) = good.split_once('.').unwrap();
+    let tampered = format!("{}.{sig}", expiry.parse::<u64>().unwrap() + 1);
+    let other = user_token("ana2@example.com");
+    for bad in ["garbage", &expired, &tampered, &other] {
+        assert_eq!(
+            envelope(ask(&format!("user_id={victim}&user_token={bad}"), None)),
+            (401, "user_token_invalid".to_owned()),
+            "{bad}"
+        );
+    }
+    // The right token, in the query or the header; the admin token passes too.
+    let r = ask(&format!("user_id={victim}&user_token={good}"), None);
+    assert_eq!(r.status(), 200);
+    let r = ask(&format!("user_id={victim}"), Some(&good));
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(s.url(&format!("/v1/recommendations?k=3&user_id={victim}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Sessions need no token.
+    assert_eq!(ask("session_id=s-anon", None).status(), 200);
+
+    // identify without a token links nothing: the events stay anonymous.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let batch = serde_json::json!([
+        {"event_id": "x1", "event_type": "product_view", "product_id": "p1",
+         "user_id": "ana3@example.com", "session_id": "s-attacker", "timestamp": now},
+        {"event_id": "x2", "event_type": "product_view", "product_id": "p1",
+         "user_id": "ana3@example.com", "user_token": "1.00", "timestamp": now},
+        {"event_id": "x3", "event_type": "product_view", "product_id": "p2",
+         "user_id": "ana4@example.com", "user_token": user_token("ana4@example.com"),
+         "session_id": "s-ana4", "timestamp": now}
+    ]);
+    let r: Value = c
+        .post(s.url("/v1/events"))
+        .json(&batch)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["accepted"], 2, "{r}");
+    assert_eq!(r["unsigned_user_ids"], 2, "{r}");
+    assert_eq!(r["rejected"][0]["index"], 1, "{r}");
+    let users: Vec<Option<String>> = {
+        let db = d.db();
+        let mut stmt = db
+            .prepare("SELECT user_id FROM behavior_events ORDER BY event_id")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[0], None, "the unsigned identify was kept");
+    assert!(users[1].as_deref().unwrap().starts_with("u_"));
 }

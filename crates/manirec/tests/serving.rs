@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::server::Server;
+use common::server::{user_token, Server};
 use common::DataDir;
 use reqwest::blocking::Client;
 use serde_json::Value;
@@ -92,7 +92,11 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
     assert!(!bought.is_empty());
 
     let s = Server::start(&d, &[]);
-    let encoded = email.trim().replace('@', "%40").replace('+', "%2B");
+    let encoded = format!(
+        "{}&user_token={}",
+        email.trim().replace('@', "%40").replace('+', "%2B"),
+        user_token(&email)
+    );
     let (status, recs) = get(&s, &format!("/v1/recommendations?user_id={encoded}&k=20"));
     assert_eq!(status, 200, "{recs}");
     assert_eq!(recs["model_version"], active.as_str());
@@ -115,7 +119,13 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
     assert_ne!(again["request_id"], recs["request_id"]);
 
     // A stranger gets the popular items; similar items are others than the item.
-    let (_, stranger) = get(&s, "/v1/recommendations?user_id=nobody%40example.com&k=5");
+    let (_, stranger) = get(
+        &s,
+        &format!(
+            "/v1/recommendations?user_id=nobody%40example.com&user_token={}&k=5",
+            user_token("nobody@example.com")
+        ),
+    );
     let (_, popular) = get(&s, "/v1/popular?k=5");
     assert_eq!(items(&stranger), items(&popular));
     let (_, similar) = get(&s, &format!("/v1/items/{first}/similar?k=5"));
@@ -269,7 +279,16 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
     let top = items(&get(&s, "/v1/popular?k=10").1);
     assert!(!top.contains(&hidden));
     assert_eq!(top[1], pinned);
-    let stranger = items(&get(&s, "/v1/recommendations?user_id=new%40example.com&k=10").1);
+    let stranger = items(
+        &get(
+            &s,
+            &format!(
+                "/v1/recommendations?user_id=new%40example.com&user_token={}&k=10",
+                user_token("new@example.com")
+            ),
+        )
+        .1,
+    );
     assert!(!stranger.contains(&hidden));
     assert_eq!(stranger[1], pinned);
     let similar = items(&get(&s, &format!("/v1/items/{}/similar?k=20", popular[1])).1);

@@ -24,6 +24,7 @@ pub mod poll;
 mod routes;
 pub mod scheduler;
 mod serving;
+pub mod shopper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,9 @@ pub struct ServerConfig {
     pub sync_interval: Duration,
     /// The reconciliation poll, when the shop's API is configured.
     pub poll: Option<poll::PollConfig>,
+    /// Key of the shoppers' user tokens: a `user_id` from a browser counts
+    /// only with a token made with it (see [`shopper`]).
+    pub storefront_secret: String,
     /// Bearer token of `/admin/*`; without it the admin API is off.
     pub admin_token: Option<String>,
     /// How the weekly loop trains and decides.
@@ -96,6 +100,8 @@ impl ServerConfig {
             notify_url: None,
             sync_interval: Duration::from_secs(3600),
             poll: None,
+            // Random unless configured: no token verifies until one is set.
+            storefront_secret: hex::encode(rand::random::<[u8; 32]>()),
             admin_token: None,
             retrain: RetrainConfig::default(),
             experiments: ExperimentConfig::default(),
@@ -189,6 +195,36 @@ impl AppState {
 
     pub(crate) fn rate_limiter(&self) -> &limits::RateLimiter {
         &self.inner.rate_limiter
+    }
+
+    /// Whether a request may act as shopper `user_id`: with their user token
+    /// (`user_token` given in the query or body, or the `X-Manirec-User-Token`
+    /// header), or with the admin bearer token.
+    pub(crate) fn shopper(
+        &self,
+        user_id: &str,
+        token: Option<&str>,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), ApiError> {
+        let header_token = headers
+            .get("x-manirec-user-token")
+            .and_then(|v| v.to_str().ok());
+        let now = manirec_store::now_ms() / 1000;
+        let secret = &self.config().storefront_secret;
+        let outcome = shopper::verify(secret, user_id, token.or(header_token), now);
+        if outcome.is_ok() || routes::is_admin(self, headers) {
+            return Ok(());
+        }
+        Err(match outcome {
+            Err(shopper::Refusal::Required) => ApiError::unauthorized(
+                "user_token_required",
+                "user_id needs the shopper's user_token (query parameter or X-Manirec-User-Token header)",
+            ),
+            _ => ApiError::unauthorized(
+                "user_token_invalid",
+                "the user_token is malformed, expired, or not for this user_id",
+            ),
+        })
     }
 
     /// The counters `/metrics` shows.

@@ -132,6 +132,11 @@ async fn declared_size_limit(State(limit): State<usize>, request: Request, next:
     }
 }
 
+/// Whether the request carries the admin bearer token.
+pub(crate) fn is_admin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    admin::bearer_matches(state, headers)
+}
+
 async fn sdk() -> impl IntoResponse {
     (
         [

@@ -20,6 +20,8 @@ const MAX_K: usize = 100;
 #[derive(Deserialize)]
 pub struct RecommendParams {
     user_id: Option<String>,
+    /// The shopper's signed token; required with `user_id`.
+    user_token: Option<String>,
     session_id: Option<String>,
     k: Option<usize>,
     category: Option<String>,
@@ -62,12 +64,16 @@ fn no_model() -> ApiError {
 
 pub async fn recommendations(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     Query(p): Query<RecommendParams>,
 ) -> Result<Json<Recommendations>, ApiError> {
     let k = k(p.k)?;
     let serving = state.serving();
     if serving.active.is_none() && serving.experiment.is_none() {
         return Err(no_model());
+    }
+    if let Some(user) = p.user_id.as_deref().filter(|u| !u.trim().is_empty()) {
+        state.shopper(user, p.user_token.as_deref(), &headers)?;
     }
     let key = state.config().user_key.clone();
     let weights = state.config().weights.clone();
