@@ -255,4 +255,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX training_interactions_user_time ON training_interactions(user_id, timestamp);
     "#,
+    // 7: who holds a job's lease (host/pid/process start), so a run whose
+    // process died (kill -9, a crash) is taken over at once, not after hours.
+    r#"
+    ALTER TABLE job_runs ADD COLUMN owner TEXT;
+    "#,
 ];
