@@ -256,8 +256,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX training_interactions_user_time ON training_interactions(user_id, timestamp);
     "#,
     // 7: who holds a job's lease (host/pid/process start), so a run whose
-    // process died (kill -9, a crash) is taken over at once, not after hours.
+    // process died (kill -9, a crash) is taken over at once, not after hours;
+    // and a shopper's unsynced events, read on every recommendation, found by
+    // index (customer or session, then seq) instead of a scan past the watermark.
     r#"
     ALTER TABLE job_runs ADD COLUMN owner TEXT;
+    CREATE INDEX behavior_events_user_seq ON behavior_events(user_id, seq) WHERE user_id IS NOT NULL;
+    CREATE INDEX behavior_events_session_seq ON behavior_events(session_id, seq) WHERE session_id IS NOT NULL;
     "#,
 ];
