@@ -27,6 +27,8 @@ Usage: scripts/bench-serve [--users N --items N --interactions N] [--label L]
 Needs: python3 with numpy and pandas (generator), wrk.
 """
 import argparse
+import hashlib
+import hmac
 import json
 import os
 import platform
@@ -249,12 +251,23 @@ def paths(facts, n, seed, mix):
         elif mix and kind[i] < 0.3:
             out.append("/v1/popular?k=10")
         elif who[i] < 0.70 or sessions is None:
-            out.append(f"/v1/recommendations?user_id={pick_user[i]}&k=10")
+            out.append(f"/v1/recommendations?user_id={pick_user[i]}&user_token={user_token(pick_user[i])}&k=10")
         elif who[i] < 0.85:
             out.append(f"/v1/recommendations?session_id={pick_session[i]}&k=10")
         else:
-            out.append(f"/v1/recommendations?user_id=stranger-{i}&k=10")
+            out.append(f"/v1/recommendations?user_id=stranger-{i}&user_token={user_token(f'stranger-{i}')}&k=10")
     return out
+
+
+# user_id answers need the shopper's token (what a shop's theme makes).
+STOREFRONT_SECRET = "bench-storefront-secret-0123456789"
+
+
+def user_token(user_id, expiry=4102444800):
+    uid = str(user_id).strip()
+    uid = uid.lower() if "@" in uid else uid
+    message = f"{uid}|{expiry}".encode()
+    return f"{expiry}." + hmac.new(STOREFRONT_SECRET.encode(), message, hashlib.sha256).hexdigest()
 
 
 def cpu_seconds(pid):
@@ -270,6 +283,12 @@ def start_server(binary, data, port, env):
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             sys.exit(f"port {port} is already in use (a server left over?); pick another with --port")
     log_path = os.path.join(data, "bench-serve.log")
+    # wrk is one client hammering on purpose: no per-client rate limit here.
+    settings = os.path.join(data, "manirec.toml")
+    text = open(settings).read() if os.path.exists(settings) else ""
+    if "[limits]" not in text:
+        with open(settings, "a") as f:
+            f.write("\n[limits]\nrate_per_second = 0\n")
     proc = subprocess.Popen([binary, "--data-dir", data, "serve", "--addr", f"127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env=env)
     deadline = time.time() + 120
@@ -331,7 +350,8 @@ def main():
     root = os.path.abspath(args.out)
     os.makedirs(root, exist_ok=True)
     binary = os.path.abspath(args.manirec)
-    env = dict(os.environ, MANIREC_USER_KEY="00" * 32, MANIREC_LOG="warn")
+    env = dict(os.environ, MANIREC_USER_KEY="00" * 32, MANIREC_LOG="warn",
+               MANIREC_STOREFRONT_SECRET=STOREFRONT_SECRET)
     for k in ("MANIREC_OBJECT_STORE", "MANIREC_DATABASE_URL", "MANIREC_DATA_DIR"):
         env.pop(k, None)
 

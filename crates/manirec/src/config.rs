@@ -11,7 +11,7 @@ use manirec_pipeline::retrain::RetrainConfig;
 use manirec_pipeline::sync::Weights;
 use manirec_pipeline::trigger::TriggerConfig;
 use manirec_server::poll::PollConfig;
-use manirec_server::{Schedule, ServerConfig};
+use manirec_server::{Limits, Schedule, ServerConfig};
 use manirec_store::{Objects, Store};
 use serde::Deserialize;
 
@@ -23,6 +23,7 @@ struct FileSettings {
     object_store: Option<String>,
     shoplazza_secret: Option<String>,
     admin_token: Option<String>,
+    storefront_secret: Option<String>,
     user_key: Option<String>,
     notify_url: Option<String>,
     shoplazza_api: Option<String>,
@@ -37,6 +38,8 @@ struct FileSettings {
     experiments: ExperimentConfig,
     #[serde(default)]
     schedule: Schedule,
+    #[serde(default)]
+    limits: Limits,
 }
 
 /// `[sync]` in manirec.toml.
@@ -76,7 +79,33 @@ pub struct Settings {
     pub retrain: RetrainConfig,
     pub experiments: ExperimentConfig,
     pub schedule: Schedule,
+    pub limits: Limits,
     user_key: Option<String>,
+    storefront_secret: Option<String>,
+}
+
+/// Shortest secret accepted: a short HMAC key or bearer token can be guessed.
+const MIN_SECRET: usize = 16;
+
+/// A secret from the environment (set, even empty, wins) or the file; empty
+/// or shorter than [`MIN_SECRET`] bytes is refused, whichever the source, so
+/// that `shoplazza_secret = ""` can never become a key anyone can sign with.
+fn secret(name: &str, key: &str, from_file: Option<String>) -> Result<Option<String>> {
+    let (value, source) = match std::env::var(name) {
+        Ok(v) => (v, format!("the environment variable {name}")),
+        Err(_) => match from_file {
+            Some(v) => (v, format!("{key} in manirec.toml")),
+            None => return Ok(None),
+        },
+    };
+    if value.len() < MIN_SECRET {
+        bail!(
+            "{source} is {} bytes long; a secret must be at least {MIN_SECRET} bytes \
+             (generate one with `openssl rand -hex 32`, or unset it to turn its feature off)",
+            value.len()
+        );
+    }
+    Ok(Some(value))
 }
 
 impl Settings {
@@ -104,8 +133,17 @@ impl Settings {
             object_store: env("MANIREC_OBJECT_STORE")
                 .or(file.object_store)
                 .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display())),
-            shoplazza_secret: env("MANIREC_SHOPLAZZA_SECRET").or(file.shoplazza_secret),
-            admin_token: env("MANIREC_ADMIN_TOKEN").or(file.admin_token),
+            shoplazza_secret: secret(
+                "MANIREC_SHOPLAZZA_SECRET",
+                "shoplazza_secret",
+                file.shoplazza_secret,
+            )?,
+            admin_token: secret("MANIREC_ADMIN_TOKEN", "admin_token", file.admin_token)?,
+            storefront_secret: secret(
+                "MANIREC_STOREFRONT_SECRET",
+                "storefront_secret",
+                file.storefront_secret,
+            )?,
             notify_url: env("MANIREC_NOTIFY_URL").or(file.notify_url),
             user_key: env("MANIREC_USER_KEY").or(file.user_key),
             shoplazza_api: env("MANIREC_SHOPLAZZA_API").or(file.shoplazza_api),
@@ -115,6 +153,12 @@ impl Settings {
             retrain: file.retrain,
             experiments: file.experiments,
             schedule: file.schedule,
+            limits: {
+                file.limits
+                    .validate()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file_path.display()))?;
+                file.limits
+            },
             data_dir,
         })
     }
@@ -164,6 +208,29 @@ impl Settings {
 }
 
 impl Settings {
+    /// The key of the shoppers' user tokens: configured, or generated once and
+    /// kept in `<data-dir>/storefront.secret` (the shop's theme signs with it).
+    pub fn storefront_secret(&self) -> Result<String> {
+        if let Some(secret) = &self.storefront_secret {
+            return Ok(secret.clone());
+        }
+        let path = self.data_dir.join("storefront.secret");
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().len() >= MIN_SECRET => Ok(text.trim().to_owned()),
+            Ok(_) => bail!(
+                "{} holds fewer than {MIN_SECRET} bytes; delete it to generate a new one",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret = hex::encode(rand::random::<[u8; 32]>());
+                write_private(&path, &secret)?;
+                tracing::info!(path = %path.display(), "generated the storefront secret; the shop's theme signs user tokens with it");
+                Ok(secret)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
     /// The reconciliation poll's configuration, when the shop's API is set.
     pub fn poll_config(&self) -> Option<PollConfig> {
         let base = self.shoplazza_api.as_ref()?;
@@ -193,9 +260,11 @@ impl Settings {
         config.sync_interval = self.sync_interval();
         config.poll = self.poll_config();
         config.admin_token = self.admin_token.clone();
+        config.storefront_secret = self.storefront_secret()?;
         config.retrain = self.retrain.clone();
         config.experiments = self.experiments.clone();
         config.schedule = self.schedule.clone();
+        config.limits = self.limits.clone();
         Ok(config)
     }
 }

@@ -115,7 +115,7 @@ fn the_dashboard_shows_serving_models_and_job_runs() {
     let demo = d.json(&["demo", "--no-serve", "--seed", "3", "--as-of", "2026-06-30"]);
     let active = demo["stages"]["promoted"].as_str().unwrap().to_owned();
     d.json(&["retrain", "--run"]);
-    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "dash-token")]);
+    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "dash-token-0123456789")]);
     for _ in 0..3 {
         let popular = reqwest::blocking::get(s.url("/v1/popular?k=5")).unwrap();
         assert_eq!(popular.status(), 200);
@@ -132,7 +132,7 @@ fn the_dashboard_shows_serving_models_and_job_runs() {
             "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(s.url("/dashboard#token=dash-token"))
+        .arg(s.url("/dashboard#token=dash-token-0123456789"))
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);

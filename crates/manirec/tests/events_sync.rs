@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::server::Server;
+use common::server::{user_token, Server};
 use common::DataDir;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ fn a_batch_keeps_its_valid_members_and_names_the_invalid_ones() {
         {"event_id": "e5", "event_type": "product_view", "product_id": "p1", "session_id": "s1", "timestamp": "yesterday"},
         "not an event",
         event("e7", "rec_click", "p1", json!({"session_id": "s1"})),
-        event("e8", "wishlist_share", "p4", json!({"user_id": "Ana@Example.com", "session_id": "s1"})),
+        event("e8", "wishlist_share", "p4", json!({"user_id": "Ana@Example.com", "user_token": user_token("Ana@Example.com"), "session_id": "s1"})),
         event("e1", "product_view", "p1", json!({"session_id": "s1"})),
         {"event_id": "e10", "event_type": "product_view", "product_id": 77, "session_id": "s2", "timestamp": "2026-09-21T10:00:00Z"}
     ]);
@@ -164,7 +164,7 @@ fn sync_moves_every_event_exactly_once_and_stitches_anonymous_history() {
         "l1",
         "add_to_cart",
         "p3",
-        json!({"user_id": "ana@example.com", "session_id": "s9", "device_id": "d9"})
+        json!({"user_id": "ana@example.com", "user_token": user_token("ana@example.com"), "session_id": "s9", "device_id": "d9"})
     )]);
     assert_eq!(post(&s, &login).1["accepted"], 1);
     let later = json!([event(

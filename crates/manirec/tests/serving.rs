@@ -4,10 +4,12 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::server::Server;
+use common::server::{user_token, Server};
 use common::DataDir;
 use reqwest::blocking::Client;
 use serde_json::Value;
+
+const TOKEN: &str = "serving-admin-token-0123";
 
 fn get(s: &Server, path: &str) -> (u16, Value) {
     let r = Client::new().get(s.url(path)).send().unwrap();
@@ -90,7 +92,11 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
     assert!(!bought.is_empty());
 
     let s = Server::start(&d, &[]);
-    let encoded = email.trim().replace('@', "%40").replace('+', "%2B");
+    let encoded = format!(
+        "{}&user_token={}",
+        email.trim().replace('@', "%40").replace('+', "%2B"),
+        user_token(&email)
+    );
     let (status, recs) = get(&s, &format!("/v1/recommendations?user_id={encoded}&k=20"));
     assert_eq!(status, 200, "{recs}");
     assert_eq!(recs["model_version"], active.as_str());
@@ -113,7 +119,13 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
     assert_ne!(again["request_id"], recs["request_id"]);
 
     // A stranger gets the popular items; similar items are others than the item.
-    let (_, stranger) = get(&s, "/v1/recommendations?user_id=nobody%40example.com&k=5");
+    let (_, stranger) = get(
+        &s,
+        &format!(
+            "/v1/recommendations?user_id=nobody%40example.com&user_token={}&k=5",
+            user_token("nobody@example.com")
+        ),
+    );
     let (_, popular) = get(&s, "/v1/popular?k=5");
     assert_eq!(items(&stranger), items(&popular));
     let (_, similar) = get(&s, &format!("/v1/items/{first}/similar?k=5"));
@@ -184,7 +196,7 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
     let d = DataDir::new();
     d.json(&["demo", "--no-serve", "--seed", "5", "--as-of", "2026-06-30"]);
     let (designer, category) = catalogue(&d);
-    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "t")]);
+    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", TOKEN)]);
     let popular = items(&get(&s, "/v1/popular?k=40").1);
     let designs: Vec<&String> = popular
         .iter()
@@ -247,7 +259,7 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
     let admin = |method: reqwest::Method, path: &str, body: serde_json::Value| {
         let r = Client::new()
             .request(method, s.url(path))
-            .bearer_auth("t")
+            .bearer_auth(TOKEN)
             .json(&body)
             .send()
             .unwrap();
@@ -267,7 +279,16 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
     let top = items(&get(&s, "/v1/popular?k=10").1);
     assert!(!top.contains(&hidden));
     assert_eq!(top[1], pinned);
-    let stranger = items(&get(&s, "/v1/recommendations?user_id=new%40example.com&k=10").1);
+    let stranger = items(
+        &get(
+            &s,
+            &format!(
+                "/v1/recommendations?user_id=new%40example.com&user_token={}&k=10",
+                user_token("new@example.com")
+            ),
+        )
+        .1,
+    );
     assert!(!stranger.contains(&hidden));
     assert_eq!(stranger[1], pinned);
     let similar = items(&get(&s, &format!("/v1/items/{}/similar?k=20", popular[1])).1);
@@ -275,7 +296,7 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
     // A bad rule is refused with a reason.
     let r = Client::new()
         .put(s.url(&format!("/admin/rules/{pinned}")))
-        .bearer_auth("t")
+        .bearer_auth(TOKEN)
         .json(&serde_json::json!({"rule": "pin", "value": 0}))
         .send()
         .unwrap();

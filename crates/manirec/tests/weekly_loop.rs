@@ -85,7 +85,8 @@ fn data_arrives_a_candidate_is_ab_tested_and_the_winner_promoted() {
         "[trigger]\nmin_new_interactions = 300\n\
          [retrain]\nmodel = \"ease\"\ntolerance = 0.5\n\
          [experiments]\nmin_exposures = 40\n\
-         [schedule]\nretrain_minutes = 0\nreport_hours = 0\nretention_hours = 0\n",
+         [schedule]\nretrain_minutes = 0\nreport_hours = 0\nretention_hours = 0\n\
+         [limits]\nrate_per_second = 0\n", // a crowd of shoppers, all on loopback
     )
     .unwrap();
     let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", TOKEN)]);
@@ -187,11 +188,22 @@ fn data_arrives_a_candidate_is_ab_tested_and_the_winner_promoted() {
             e[2] += 1;
         }
         if clicks > 0 && n % 2 == 0 {
+            // A storefront `purchase` event is a claim, not an order: it never
+            // counts for an arm (verified orders do).
             feedback.push(
                 json!({"event_id": format!("buy-{n}"), "event_type": "purchase",
                 "product_id": recs[0], "session_id": session, "timestamp": now_ms() + 1000}),
             );
-            e[3] += 1;
+        }
+        if clicks > 0 && n < 2 {
+            // Forgeries: 100 clicks on an item this answer did not contain, and
+            // 100 repeats of the real click: they add nothing.
+            for k in 0..100 {
+                feedback.push(json!({"event_id": format!("forged-{n}-{k}"), "event_type": "rec_click",
+                    "product_id": "not-in-the-answer", "session_id": session, "request_id": request, "timestamp": now_ms()}));
+                feedback.push(json!({"event_id": format!("repeat-{n}-{k}"), "event_type": "rec_click",
+                    "product_id": recs[0], "session_id": session, "request_id": request, "timestamp": now_ms()}));
+            }
         }
     }
     post_events(&s, &feedback);

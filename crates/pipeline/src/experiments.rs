@@ -66,6 +66,9 @@ pub struct ExperimentConfig {
     /// After this many days with enough exposures and no significant
     /// difference, the loop keeps the treatment unless it looks worse.
     pub max_days: f64,
+    /// Largest share of an arm's impressions or clicks one shopper may carry
+    /// before the loop refuses to act on the numbers (a bot, or a forger).
+    pub max_shopper_share: f64,
 }
 
 impl ExperimentConfig {
@@ -85,6 +88,7 @@ impl Default for ExperimentConfig {
             min_exposures: 1000,
             alpha: 0.05,
             max_days: 14.0,
+            max_shopper_share: 0.2,
         }
     }
 }
@@ -286,7 +290,14 @@ pub fn status(
     };
     let enough_evidence = exposures >= config.min_exposures;
     let age = crate::time::now_ms() - e.started_at;
-    let (decision, reason) = decide(&primary, enough_evidence, age, config, metric);
+    let (decision, reason) = match insane(&control, &treatment, config) {
+        // Numbers that cannot be honest are never acted on.
+        Some(why) => (
+            Decision::Continue,
+            format!("not acting: the numbers fail a sanity check ({why})"),
+        ),
+        None => decide(&primary, enough_evidence, age, config, metric),
+    };
     Ok(ExperimentStatus {
         experiment_id: e.id,
         control: e.control,
@@ -307,6 +318,35 @@ pub fn status(
         decision,
         reason,
     })
+}
+
+/// Fewest clicks or impressions in an arm before one shopper's share is judged.
+const SHARE_FLOOR: u64 = 20;
+
+/// What makes an arm's numbers impossible or untrustworthy, if anything: more
+/// clicks than impressions, or one shopper carrying an outsized share.
+fn insane(control: &Arm, treatment: &Arm, config: &ExperimentConfig) -> Option<String> {
+    for (name, arm) in [("control", control), ("treatment", treatment)] {
+        let c = &arm.counts;
+        if c.clicks > c.impressions {
+            return Some(format!(
+                "{name} has {} clicks for {} impressions",
+                c.clicks, c.impressions
+            ));
+        }
+        for (what, top, total) in [
+            ("impressions", c.top_shopper_impressions, c.impressions),
+            ("clicks", c.top_shopper_clicks, c.clicks),
+        ] {
+            if total >= SHARE_FLOOR && top as f64 > config.max_shopper_share * total as f64 {
+                return Some(format!(
+                    "one shopper carries {top} of {name}'s {total} {what}, over the {:.0} % allowed",
+                    config.max_shopper_share * 100.0
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn decide(
@@ -554,6 +594,32 @@ mod tests {
             .state_get(crate::trigger::LAST_TRAINING_AT)
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn insane_numbers_are_never_acted_on() {
+        let config = ExperimentConfig::default();
+        let arm = |impressions, clicks, top_i, top_c| {
+            Arm::from(ArmCounts {
+                requests: 5000,
+                impressions,
+                clicks,
+                top_shopper_impressions: top_i,
+                top_shopper_clicks: top_c,
+                purchases: 0,
+            })
+        };
+        let fine = arm(2000, 100, 10, 2);
+        assert_eq!(insane(&fine, &fine, &config), None);
+        let why = insane(&fine, &arm(50, 80, 5, 1), &config).unwrap();
+        assert!(why.contains("80 clicks for 50 impressions"), "{why}");
+        let why = insane(&arm(2000, 100, 10, 60), &fine, &config).unwrap();
+        assert!(
+            why.contains("one shopper carries 60 of control's 100 clicks"),
+            "{why}"
+        );
+        // Few clicks are naturally concentrated: not judged below the floor.
+        assert_eq!(insane(&arm(2000, 5, 10, 5), &fine, &config), None);
     }
 
     #[test]

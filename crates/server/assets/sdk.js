@@ -2,7 +2,8 @@
  * purchases and recommendation impressions/clicks; batches them, retries with
  * back-off, and flushes with sendBeacon when the page is hidden. No dependencies.
  *
- *   <script src="https://RECS.HOST/sdk.js" data-endpoint="https://RECS.HOST"></script>
+ *   <script src="https://RECS.HOST/sdk.js" data-endpoint="https://RECS.HOST"
+ *           data-user-token="EXPIRY.HMAC"></script>  // made by the theme, see README
  *   manirec.identify("customer@example.com")     // after login (optional)
  *   manirec.track("add_to_cart", "PRODUCT_ID")
  *   manirec.impression(requestId, ["P1", "P2"])  // recommendations shown
@@ -16,6 +17,8 @@
   var script = document.currentScript;
   var cfg = {
     endpoint: (script && script.getAttribute("data-endpoint")) || (script ? new URL(script.src).origin : ""),
+    // The shopper's signed token: without it a user_id is not trusted.
+    userToken: (script && script.getAttribute("data-user-token")) || null,
     batchSize: 20,
     flushMs: 5000,
     sessionIdleMs: 30 * 60 * 1000,
@@ -64,7 +67,10 @@
       device_id: deviceId,
       timestamp: Date.now(),
     };
-    if (userId) event.user_id = userId;
+    if (userId) {
+      event.user_id = userId;
+      if (cfg.userToken) event.user_token = cfg.userToken;
+    }
     if (extra.request_id) event.request_id = extra.request_id;
     if (extra.properties) event.properties = extra.properties;
     queue.push(event);
@@ -136,7 +142,10 @@
     config: cfg,
     track: track,
     flush: flush,
-    identify: function (id) { userId = id ? String(id).trim() : null; },
+    identify: function (id, token) {
+      userId = id ? String(id).trim() : null;
+      if (token) cfg.userToken = String(token);
+    },
     impression: function (requestId, productIds) {
       for (var i = 0; i < productIds.length; i++) track("rec_impression", productIds[i], { request_id: requestId });
     },

@@ -95,6 +95,76 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The stable code of a status, for answers that were not built as an
+/// [`ApiError`] (axum's own rejections, the timeout, the body limit).
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+/// The one mechanism that keeps every error in the contract's shape: any 4xx
+/// or 5xx answer that is not already JSON (axum's plain-text rejections of a
+/// query, a path, a method, a media type, a body; the timeout's bare 408) is
+/// rewritten as `{"error": {"code", "message"}}`, keeping its status and
+/// headers (`Allow`, `Retry-After`). Routes added later get it for free.
+pub(crate) async fn envelope(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    response: Response,
+) -> Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if json {
+        return response;
+    }
+    if status == StatusCode::REQUEST_TIMEOUT {
+        state.metrics().refused("timeout");
+    }
+    let (parts, body) = response.into_parts();
+    // Rejection texts are one line; anything longer is not ours to echo.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut answer = ApiError {
+        status,
+        code: code_for(status),
+        message,
+    }
+    .into_response();
+    for (name, value) in &parts.headers {
+        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -17,12 +17,14 @@
 mod db;
 mod error;
 pub mod jobs;
+mod limits;
 mod metrics;
 pub mod notify;
 pub mod poll;
 mod routes;
 pub mod scheduler;
 mod serving;
+pub mod shopper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,7 @@ use manirec_store::Objects;
 
 pub use db::Db;
 pub use error::ApiError;
+pub use limits::Limits;
 pub use metrics::Metrics;
 pub use scheduler::Schedule;
 pub use serving::Serving;
@@ -67,6 +70,9 @@ pub struct ServerConfig {
     pub sync_interval: Duration,
     /// The reconciliation poll, when the shop's API is configured.
     pub poll: Option<poll::PollConfig>,
+    /// Key of the shoppers' user tokens: a `user_id` from a browser counts
+    /// only with a token made with it (see [`shopper`]).
+    pub storefront_secret: String,
     /// Bearer token of `/admin/*`; without it the admin API is off.
     pub admin_token: Option<String>,
     /// How the weekly loop trains and decides.
@@ -75,6 +81,8 @@ pub struct ServerConfig {
     pub experiments: ExperimentConfig,
     /// How often the scheduled jobs run.
     pub schedule: Schedule,
+    /// Timeouts, the concurrency cap, the per-client rate limit.
+    pub limits: Limits,
 }
 
 impl ServerConfig {
@@ -92,10 +100,13 @@ impl ServerConfig {
             notify_url: None,
             sync_interval: Duration::from_secs(3600),
             poll: None,
+            // Random unless configured: no token verifies until one is set.
+            storefront_secret: hex::encode(rand::random::<[u8; 32]>()),
             admin_token: None,
             retrain: RetrainConfig::default(),
             experiments: ExperimentConfig::default(),
             schedule: Schedule::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -116,6 +127,8 @@ struct Inner {
     serving: std::sync::RwLock<Arc<Serving>>,
     /// Recommendation answers waiting to be logged.
     log: serving::LogBuffer,
+    /// Per-client token buckets of the public routes.
+    rate_limiter: limits::RateLimiter,
 }
 
 impl AppState {
@@ -123,6 +136,7 @@ impl AppState {
     pub fn new(config: ServerConfig, db: Db, objects: Objects) -> Self {
         AppState {
             inner: Arc::new(Inner {
+                rate_limiter: limits::RateLimiter::new(&config.limits),
                 config,
                 db,
                 objects,
@@ -179,6 +193,40 @@ impl AppState {
         serving::flush(self).await
     }
 
+    pub(crate) fn rate_limiter(&self) -> &limits::RateLimiter {
+        &self.inner.rate_limiter
+    }
+
+    /// Whether a request may act as shopper `user_id`: with their user token
+    /// (`user_token` given in the query or body, or the `X-Manirec-User-Token`
+    /// header), or with the admin bearer token.
+    pub(crate) fn shopper(
+        &self,
+        user_id: &str,
+        token: Option<&str>,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), ApiError> {
+        let header_token = headers
+            .get("x-manirec-user-token")
+            .and_then(|v| v.to_str().ok());
+        let now = manirec_store::now_ms() / 1000;
+        let secret = &self.config().storefront_secret;
+        let outcome = shopper::verify(secret, user_id, token.or(header_token), now);
+        if outcome.is_ok() || routes::is_admin(self, headers) {
+            return Ok(());
+        }
+        Err(match outcome {
+            Err(shopper::Refusal::Required) => ApiError::unauthorized(
+                "user_token_required",
+                "user_id needs the shopper's user_token (query parameter or X-Manirec-User-Token header)",
+            ),
+            _ => ApiError::unauthorized(
+                "user_token_invalid",
+                "the user_token is malformed, expired, or not for this user_id",
+            ),
+        })
+    }
+
     /// The counters `/metrics` shows.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
@@ -191,18 +239,69 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+///
+/// HTTP/1.1 only, with a header read timeout (axum's own `serve` sets none, so
+/// a client sending half a request line could hold a connection for ever); the
+/// client's address goes into each request for the rate limit.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
     if let Err(e) = state.refresh_model().await {
         tracing::warn!(error = %e, "no model loaded; recommendations answer 503 until one is promoted");
     }
     let scheduler = tokio::spawn(scheduler::run(state.clone()));
-    let result = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let router = app(state.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config().limits.header_read_timeout());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let result = loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                request
+            },
+        );
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    };
+    drop(listener);
+    // In-flight requests finish; a connection idle in keep-alive closes at once.
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown; closing them");
+    }
     // Its background tasks go with it; then the last log entries are written.
     scheduler.abort();
     let _ = scheduler.await;

@@ -35,6 +35,11 @@ struct Webhook {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Refusal {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Answer {
     endpoint: &'static str,
     variant: &'static str,
@@ -81,6 +86,7 @@ pub struct Metrics {
     recommendations: Family<Answer, Counter>,
     latency: Family<Route, Histogram>,
     latency_counts: Mutex<LatencyCounts>,
+    refused: Family<Refusal, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,6 +105,12 @@ impl Default for Metrics {
             "request_duration_seconds",
             "Time from a request's arrival to its answer's headers, by route template and method",
             latency.clone(),
+        );
+        let refused = Family::<Refusal, Counter>::default();
+        registry.register(
+            "refused_requests",
+            "Requests refused by the edge's limits (rate_limited, overloaded, timeout)",
+            refused.clone(),
         );
         registry.register(
             "recommendations",
@@ -136,6 +148,7 @@ impl Default for Metrics {
             recommendations,
             latency,
             latency_counts: Mutex::default(),
+            refused,
         }
     }
 }
@@ -164,6 +177,11 @@ impl Metrics {
         self.recommendations
             .get_or_create(&Answer { endpoint, variant })
             .inc();
+    }
+
+    /// Counts a request refused by a limit (`rate_limited`, `overloaded`, `timeout`).
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&Refusal { reason }).inc();
     }
 
     /// Counts event outcomes.

@@ -86,13 +86,38 @@ pub async fn send(url: &str, notice: &Value) -> bool {
         match client.post(url).json(notice).send().await {
             Ok(r) if r.status().is_success() => return true,
             Ok(r) => tracing::warn!(attempt, status = %r.status(), "notification refused"),
-            Err(e) => tracing::warn!(attempt, error = %e, "notification failed"),
+            // The URL may carry a token (chat webhooks do): never in the log.
+            Err(e) => tracing::warn!(attempt, error = %e.without_url(), "notification failed"),
         }
         if attempt < ATTEMPTS {
             tokio::time::sleep(delay).await;
             delay *= 2;
         }
     }
-    tracing::error!(url, "notification gave up after {ATTEMPTS} attempts");
+    tracing::error!(
+        host = redacted(url),
+        "notification gave up after {ATTEMPTS} attempts"
+    );
     false
+}
+
+/// The host of a URL, which is all a log line needs (the path and query of a
+/// chat webhook are its credential).
+pub(crate) fn redacted(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "<unparsable url>".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_host_of_a_notify_url_is_logged() {
+        assert_eq!(
+            super::redacted("https://hooks.slack.com/services/T00/B00/secret-part"),
+            "hooks.slack.com"
+        );
+        assert_eq!(super::redacted("not a url"), "<unparsable url>");
+    }
 }

@@ -38,10 +38,18 @@ pub struct Experiment {
 pub struct ArmCounts {
     /// Recommendation answers given.
     pub requests: u64,
-    /// Distinct (request, item) impressions reported.
+    /// Distinct (request, item) impressions reported, of items that answer
+    /// actually contained.
     pub impressions: u64,
-    /// Distinct (request, item) clicks reported.
+    /// Distinct (request, item) clicks reported, of items that answer
+    /// actually contained.
     pub clicks: u64,
+    /// The most impressions one shopper (user, session or device) accounts for.
+    #[serde(skip)]
+    pub top_shopper_impressions: u64,
+    /// The most clicks one shopper accounts for.
+    #[serde(skip)]
+    pub top_shopper_clicks: u64,
     /// Distinct (shopper, item, second) purchases of an item recommended to that
     /// shopper within the window before.
     pub purchases: u64,
@@ -221,9 +229,8 @@ impl Store {
     /// Per arm (`control`, `treatment`) of experiment `id`: requests, impressions,
     /// clicks, and purchases attributed within `window_ms` of a recommendation
     /// that showed the item to the same shopper (a session and the customer it
-    /// was linked to count as one shopper). Purchases are read from both the
-    /// training interactions (orders, synced events) and the events not yet
-    /// synced; the same purchase seen twice counts once.
+    /// was linked to count as one shopper). Purchases are verified orders only
+    /// (webhook, poll, import); storefront `purchase` events never count.
     pub fn arm_counts(&self, id: i64, window_ms: i64) -> Result<BTreeMap<String, ArmCounts>> {
         let mut arms: BTreeMap<String, ArmCounts> = ["control", "treatment"]
             .into_iter()
@@ -242,34 +249,49 @@ impl Store {
             let (variant, n) = row?;
             arms.entry(variant).or_default().requests = n as u64;
         }
+        // Feedback counts once per (request, item), and only for an item the
+        // answer with that request id contained: a storefront can report
+        // anything, the log says what was shown. Per shopper too, so the loop
+        // can see one shopper (or bot) carrying an arm.
         let mut feedback = self.conn.prepare_cached(
-            "SELECT r.variant, e.event_type, COUNT(DISTINCT e.request_id || char(31) || e.product_id)
-             FROM behavior_events e JOIN recommendation_log r ON r.request_id = e.request_id
-             WHERE r.experiment_id = ?1 AND e.event_type IN ('rec_impression', 'rec_click')
-             GROUP BY r.variant, e.event_type",
+            "SELECT variant, event_type, SUM(n), MAX(n) FROM (
+                 SELECT r.variant, e.event_type,
+                        COALESCE(e.user_id, 'session:' || e.session_id, 'device:' || e.device_id) AS who,
+                        COUNT(DISTINCT e.request_id || char(31) || e.product_id) AS n
+                 FROM behavior_events e JOIN recommendation_log r ON r.request_id = e.request_id
+                 WHERE r.experiment_id = ?1 AND e.event_type IN ('rec_impression', 'rec_click')
+                   AND EXISTS (SELECT 1 FROM json_each(r.items) j WHERE j.value = e.product_id)
+                 GROUP BY 1, 2, 3
+             ) GROUP BY variant, event_type",
         )?;
         for row in feedback.query_map([id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })? {
-            let (variant, kind, n) = row?;
+            let (variant, kind, n, top) = row?;
             let arm = arms.entry(variant).or_default();
             match kind.as_str() {
-                "rec_impression" => arm.impressions = n as u64,
-                _ => arm.clicks = n as u64,
+                "rec_impression" => {
+                    arm.impressions = n as u64;
+                    arm.top_shopper_impressions = top as u64;
+                }
+                _ => {
+                    arm.clicks = n as u64;
+                    arm.top_shopper_clicks = top as u64;
+                }
             }
         }
         let mut purchases = self.conn.prepare_cached(
             "WITH purchases(user_id, item_id, at_s) AS (
+                 -- Verified orders only (webhook, poll, import, the shop's
+                 -- data): a storefront `purchase` event is anyone's claim.
                  SELECT user_id, item_id, timestamp FROM training_interactions
-                 WHERE interaction_type = 'purchase' AND synthetic = 0 AND timestamp >= ?2 / 1000
-                 UNION
-                 SELECT COALESCE(user_id, 'session:' || session_id, 'device:' || device_id),
-                        product_id, timestamp_ms / 1000
-                 FROM behavior_events WHERE event_type = 'purchase' AND timestamp_ms >= ?2
+                 WHERE interaction_type = 'purchase' AND synthetic = 0 AND source <> 'realtime'
+                   AND timestamp >= ?2 / 1000
              ),
              shoppers(user_id, item_id, at_s) AS (
                  SELECT COALESCE(l.user_id, p.user_id), p.item_id, p.at_s
@@ -405,26 +427,62 @@ mod tests {
                 event("i2b", "rec_impression", "y", "s1", Some("r1"), t0), // same item again
                 event("i3", "rec_impression", "x", "s2", Some("r2"), t0),
                 event("c1", "rec_click", "x", "s2", Some("r2"), t0 + 10),
-                // Bought z (shown twice): counted once; x bought by s1 after the window: not counted.
+                // Storefront purchase events are claims, not orders: never counted.
                 event("p1", "purchase", "z", "s2", None, t0 + 60_000),
                 event("p2", "purchase", "x", "s1", None, t0 + 3 * 86_400_000),
             ])
             .unwrap();
-        // The same purchase also arrives as an order's interaction: still one.
+        // Forged feedback: 100 clicks on an item r2 did not contain, 100
+        // repeats of the one real click, a click with an unknown request id.
+        let mut forged = Vec::new();
+        for i in 0..100 {
+            forged.push(event(
+                &format!("f{i}"),
+                "rec_click",
+                "q",
+                "s2",
+                Some("r2"),
+                t0 + 20,
+            ));
+            forged.push(event(
+                &format!("d{i}"),
+                "rec_click",
+                "x",
+                "s2",
+                Some("r2"),
+                t0 + 20,
+            ));
+        }
+        forged.push(event(
+            "u1",
+            "rec_click",
+            "x",
+            "s2",
+            Some("r-unknown"),
+            t0 + 20,
+        ));
+        store.insert_events(&forged).unwrap();
+        let purchase = |user: &str, item: &str, at_ms: i64, source: Source| Interaction {
+            key: InteractionKey {
+                user_id: user.into(),
+                item_id: item.into(),
+                timestamp: at_ms / 1000,
+                interaction_type: "purchase".into(),
+            },
+            rating: 5.0,
+            source,
+            synthetic: false,
+            quantity: 1,
+            origin: None,
+        };
+        // A synced storefront purchase does not count; a verified order of z
+        // (shown twice) counts once; x bought by s1 after the window does not.
         store
-            .insert_interactions(&[Interaction {
-                key: InteractionKey {
-                    user_id: "session:s2".into(),
-                    item_id: "z".into(),
-                    timestamp: (t0 + 60_000) / 1000,
-                    interaction_type: "purchase".into(),
-                },
-                rating: 5.0,
-                source: Source::Realtime,
-                synthetic: false,
-                quantity: 1,
-                origin: None,
-            }])
+            .insert_interactions(&[
+                purchase("session:s1", "y", t0 + 1_000, Source::Realtime),
+                purchase("session:s2", "z", t0 + 60_000, Source::Webhook),
+                purchase("session:s1", "x", t0 + 3 * 86_400_000, Source::Webhook),
+            ])
             .unwrap();
         let arms = store.arm_counts(e.id, 86_400_000).unwrap();
         let (c, t) = (arms["control"], arms["treatment"]);
@@ -436,5 +494,6 @@ mod tests {
             (t.requests, t.impressions, t.clicks, t.purchases),
             (2, 1, 1, 1)
         );
+        assert_eq!((t.top_shopper_clicks, c.top_shopper_impressions), (1, 2));
     }
 }

@@ -8,8 +8,48 @@ use serde::Serialize;
 
 use crate::{now_ms, Error, Result, Store};
 
-/// A run left `running` longer than this is taken to have died with its process.
+/// A run left `running` longer than this is taken to have died with its process
+/// (the fallback when its owner cannot be checked: another host).
 const LEASE_MS: i64 = 6 * 3600 * 1000;
+
+/// This process as a lease owner: `host/pid/start`, where `start` is the
+/// process's start time in clock ticks since boot (so a reused pid is another
+/// owner).
+fn this_owner() -> String {
+    owner_of(std::process::id()).unwrap_or_else(|| format!("{}/{}/?", host(), std::process::id()))
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The owner string of a live process `pid` on this host, if it is alive.
+fn owner_of(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 (starttime), counted after the parenthesised command name.
+    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    Some(format!("{}/{pid}/{start}", host()))
+}
+
+/// Whether the process that wrote `owner` is known to be gone: it ran on this
+/// host, and its pid is no longer that process. Unknown (another host, no
+/// /proc): not known dead, so the time lease decides.
+fn owner_is_dead(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, '/');
+    let (Some(start), Some(pid), Some(owner_host)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if start == "?" || owner_host != host() || !std::path::Path::new("/proc/self").exists() {
+        return false;
+    }
+    owner_of(pid).as_deref() != Some(owner)
+}
 
 /// One run of a job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,32 +89,44 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRun> {
 const COLUMNS: &str = "id, job, started_by, status, started_at, finished_at, steps, error";
 
 impl Store {
-    /// Starts a run of `job`, unless one is already running (a run older than
-    /// the lease is marked failed first: its process died).
+    /// Starts a run of `job`, unless one is already running. A running row
+    /// whose process died is marked failed first and taken over: at once when
+    /// its owner ran on this host and is gone (`kill -9`, a crash), after the
+    /// lease otherwise.
     pub fn start_job_run(&self, job: &str, started_by: &str) -> Result<i64> {
-        let tx = self.conn.unchecked_transaction()?;
-        let now = now_ms();
-        tx.execute(
-            "UPDATE job_runs SET status = 'failed', finished_at = ?2,
-                 error = 'interrupted: its process stopped before the run finished'
-             WHERE job = ?1 AND status = 'running' AND started_at < ?3",
-            params![job, now, now - LEASE_MS],
+        // IMMEDIATE: two starters serialise here instead of failing SQLITE_BUSY
+        // when both upgrade a read to a write.
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
         )?;
-        let running: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM job_runs WHERE job = ?1 AND status = 'running'",
-                [job],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(id) = running {
-            return Err(Error::Conflict(format!(
-                "{job} run {id} is still running; wait for it (manirec runs) and try again"
-            )));
+        let now = now_ms();
+        let running: Vec<(i64, i64, Option<String>)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, started_at, owner FROM job_runs WHERE job = ?1 AND status = 'running'",
+            )?;
+            let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (id, started_at, owner) in running {
+            let dead = owner.as_deref().is_some_and(owner_is_dead);
+            if dead || started_at < now - LEASE_MS {
+                tx.execute(
+                    "UPDATE job_runs SET status = 'failed', finished_at = ?2,
+                         error = 'interrupted: its process stopped before the run finished'
+                     WHERE id = ?1",
+                    params![id, now],
+                )?;
+            } else {
+                return Err(Error::Conflict(format!(
+                    "{job} run {id} is still running; wait for it (manirec runs) and try again"
+                )));
+            }
         }
         tx.execute(
-            "INSERT INTO job_runs (job, started_by, status, started_at) VALUES (?1, ?2, 'running', ?3)",
-            params![job, started_by, now],
+            "INSERT INTO job_runs (job, started_by, status, started_at, owner)
+             VALUES (?1, ?2, 'running', ?3, ?4)",
+            params![job, started_by, now, this_owner()],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -181,5 +233,42 @@ mod tests {
             .unwrap();
         store.start_job_run("retrain", "cli").unwrap();
         assert_eq!(store.job_run(id).unwrap().unwrap().status, "failed");
+    }
+
+    #[test]
+    fn a_run_whose_process_was_killed_is_taken_over_at_once() {
+        let store = Store::open_in_memory().unwrap();
+        // A process that has exited: its lease is worthless.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let owner = owner_of(pid).unwrap_or_else(|| format!("{}/{pid}/1", host()));
+        child.wait().unwrap();
+        let id = store.start_job_run("retrain", "cli").unwrap();
+        store
+            .conn
+            .execute(
+                "UPDATE job_runs SET owner = ?2 WHERE id = ?1",
+                params![id, owner],
+            )
+            .unwrap();
+        let next = store.start_job_run("retrain", "cli").unwrap();
+        let old = store.job_run(id).unwrap().unwrap();
+        assert_eq!(old.status, "failed");
+        assert!(old.error.unwrap().contains("interrupted"));
+        // The new run is ours, and we are alive: it holds.
+        assert!(matches!(
+            store.start_job_run("retrain", "cli"),
+            Err(Error::Conflict(_))
+        ));
+        assert_eq!(store.job_run(next).unwrap().unwrap().status, "running");
+        // Another host's owner is not judged by our /proc: the time lease decides.
+        store
+            .conn
+            .execute(
+                "UPDATE job_runs SET owner = 'elsewhere/1/1' WHERE id = ?1",
+                [next],
+            )
+            .unwrap();
+        assert!(store.start_job_run("retrain", "cli").is_err());
     }
 }

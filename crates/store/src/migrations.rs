@@ -268,4 +268,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE shop_end_products ADD COLUMN category_id TEXT;
     ALTER TABLE shop_end_products ADD COLUMN price REAL;
     "#,
+    // 8: who holds a job's lease (host/pid/process start), so a run whose
+    // process died (kill -9, a crash) is taken over at once, not after hours;
+    // and a shopper's unsynced events, read on every recommendation, found by
+    // index (customer or session, then seq) instead of a scan past the watermark.
+    r#"
+    ALTER TABLE job_runs ADD COLUMN owner TEXT;
+    CREATE INDEX behavior_events_user_seq ON behavior_events(user_id, seq) WHERE user_id IS NOT NULL;
+    CREATE INDEX behavior_events_session_seq ON behavior_events(session_id, seq) WHERE session_id IS NOT NULL;
+    "#,
 ];

@@ -32,6 +32,11 @@ pub struct Objects {
     inner: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     url: String,
+    /// The folder of a `file://` store: its writes are fsynced (file, then the
+    /// folders up to it) before `put` returns, as the database is (`synchronous
+    /// = FULL`), so a manifest or registry row never points at a file a power
+    /// cut could lose.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -65,6 +70,7 @@ impl Objects {
                     inner: Arc::new(fs),
                     prefix: ObjectPath::default(),
                     url: url.to_owned(),
+                    local_root: Some(dir),
                 })
             }
             "s3" => {
@@ -79,6 +85,7 @@ impl Objects {
                     inner: Arc::new(s3),
                     prefix: ObjectPath::from(parsed.path().trim_matches('/')),
                     url: url.to_owned(),
+                    local_root: None,
                 })
             }
             other => Err(Error::Objects(format!(
@@ -103,6 +110,22 @@ impl Objects {
             .put(&self.path(key), PutPayload::from_bytes(bytes))
             .await
             .map_err(|e| Error::Objects(format!("writing {key}: {e}")))?;
+        if let Some(root) = self.local_root.clone() {
+            let path = self.path(key);
+            let file = path
+                .parts()
+                .fold(root.clone(), |dir, part| dir.join(part.as_ref()));
+            // Blocking, briefly: puts run on the jobs' threads, not the server's.
+            match fsync_up_to(&file, &root) {
+                Ok(()) => {}
+                // A key the local store encodes into another file name: the
+                // write stands, unsynced; say so rather than fail it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(key, "object written but not found to fsync");
+                }
+                Err(e) => return Err(Error::Objects(format!("syncing {key}: {e}"))),
+            }
+        }
         Ok(())
     }
 
@@ -153,6 +176,21 @@ impl Objects {
     }
 }
 
+/// Fsyncs `file`, then every folder from its own up to `root` (a new folder's
+/// entry lives in its parent).
+fn fsync_up_to(file: &std::path::Path, root: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +209,12 @@ mod tests {
             Bytes::from_static(b"x,y\n")
         );
         assert!(dir.path().join("objects/training-data/a.csv").is_file());
+        // put found the file it fsynced (the key maps to this path) and its folders.
+        fsync_up_to(
+            &dir.path().join("objects/training-data/a.csv"),
+            &dir.path().join("objects"),
+        )
+        .unwrap();
 
         objects
             .put("training-data/b.csv", Bytes::from_static(b"z\n"))

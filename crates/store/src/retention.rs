@@ -55,7 +55,11 @@ impl Store {
         target: &ForgetTarget,
         training_id: &dyn Fn(&str) -> String,
     ) -> Result<RetentionCounts> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: it reads then writes; under load it waits for the writer
+        // instead of failing with SQLITE_BUSY on the upgrade.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut emails: BTreeSet<String> = target.emails.iter().map(|e| normalize(e)).collect();
         let mut ids: BTreeSet<String> = target.ids.iter().map(|i| i.trim().to_owned()).collect();
         ids.retain(|i| !i.is_empty());
@@ -68,7 +72,10 @@ impl Store {
                 query3(&tx, "SELECT order_id, email, customer_id FROM shop_orders")?
             {
                 let email = email.map(|e| normalize(&e));
-                let linked = email.as_ref().is_some_and(|e| emails.contains(e))
+                // The hashed id (what exports and logs show) names the email too.
+                let linked = email
+                    .as_ref()
+                    .is_some_and(|e| emails.contains(e) || ids.contains(&training_id(e)))
                     || customer.as_ref().is_some_and(|c| ids.contains(c));
                 if linked {
                     orders.insert(order_id);
@@ -78,7 +85,11 @@ impl Store {
             }
             for (id, email, _) in query3(&tx, "SELECT id, email, NULL FROM shop_accounts")? {
                 let email = email.map(|e| normalize(&e));
-                if ids.contains(&id) || email.as_ref().is_some_and(|e| emails.contains(e)) {
+                if ids.contains(&id)
+                    || email
+                        .as_ref()
+                        .is_some_and(|e| emails.contains(e) || ids.contains(&training_id(e)))
+                {
                     ids.insert(id);
                     emails.extend(email);
                 }
@@ -252,6 +263,15 @@ mod tests {
 
     #[test]
     fn forgetting_an_email_reaches_accounts_orders_events_sessions_and_hashes() {
+        forget_ana(vec!["ANA@x.com ".into()], vec![]);
+    }
+
+    #[test]
+    fn forgetting_the_hashed_id_that_logs_show_reaches_the_raw_email_rows_too() {
+        forget_ana(vec![], vec!["h(ana@x.com)".into()]);
+    }
+
+    fn forget_ana(emails: Vec<String>, ids: Vec<String>) {
         let mut store = Store::open_in_memory().unwrap();
         let hash = |e: &str| format!("h({e})");
         store
@@ -323,15 +343,7 @@ mod tests {
             ])
             .unwrap();
 
-        let c = store
-            .forget(
-                &ForgetTarget {
-                    emails: vec!["ANA@x.com ".into()],
-                    ids: vec![],
-                },
-                &hash,
-            )
-            .unwrap();
+        let c = store.forget(&ForgetTarget { emails, ids }, &hash).unwrap();
         assert_eq!(c["training_interactions"], 3);
         assert_eq!(c["behavior_events"], 2);
         assert_eq!(c["shop_orders"], 1);

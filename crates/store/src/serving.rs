@@ -238,6 +238,28 @@ mod tests {
     use super::*;
     use crate::BehaviorEvent;
 
+    #[test]
+    fn a_shoppers_unsynced_events_are_found_by_index_not_by_scan() {
+        let store = Store::open_in_memory().unwrap();
+        let plan: Vec<String> = {
+            let mut stmt = store
+                .conn
+                .prepare(
+                    "EXPLAIN QUERY PLAN SELECT seq FROM behavior_events
+                     WHERE seq > ?1 AND (user_id = ?2 OR (user_id IS NULL AND session_id = ?3))
+                     ORDER BY seq DESC LIMIT ?4",
+                )
+                .unwrap();
+            stmt.query_map(params![0, "u_1", "s1", 10], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let plan = plan.join("\n");
+        assert!(plan.contains("behavior_events_user_seq"), "{plan}");
+        assert!(plan.contains("behavior_events_session_seq"), "{plan}");
+    }
+
     fn event(
         id: &str,
         kind: &str,

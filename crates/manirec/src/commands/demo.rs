@@ -276,12 +276,18 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("demo-{:016x}", rand::random::<u64>()));
     let data_dir = ctx.settings.data_dir.display().to_string();
+    // What the shop's theme would put in the page: the customer's token for a day.
+    let user_token = manirec_server::shopper::sign(
+        &ctx.settings.storefront_secret()?,
+        &customer.replace("%40", "@").replace("%2B", "+"),
+        manirec_store::now_ms() / 1000 + 86_400,
+    );
     super::live::serve_then(ctx, &args.addr, Some(token.clone()), |addr| {
         let a = format!("curl -s -H 'Authorization: Bearer {token}'");
         eprintln!(
             "\nServing the demo shop on http://{addr} (Ctrl-C to stop). Try:\n\
-             \x20 # a customer (their email, hashed as in training): bought items never come back\n\
-             \x20 curl -s 'http://{addr}/v1/recommendations?user_id={customer}&k=5'\n\
+             \x20 # a customer (their email, hashed as in training; the token is what the theme signs): bought items never come back\n\
+             \x20 curl -s 'http://{addr}/v1/recommendations?user_id={customer}&user_token={user_token}&k=5'\n\
              \x20 # a new visitor views a design, and at once gets related designs\n\
              \x20 curl -s -X POST http://{addr}/v1/events -d '[{{\"event_id\":\"try-1\",\"event_type\":\"product_view\",\"product_id\":\"{design}\",\"session_id\":\"s-try\",\"timestamp\":'$(date +%s000)'}}]'\n\
              \x20 curl -s 'http://{addr}/v1/recommendations?session_id=s-try&k=5'\n\

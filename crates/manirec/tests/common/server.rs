@@ -9,7 +9,28 @@ use std::sync::{Arc, Mutex};
 
 use super::DataDir;
 
-pub const SECRET: &str = "test-app-secret";
+pub const SECRET: &str = "test-app-secret-0123456789";
+/// The storefront secret every test server signs shoppers' tokens with.
+pub const STOREFRONT: &str = "test-storefront-secret-0123456789";
+
+/// A user token for `user_id`, valid for a day (what the shop's theme makes).
+pub fn user_token(user_id: &str) -> String {
+    use hmac::Mac;
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
+    let id = user_id.trim();
+    let id = if id.contains('@') {
+        id.to_lowercase()
+    } else {
+        id.to_owned()
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(STOREFRONT.as_bytes()).unwrap();
+    mac.update(format!("{id}|{expiry}").as_bytes());
+    format!("{expiry}.{}", hex::encode(mac.finalize().into_bytes()))
+}
 
 pub struct Server {
     pub child: Child,
@@ -17,14 +38,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `manirec serve` on `d` with the test secret, plus `env`.
+    /// Starts `manirec serve` on `d` with the test secret, plus `env` (an
+    /// empty value removes the variable: secrets may not be empty).
     pub fn start(d: &DataDir, env: &[(&str, &str)]) -> Server {
         let mut cmd = d.command(&["serve", "--addr", "127.0.0.1:0"]);
         cmd.env("MANIREC_SHOPLAZZA_SECRET", SECRET)
+            .env("MANIREC_STOREFRONT_SECRET", STOREFRONT)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let mut child = cmd.spawn().unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());

@@ -17,12 +17,22 @@ const MAX_ID: usize = 256;
 /// Event times accepted: from 2000-01-01 to a week ahead of the server's clock.
 const EARLIEST_MS: i64 = 946_684_800_000;
 const FUTURE_SLACK_MS: i64 = 7 * 86_400_000;
+/// Largest `properties` object accepted, bytes of JSON: enough for a page's
+/// context, too little to fill the disk through one event.
+pub(crate) const MAX_PROPERTIES: usize = 4096;
 
 #[derive(Serialize)]
 pub struct Answer {
     accepted: u64,
     duplicates: u64,
+    /// Events whose user_id was dropped for want of a valid user token.
+    #[serde(skip_serializing_if = "is_zero")]
+    unsigned_user_ids: u64,
     rejected: Vec<Rejected>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -33,6 +43,7 @@ struct Rejected {
 
 pub async fn post_events(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Answer>, ApiError> {
     let body = body?;
@@ -58,9 +69,27 @@ pub async fn post_events(
     let key = &state.config().user_key;
     let mut valid = Vec::with_capacity(members.len());
     let mut rejected = Vec::new();
+    let mut unsigned = 0u64;
     for (index, member) in members.iter().enumerate() {
         match validate(member, now) {
             Ok(mut event) => {
+                // A user_id is the shopper's only with their token: without
+                // it the event stays anonymous (an `identify` links nothing),
+                // and one with nothing else to stand on is refused.
+                if let Some(user) = event.user_id.as_deref() {
+                    let token = member.get("user_token").and_then(Value::as_str);
+                    if state.shopper(user, token, &headers).is_err() {
+                        event.user_id = None;
+                        unsigned += 1;
+                        if event.session_id.is_none() && event.device_id.is_none() {
+                            rejected.push(Rejected {
+                                index,
+                                error: "user_id needs a valid user_token".into(),
+                            });
+                            continue;
+                        }
+                    }
+                }
                 // Emails never reach the store: the same keyed hash as training.
                 event.user_id = event.user_id.map(|u| key.user_id(&u));
                 valid.push(event);
@@ -86,6 +115,7 @@ pub async fn post_events(
     Ok(Json(Answer {
         accepted,
         duplicates,
+        unsigned_user_ids: unsigned,
         rejected,
     }))
 }
@@ -145,7 +175,16 @@ fn validate(member: &Value, now_ms: i64) -> Result<BehaviorEvent, String> {
     }
     let properties = match o.get("properties") {
         None | Some(Value::Null) => None,
-        Some(p @ Value::Object(_)) => Some(p.to_string()),
+        Some(p @ Value::Object(_)) => {
+            let text = p.to_string();
+            if text.len() > MAX_PROPERTIES {
+                return Err(format!(
+                    "properties is {} bytes of JSON; at most {MAX_PROPERTIES} are kept",
+                    text.len()
+                ));
+            }
+            Some(text)
+        }
         Some(_) => return Err("properties must be a JSON object".into()),
     };
     Ok(BehaviorEvent {

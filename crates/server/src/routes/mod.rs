@@ -6,15 +6,18 @@ mod events;
 mod recommend;
 mod webhooks;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::header;
-use axum::middleware::{from_fn_with_state, Next};
+use axum::middleware::{from_fn_with_state, map_response_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::CorsLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::{ApiError, AppState};
@@ -41,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/recommendations", get(recommend::recommendations))
         .route("/v1/items/{id}/similar", get(recommend::similar))
         .route("/v1/popular", get(recommend::popular))
+        .route("/sdk.js", get(sdk))
+        .route_layer(from_fn_with_state(state.clone(), crate::limits::rate_limit))
         .layer(CorsLayer::permissive());
     let webhooks = Router::new()
         .route("/webhooks/shoplazza", post(webhooks::post_webhook))
@@ -55,7 +60,6 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks)
         .merge(admin)
         .route("/dashboard", get(dashboard::page))
-        .route("/sdk.js", get(sdk))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -63,8 +67,60 @@ pub fn router(state: AppState) -> Router {
         // set by routing, so this must be a route layer).
         .route_layer(from_fn_with_state(state.clone(), record_latency))
         .fallback(not_found)
-        .layer(TraceLayer::new_for_http())
+        // The path only: a query may carry a shopper's email or token.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
+        .layer(edge(&state))
+        .layer(map_response_with_state(state.clone(), crate::error::envelope))
         .with_state(state)
+}
+
+/// What every route runs inside: the whole-request timeout (408), under a
+/// global concurrency cap that sheds load (503 at once) instead of queueing.
+fn edge<S>(
+    state: &AppState,
+) -> impl tower::Layer<
+    S,
+    Service = impl tower::Service<
+        Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future = impl Send + 'static,
+    > + Clone
+                  + Send
+                  + Sync
+                  + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let limits = &state.config().limits;
+    let shed = state.clone();
+    tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+            let state = shed.clone();
+            async move {
+                state.metrics().refused("overloaded");
+                ApiError::unavailable("the server is at its concurrency limit; retry shortly")
+            }
+        }))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrent_requests,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout(),
+        ))
 }
 
 /// Answers 413 at once when the declared `Content-Length` is over the limit,
@@ -100,6 +156,11 @@ async fn record_latency(State(state): State<AppState>, request: Request, next: N
             .request(&route, method.as_str(), started.elapsed());
     }
     response
+}
+
+/// Whether the request carries the admin bearer token.
+pub(crate) fn is_admin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    admin::bearer_matches(state, headers)
 }
 
 async fn sdk() -> impl IntoResponse {

@@ -20,6 +20,8 @@ const MAX_K: usize = 100;
 #[derive(Deserialize)]
 pub struct RecommendParams {
     user_id: Option<String>,
+    /// The shopper's signed token; required with `user_id`.
+    user_token: Option<String>,
     session_id: Option<String>,
     k: Option<usize>,
     category: Option<String>,
@@ -42,8 +44,16 @@ pub struct Items {
     items: Vec<Scored>,
 }
 
-fn k(k: Option<usize>) -> usize {
-    k.unwrap_or(10).clamp(1, MAX_K)
+/// How many items to answer: 10 unless asked; 1 to 100, anything else is a 400
+/// (a silent clamp would hide a caller's bug).
+fn k(k: Option<usize>) -> Result<usize, ApiError> {
+    match k.unwrap_or(10) {
+        k @ 1..=MAX_K => Ok(k),
+        other => Err(ApiError::bad_request(
+            "invalid_k",
+            format!("k must be 1 to {MAX_K}; got {other}"),
+        )),
+    }
 }
 
 fn no_model() -> ApiError {
@@ -54,11 +64,16 @@ fn no_model() -> ApiError {
 
 pub async fn recommendations(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     Query(p): Query<RecommendParams>,
 ) -> Result<Json<Recommendations>, ApiError> {
+    let k = k(p.k)?;
     let serving = state.serving();
     if serving.active.is_none() && serving.experiment.is_none() {
         return Err(no_model());
+    }
+    if let Some(user) = p.user_id.as_deref().filter(|u| !u.trim().is_empty()) {
+        state.shopper(user, p.user_token.as_deref(), &headers)?;
     }
     let category = category(&serving, p.category.as_deref())?;
     let key = state.config().user_key.clone();
@@ -96,7 +111,7 @@ pub async fn recommendations(
         &Ask {
             user: user.as_deref(),
             past: &known,
-            k: k(p.k),
+            k,
             category: category.as_deref(),
             exclude: &exclude,
         },
@@ -131,8 +146,9 @@ pub async fn similar(
     Path(item): Path<String>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Items>, ApiError> {
+    let k = k(p.k)?;
     list(&state, "similar", |live, serving| {
-        serving::similar(live, &item, k(p.k), &serving.rules, &serving.catalogue)
+        serving::similar(live, &item, k, &serving.rules, &serving.catalogue)
     })
 }
 
@@ -141,10 +157,11 @@ pub async fn popular(
     Query(p): Query<ListParams>,
 ) -> Result<Json<Items>, ApiError> {
     let category = category(&state.serving(), p.category.as_deref())?;
+    let k = k(p.k)?;
     list(&state, "popular", |live, serving| {
         serving::popular(
             live,
-            k(p.k),
+            k,
             category.as_deref(),
             &serving.rules,
             &serving.catalogue,
