@@ -101,7 +101,10 @@ fn categories_are_asked_by_name_or_id_and_unknown_names_list_close_matches() {
     let message = err["error"]["message"].as_str().unwrap();
     assert!(message.contains("Mugs (8)"), "{message}");
     assert!(!message.contains("Posters"), "{message}");
-    let (status, _) = get(&s, "/v1/recommendations?user_id=x&category=nothing-like-it");
+    let (status, _) = get(
+        &s,
+        "/v1/recommendations?session_id=x&category=nothing-like-it",
+    );
     assert_eq!(status, 400);
 }
 

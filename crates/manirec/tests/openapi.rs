@@ -54,7 +54,7 @@ fn routes_in(source: &str) -> BTreeSet<(String, String)> {
 #[test]
 fn the_description_is_valid_openapi_3_1_and_lists_every_route_the_server_answers() {
     let d = DataDir::new();
-    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "t")]);
+    let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", "openapi-admin-token-0123")]);
     let r = Client::new().get(s.url("/openapi.json")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.headers()["content-type"]
