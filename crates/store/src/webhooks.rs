@@ -88,51 +88,15 @@ impl Store {
         rows: Option<&OriginRows>,
     ) -> Result<DeliveryOutcome> {
         let tx = self.conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT INTO webhook_deliveries (delivery_id, topic, shop_domain, order_id,
-                financial_status, order_updated_at, outcome, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'recorded', ?7)
-             ON CONFLICT (delivery_id) DO NOTHING",
-            params![
-                delivery.delivery_id,
-                delivery.topic,
-                delivery.shop_domain,
-                delivery.order_id,
-                delivery.financial_status,
-                delivery.order_updated_at,
-                now_ms()
-            ],
-        )?;
-        if inserted == 0 {
+        if !record_delivery(&tx, delivery)? {
             return Ok(DeliveryOutcome::Duplicate);
         }
         let Some(order) = order else {
             tx.commit()?;
             return Ok(DeliveryOutcome::Recorded);
         };
-        let stale = match delivery.order_updated_at {
-            Some(at) => {
-                let newest: Option<i64> = tx
-                    .query_row(
-                        "SELECT MAX(order_updated_at) FROM webhook_deliveries
-                         WHERE order_id = ?1 AND outcome = 'applied'",
-                        [&order.order_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .flatten();
-                newest.is_some_and(|newest| at < newest)
-            }
-            None => false,
-        };
-        let set_outcome = |outcome: &str| {
-            tx.execute(
-                "UPDATE webhook_deliveries SET outcome = ?2 WHERE delivery_id = ?1",
-                params![delivery.delivery_id, outcome],
-            )
-        };
-        if stale {
-            set_outcome("stale")?;
+        if is_stale(&tx, &order.order_id, delivery.order_updated_at)? {
+            set_outcome(&tx, &delivery.delivery_id, "stale")?;
             tx.commit()?;
             return Ok(DeliveryOutcome::Stale);
         }
@@ -141,7 +105,7 @@ impl Store {
             Some(rows) => reconcile_in(&tx, std::slice::from_ref(rows), ReconcileScope::All)?,
             None => ReconcileCounts::default(),
         };
-        set_outcome("applied")?;
+        set_outcome(&tx, &delivery.delivery_id, "applied")?;
         tx.commit()?;
         Ok(DeliveryOutcome::Applied {
             new_order: upserted == Upserted::Inserted,
@@ -162,38 +126,12 @@ impl Store {
         change: &ProductChange,
     ) -> Result<DeliveryOutcome> {
         let tx = self.conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT INTO webhook_deliveries (delivery_id, topic, shop_domain, order_id,
-                financial_status, order_updated_at, outcome, received_at)
-             VALUES (?1, ?2, ?3, ?4, NULL, ?5, 'recorded', ?6)
-             ON CONFLICT (delivery_id) DO NOTHING",
-            params![
-                delivery.delivery_id,
-                delivery.topic,
-                delivery.shop_domain,
-                delivery.order_id,
-                delivery.order_updated_at,
-                now_ms()
-            ],
-        )?;
-        if inserted == 0 {
+        if !record_delivery(&tx, delivery)? {
             return Ok(DeliveryOutcome::Duplicate);
         }
-        if let (Some(at), Some(key)) = (delivery.order_updated_at, &delivery.order_id) {
-            let newest: Option<i64> = tx
-                .query_row(
-                    "SELECT MAX(order_updated_at) FROM webhook_deliveries
-                     WHERE order_id = ?1 AND outcome = 'applied'",
-                    [key],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten();
-            if newest.is_some_and(|newest| at < newest) {
-                tx.execute(
-                    "UPDATE webhook_deliveries SET outcome = 'stale' WHERE delivery_id = ?1",
-                    [&delivery.delivery_id],
-                )?;
+        if let Some(key) = &delivery.order_id {
+            if is_stale(&tx, key, delivery.order_updated_at)? {
+                set_outcome(&tx, &delivery.delivery_id, "stale")?;
                 tx.commit()?;
                 return Ok(DeliveryOutcome::Stale);
             }
@@ -233,10 +171,7 @@ impl Store {
                 }
             }
         };
-        tx.execute(
-            "UPDATE webhook_deliveries SET outcome = 'applied' WHERE delivery_id = ?1",
-            [&delivery.delivery_id],
-        )?;
+        set_outcome(&tx, &delivery.delivery_id, "applied")?;
         tx.commit()?;
         Ok(outcome)
     }
@@ -263,4 +198,51 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+/// Records a delivery as `recorded`; `false` when its id was seen before (a
+/// redelivery, which then changes nothing).
+fn record_delivery(tx: &rusqlite::Transaction<'_>, delivery: &WebhookDelivery) -> Result<bool> {
+    let inserted = tx.execute(
+        "INSERT INTO webhook_deliveries (delivery_id, topic, shop_domain, order_id,
+            financial_status, order_updated_at, outcome, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'recorded', ?7)
+         ON CONFLICT (delivery_id) DO NOTHING",
+        params![
+            delivery.delivery_id,
+            delivery.topic,
+            delivery.shop_domain,
+            delivery.order_id,
+            delivery.financial_status,
+            delivery.order_updated_at,
+            now_ms()
+        ],
+    )?;
+    Ok(inserted > 0)
+}
+
+/// Whether a state of `key` (an order, or `product:<id>`) updated at `at` is
+/// older than one already applied: Shoplazza does not deliver in order.
+fn is_stale(tx: &rusqlite::Transaction<'_>, key: &str, at: Option<i64>) -> Result<bool> {
+    let Some(at) = at else {
+        return Ok(false);
+    };
+    let newest: Option<i64> = tx
+        .query_row(
+            "SELECT MAX(order_updated_at) FROM webhook_deliveries
+             WHERE order_id = ?1 AND outcome = 'applied'",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    Ok(newest.is_some_and(|newest| at < newest))
+}
+
+fn set_outcome(tx: &rusqlite::Transaction<'_>, delivery_id: &str, outcome: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE webhook_deliveries SET outcome = ?2 WHERE delivery_id = ?1",
+        params![delivery_id, outcome],
+    )?;
+    Ok(())
 }
