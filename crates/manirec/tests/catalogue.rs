@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::server::{Server, SECRET};
+use common::server::{item_ids, Server, SECRET};
 use common::{textbook_shop, DataDir};
 use hmac::{Hmac, Mac};
 use reqwest::blocking::Client;
@@ -29,20 +29,6 @@ fn signed(s: &Server, topic: &str, dedup: &str, payload: &Value) -> (u16, Value)
         .send()
         .unwrap();
     (r.status().as_u16(), r.json().unwrap_or(Value::Null))
-}
-
-fn get(s: &Server, path: &str) -> (u16, Value) {
-    let r = Client::new().get(s.url(path)).send().unwrap();
-    (r.status().as_u16(), r.json().unwrap())
-}
-
-fn items(v: &Value) -> Vec<String> {
-    v["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no items: {v}"))
-        .iter()
-        .map(|i| i["item_id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// The textbook shop with its categories table, imported, extracted, and a
@@ -72,9 +58,9 @@ fn categories_are_asked_by_name_or_id_and_unknown_names_list_close_matches() {
     // The command line: the README's own example.
     let by_name = d.json(&["recommend", "--session", "s1", "--category", "mugs"]);
     let by_id = d.json(&["recommend", "--session", "s1", "--category", "8"]);
-    assert!(!items(&by_name).is_empty(), "{by_name}");
-    assert_eq!(items(&by_name), items(&by_id));
-    for item in items(&by_name) {
+    assert!(!item_ids(&by_name).is_empty(), "{by_name}");
+    assert_eq!(item_ids(&by_name), item_ids(&by_id));
+    for item in item_ids(&by_name) {
         assert!(["e-m", "10", "11"].contains(&item.as_str()), "{by_name}");
     }
     let out = d.fails(&["recommend", "--session", "s1", "--category", "Mugz"]);
@@ -85,26 +71,23 @@ fn categories_are_asked_by_name_or_id_and_unknown_names_list_close_matches() {
     );
 
     let s = Server::start(&d, &[]);
-    let (status, by_name) = get(&s, "/v1/popular?category=Mugs");
+    let (status, by_name) = s.get_json("/v1/popular?category=Mugs");
     assert_eq!(status, 200, "{by_name}");
-    let (_, by_id) = get(&s, "/v1/popular?category=8");
-    assert!(!items(&by_name).is_empty());
-    assert_eq!(items(&by_name), items(&by_id));
-    let (status, recs) = get(&s, "/v1/recommendations?session_id=s1&category=T-Shirt");
+    let (_, by_id) = s.get_json("/v1/popular?category=8");
+    assert!(!item_ids(&by_name).is_empty());
+    assert_eq!(item_ids(&by_name), item_ids(&by_id));
+    let (status, recs) = s.get_json("/v1/recommendations?session_id=s1&category=T-Shirt");
     assert_eq!(status, 200, "{recs}");
-    for item in items(&recs) {
+    for item in item_ids(&recs) {
         assert!(!["e-m", "10", "11"].contains(&item.as_str()), "{recs}");
     }
-    let (status, err) = get(&s, "/v1/popular?category=Mgus");
+    let (status, err) = s.get_json("/v1/popular?category=Mgus");
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"]["code"], "unknown_category");
     let message = err["error"]["message"].as_str().unwrap();
     assert!(message.contains("Mugs (8)"), "{message}");
     assert!(!message.contains("Posters"), "{message}");
-    let (status, _) = get(
-        &s,
-        "/v1/recommendations?session_id=x&category=nothing-like-it",
-    );
+    let (status, _) = s.get_json("/v1/recommendations?session_id=x&category=nothing-like-it");
     assert_eq!(status, 400);
 }
 
@@ -112,8 +95,8 @@ fn categories_are_asked_by_name_or_id_and_unknown_names_list_close_matches() {
 fn a_new_design_by_webhook_is_recommended_without_a_retrain() {
     let d = shop();
     let s = Server::start(&d, &[]);
-    let (_, before) = get(&s, "/v1/popular?category=Mugs");
-    assert!(!items(&before).contains(&"e-new".to_owned()));
+    let (_, before) = s.get_json("/v1/popular?category=Mugs");
+    assert!(!item_ids(&before).contains(&"e-new".to_owned()));
 
     // Shoplazza's product object, wrapped, with the designer as vendor (designer 2
     // made the cat mug e-m) and the category by its name.
@@ -148,8 +131,8 @@ fn a_new_design_by_webhook_is_recommended_without_a_retrain() {
     // beside its designer's other mug, in its category, and has likes of its own.
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
-        let (_, similar) = get(&s, "/v1/items/e-m/similar?k=5");
-        if items(&similar).contains(&"e-new".to_owned()) {
+        let (_, similar) = s.get_json("/v1/items/e-m/similar?k=5");
+        if item_ids(&similar).contains(&"e-new".to_owned()) {
             break;
         }
         assert!(
@@ -158,17 +141,14 @@ fn a_new_design_by_webhook_is_recommended_without_a_retrain() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (_, mugs) = get(&s, "/v1/popular?category=mugs&k=4");
-    assert!(items(&mugs).contains(&"e-new".to_owned()), "{mugs}");
-    assert!(items(&mugs).len() <= 4);
-    let (_, recs) = get(
-        &s,
-        "/v1/recommendations?session_id=new-visitor&category=Mugs",
-    );
-    assert!(items(&recs).contains(&"e-new".to_owned()), "{recs}");
-    let (_, own) = get(&s, "/v1/items/e-new/similar?k=5");
-    assert!(items(&own).contains(&"e-m".to_owned()), "{own}");
-    assert!(!items(&own).contains(&"e-new".to_owned()), "{own}");
+    let (_, mugs) = s.get_json("/v1/popular?category=mugs&k=4");
+    assert!(item_ids(&mugs).contains(&"e-new".to_owned()), "{mugs}");
+    assert!(item_ids(&mugs).len() <= 4);
+    let (_, recs) = s.get_json("/v1/recommendations?session_id=new-visitor&category=Mugs");
+    assert!(item_ids(&recs).contains(&"e-new".to_owned()), "{recs}");
+    let (_, own) = s.get_json("/v1/items/e-new/similar?k=5");
+    assert!(item_ids(&own).contains(&"e-m".to_owned()), "{own}");
+    assert!(!item_ids(&own).contains(&"e-new".to_owned()), "{own}");
 
     // An older state arriving late is recorded, not applied.
     let mut old = product.clone();

@@ -4,33 +4,19 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::server::{user_token, Server};
+use common::server::{item_ids, user_token, Server};
 use common::DataDir;
 use reqwest::blocking::Client;
 use serde_json::Value;
 
 const TOKEN: &str = "serving-admin-token-0123";
 
-fn get(s: &Server, path: &str) -> (u16, Value) {
-    let r = Client::new().get(s.url(path)).send().unwrap();
-    (r.status().as_u16(), r.json().unwrap())
-}
-
-fn items(v: &Value) -> Vec<String> {
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["item_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn customers_get_unbought_items_strangers_get_popular_ones() {
     // Before any promotion there is nothing to serve, and the server says what to do.
     let empty = DataDir::new();
     let s = Server::start(&empty, &[]);
-    let (status, err) = get(&s, "/v1/recommendations?user_id=x@example.com");
+    let (status, err) = s.get_json("/v1/recommendations?user_id=x@example.com");
     assert_eq!(status, 503);
     assert!(err["error"]["message"]
         .as_str()
@@ -97,12 +83,12 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
         email.trim().replace('@', "%40").replace('+', "%2B"),
         user_token(&email)
     );
-    let (status, recs) = get(&s, &format!("/v1/recommendations?user_id={encoded}&k=20"));
+    let (status, recs) = s.get_json(&format!("/v1/recommendations?user_id={encoded}&k=20"));
     assert_eq!(status, 200, "{recs}");
     assert_eq!(recs["model_version"], active.as_str());
     assert_eq!(recs["variant"], "control");
     assert!(recs["request_id"].as_str().unwrap().len() > 10);
-    let recommended = items(&recs);
+    let recommended = item_ids(&recs);
     assert_eq!(recommended.len(), 20);
     assert!(
         recommended.iter().all(|i| !bought.contains(i)),
@@ -111,35 +97,31 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
 
     // exclude= leaves items out; the same request id is never given twice.
     let first = recommended[0].clone();
-    let (_, again) = get(
-        &s,
-        &format!("/v1/recommendations?user_id={encoded}&k=20&exclude={first}"),
-    );
-    assert!(!items(&again).contains(&first));
+    let (_, again) = s.get_json(&format!(
+        "/v1/recommendations?user_id={encoded}&k=20&exclude={first}"
+    ));
+    assert!(!item_ids(&again).contains(&first));
     assert_ne!(again["request_id"], recs["request_id"]);
 
     // A stranger gets the popular items; similar items are others than the item.
-    let (_, stranger) = get(
-        &s,
-        &format!(
-            "/v1/recommendations?user_id=nobody%40example.com&user_token={}&k=5",
-            user_token("nobody@example.com")
-        ),
-    );
-    let (_, popular) = get(&s, "/v1/popular?k=5");
-    assert_eq!(items(&stranger), items(&popular));
-    let (_, similar) = get(&s, &format!("/v1/items/{first}/similar?k=5"));
-    let similar = items(&similar);
+    let (_, stranger) = s.get_json(&format!(
+        "/v1/recommendations?user_id=nobody%40example.com&user_token={}&k=5",
+        user_token("nobody@example.com")
+    ));
+    let (_, popular) = s.get_json("/v1/popular?k=5");
+    assert_eq!(item_ids(&stranger), item_ids(&popular));
+    let (_, similar) = s.get_json(&format!("/v1/items/{first}/similar?k=5"));
+    let similar = item_ids(&similar);
     assert_eq!(similar.len(), 5);
     assert!(!similar.contains(&first));
 
     // The command line answers the same.
     let cli = d.json(&["recommend", "--user", &email, "--k", "20"]);
-    assert_eq!(items(&cli), recommended);
+    assert_eq!(item_ids(&cli), recommended);
 
     // SIGTERM stops the server promptly, and the answers given just before are
     // in the log (written on the way out), with the shopper's hashed id only.
-    let (_, last) = get(&s, &format!("/v1/recommendations?user_id={encoded}&k=3"));
+    let (_, last) = s.get_json(&format!("/v1/recommendations?user_id={encoded}&k=3"));
     let mut s = s;
     assert!(s.stop().success());
     let logged: (String, String) = d
@@ -154,7 +136,7 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
     assert!(!logged.0.contains('@'));
     assert_eq!(
         serde_json::from_str::<Vec<String>>(&logged.1).unwrap(),
-        items(&last)
+        item_ids(&last)
     );
     let answers: i64 = d
         .db()
@@ -197,7 +179,7 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
     d.json(&["demo", "--no-serve", "--seed", "5", "--as-of", "2026-06-30"]);
     let (designer, category) = catalogue(&d);
     let s = Server::start(&d, &[("MANIREC_ADMIN_TOKEN", TOKEN)]);
-    let popular = items(&get(&s, "/v1/popular?k=40").1);
+    let popular = item_ids(&s.get_json("/v1/popular?k=40").1);
     let designs: Vec<&String> = popular
         .iter()
         .filter(|i| designer.contains_key(*i))
@@ -220,16 +202,13 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
             .send()
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        let recs = items(
-            &get(
-                &s,
-                &format!("/v1/recommendations?session_id={session}&k=10"),
-            )
-            .1,
+        let recs = item_ids(
+            &s.get_json(&format!("/v1/recommendations?session_id={session}&k=10"))
+                .1,
         );
         assert_eq!(recs.len(), 10);
         assert!(!recs.contains(x), "the design just viewed comes back");
-        let similar = items(&get(&s, &format!("/v1/items/{x}/similar?k=10")).1);
+        let similar = item_ids(&s.get_json(&format!("/v1/items/{x}/similar?k=10")).1);
         let others: Vec<String> = popular
             .iter()
             .filter(|p| p != x)
@@ -276,22 +255,22 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
         &format!("/admin/rules/{pinned}"),
         serde_json::json!({"rule": "pin", "value": 2}),
     );
-    let top = items(&get(&s, "/v1/popular?k=10").1);
+    let top = item_ids(&s.get_json("/v1/popular?k=10").1);
     assert!(!top.contains(&hidden));
     assert_eq!(top[1], pinned);
-    let stranger = items(
-        &get(
-            &s,
-            &format!(
-                "/v1/recommendations?user_id=new%40example.com&user_token={}&k=10",
-                user_token("new@example.com")
-            ),
-        )
+    let stranger = item_ids(
+        &s.get_json(&format!(
+            "/v1/recommendations?user_id=new%40example.com&user_token={}&k=10",
+            user_token("new@example.com")
+        ))
         .1,
     );
     assert!(!stranger.contains(&hidden));
     assert_eq!(stranger[1], pinned);
-    let similar = items(&get(&s, &format!("/v1/items/{}/similar?k=20", popular[1])).1);
+    let similar = item_ids(
+        &s.get_json(&format!("/v1/items/{}/similar?k=20", popular[1]))
+            .1,
+    );
     assert!(!similar.contains(&hidden));
     // A bad rule is refused with a reason.
     let r = Client::new()

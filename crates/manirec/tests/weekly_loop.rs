@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 
-use common::server::Server;
+use common::server::{item_ids, Server};
 use common::DataDir;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
@@ -48,15 +48,6 @@ fn post_events(s: &Server, events: &[Value]) {
             "{body}"
         );
     }
-}
-
-fn items(v: &Value) -> Vec<String> {
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["item_id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn now_ms() -> i64 {
@@ -107,7 +98,7 @@ fn data_arrives_a_candidate_is_ab_tested_and_the_winner_promoted() {
     assert_eq!(run["status"], "skipped", "{run}");
 
     // Data arrives: new shoppers browse and buy the popular items.
-    let popular = items(&get(&s, "/v1/popular?k=30"));
+    let popular = item_ids(&get(&s, "/v1/popular?k=30"));
     let t0 = now_ms() - 3_600_000;
     let mut events = Vec::new();
     for shopper in 0..120 {
@@ -158,7 +149,7 @@ fn data_arrives_a_candidate_is_ab_tested_and_the_winner_promoted() {
         shown.push((
             session,
             recs["request_id"].as_str().unwrap().to_owned(),
-            items(&recs),
+            item_ids(&recs),
             variant,
         ));
     }

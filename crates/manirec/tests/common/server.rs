@@ -71,6 +71,15 @@ impl Server {
         Server { child, base }
     }
 
+    /// GET `path`: the answer's status and its JSON body.
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::blocking::Client::new()
+            .get(self.url(path))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -198,4 +207,14 @@ impl Stub {
     pub fn requests(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// The `item_id`s of an answer's `items`, in order.
+pub fn item_ids(answer: &serde_json::Value) -> Vec<String> {
+    answer["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {answer}"))
+        .iter()
+        .map(|i| i["item_id"].as_str().unwrap().to_owned())
+        .collect()
 }
