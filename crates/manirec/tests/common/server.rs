@@ -80,6 +80,34 @@ impl Server {
         (r.status().as_u16(), r.json().unwrap())
     }
 
+    /// POSTs a body declared as `length` bytes to `path` (with `headers`, each
+    /// line ending in `\r\n`) over a raw socket and returns the raw answer. At
+    /// most 1 MiB of the body is sent: the server may answer 413 and close at
+    /// any point, which a regular client reports as a broken pipe instead.
+    pub fn post_oversized(&self, path: &str, headers: &str, length: usize) -> String {
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {length}\r\n\r\n"
+        )
+        .unwrap();
+        let _ = stream.write_all(&vec![b' '; length.min(1 << 20)]);
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        // Read until the server closes (or the timeout): the answer may come in pieces.
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
