@@ -6,7 +6,7 @@
 //! their files are written and published once their manifest is in the object
 //! store, so two concurrent builds can never write the same version.
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::{params, Row};
 use serde::Serialize;
 
 use crate::{Error, Result, Store};
@@ -21,7 +21,7 @@ pub const REFUNDED_STATUSES: [&str; 3] = ["refunded", "cancelled", "voided"];
 /// The first term is never NULL (a NULL origin is simply not an order's row), so
 /// the subquery only runs for rows derived from an order, and the range on
 /// `origin` lets the counting query use the `origin` index.
-const REFUNDED_SQL: &str = "ifnull(ti.origin >= 'order:' AND ti.origin < 'order;', 0) AND EXISTS (
+const REFUNDED_SQL: &str = "COALESCE(ti.origin >= 'order:' AND ti.origin < 'order;', FALSE) AND EXISTS (
         SELECT 1 FROM shop_orders o
          WHERE o.order_id = substr(ti.origin, 7)
            AND lower(o.financial_status) IN ('refunded', 'cancelled', 'voided'))";
@@ -118,12 +118,12 @@ impl Store {
         filter: ScanFilter,
         mut f: impl FnMut(&TrainingRow<'_>),
     ) -> Result<ScanStats> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.conn.snapshot()?;
         let after = filter.after_id.unwrap_or(i64::MIN);
         let mut stats = ScanStats {
             max_id: tx.query_row(
                 "SELECT COALESCE(MAX(id), 0) FROM training_interactions",
-                [],
+                params![],
                 |r| r.get(0),
             )?,
             excluded_refunded: tx.query_row(
@@ -132,8 +132,8 @@ impl Store {
                      WHERE ti.origin >= 'order:' AND ti.origin < 'order;' AND ti.id > ?1
                        AND {REFUNDED_SQL}"
                 ),
-                [after],
-                |r| r.get::<_, i64>(0),
+                params![after],
+                |r| r.get::<i64>(0),
             )? as u64,
             excluded_public: if filter.include_public {
                 0
@@ -141,98 +141,94 @@ impl Store {
                 tx.query_row(
                     "SELECT COUNT(*) FROM training_interactions
                      WHERE source = 'public' AND id > ?1",
-                    [after],
-                    |r| r.get::<_, i64>(0),
+                    params![after],
+                    |r| r.get::<i64>(0),
                 )? as u64
             },
             rows: 0,
         };
-        {
-            let mut stmt = tx.prepare(&format!(
+        tx.query_each(
+            &format!(
                 "SELECT ti.id, ti.user_id, ti.item_id, ti.rating, ti.timestamp, ti.interaction_type,
                         ti.source, ti.synthetic, ti.quantity
                  FROM training_interactions ti
                  WHERE ti.id > ?1 AND NOT ({REFUNDED_SQL})
                    AND (?2 OR ti.source <> 'public')
                  ORDER BY ti.id"
-            ))?;
-            let mut rows = stmt.query(rusqlite::params![after, filter.include_public])?;
-            while let Some(r) = rows.next()? {
+            ),
+            params![after, filter.include_public],
+            |r| {
                 let row = TrainingRow {
                     id: r.get(0)?,
-                    user_id: text(r, 1)?,
-                    item_id: text(r, 2)?,
+                    user_id: r.text(1)?,
+                    item_id: r.text(2)?,
                     rating: r.get(3)?,
                     timestamp: r.get(4)?,
-                    interaction_type: text(r, 5)?,
-                    source: text(r, 6)?,
+                    interaction_type: r.text(5)?,
+                    source: r.text(6)?,
                     synthetic: r.get(7)?,
                     quantity: r.get(8)?,
                 };
                 stats.rows += 1;
                 f(&row);
-            }
-        }
+                Ok(())
+            },
+        )?;
         tx.commit()?;
         Ok(stats)
     }
 
     /// The highest interaction id (0 when there is none).
     pub fn max_interaction_id(&self) -> Result<i64> {
-        Ok(self.conn.query_row(
+        self.conn.query_row(
             "SELECT COALESCE(MAX(id), 0) FROM training_interactions",
-            [],
+            params![],
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Every dataset version, ready or being built, oldest first.
     pub fn dataset_versions(&self) -> Result<Vec<DatasetVersion>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("{VERSION_SELECT} ORDER BY major, minor"))?;
-        let rows = stmt
-            .query_map([], version_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.conn.query_map(
+            &format!("{VERSION_SELECT} ORDER BY major, minor"),
+            params![],
+            version_from_row,
+        )
     }
 
     /// The newest version, in any status (the next version number follows it).
     pub fn latest_dataset_version(&self) -> Result<Option<DatasetVersion>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 &format!("{VERSION_SELECT} ORDER BY major DESC, minor DESC LIMIT 1"),
-                [],
+                params![],
                 version_from_row,
-            )
-            .optional()?)
+            )?)
     }
 
     /// The newest ready version.
     pub fn latest_ready_dataset_version(&self) -> Result<Option<DatasetVersion>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 &format!(
                     "{VERSION_SELECT} WHERE status = 'ready' ORDER BY major DESC, minor DESC LIMIT 1"
                 ),
-                [],
+                params![],
                 version_from_row,
-            )
-            .optional()?)
+            )?)
     }
 
     /// One version by name.
     pub fn dataset_version(&self, version: &str) -> Result<Option<DatasetVersion>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 &format!("{VERSION_SELECT} WHERE version = ?1"),
-                [version],
+                params![version],
                 version_from_row,
-            )
-            .optional()?)
+            )?)
     }
 
     /// Reserves `version` (status `building`). Fails with [`Error::Conflict`] when
@@ -285,17 +281,10 @@ impl Store {
     pub fn abandon_dataset_version(&self, version: &str) -> Result<()> {
         self.conn.execute(
             "DELETE FROM dataset_versions WHERE version = ?1 AND status = 'building'",
-            [version],
+            params![version],
         )?;
         Ok(())
     }
-}
-
-/// A text column, borrowed.
-fn text<'a>(r: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
-    r.get_ref(i)?.as_str().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
 }
 
 const VERSION_SELECT: &str = "SELECT version, major, minor, kind, parent, status, created_at, rows,
@@ -303,7 +292,7 @@ const VERSION_SELECT: &str = "SELECT version, major, minor, kind, parent, status
         manifest
     FROM dataset_versions";
 
-fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DatasetVersion> {
+fn version_from_row(r: &Row) -> Result<DatasetVersion> {
     Ok(DatasetVersion {
         version: r.get(0)?,
         major: r.get(1)?,

@@ -1,139 +1,120 @@
-//! Opening the database, applying migrations, and the connection settings every
-//! writer relies on (WAL, foreign keys, a busy timeout).
+//! Opening the database (SQLite file or PostgreSQL URL), migrating it, and the
+//! connections beside the writer (readers, a long job's own connection).
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
-
-use crate::migrations::MIGRATIONS;
+use crate::sql::postgres::Postgres;
+use crate::sql::sqlite::Sqlite;
+use crate::sql::{self, Conn, Dialect};
 use crate::{Error, Result};
-
-/// How much of the database file a reader maps (address space, not memory).
-const READER_MMAP_BYTES: u64 = 4 << 30;
 
 /// Row counts per table, for summaries and reports.
 pub type TableCounts = BTreeMap<String, i64>;
 
-/// The relational store. One value per thread or task; SQLite serialises writers,
-/// and WAL lets readers run beside one writer.
+/// The relational store: one connection, to SQLite or PostgreSQL. One value
+/// per thread; SQLite serialises writers, and WAL lets readers run beside one
+/// writer; PostgreSQL writers take the same turns (see `sql::postgres`).
 pub struct Store {
-    pub(crate) conn: Connection,
+    pub(crate) conn: Conn,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::Open {
-                path: path.to_owned(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
-        }
-        let conn = Connection::open(path).map_err(|source| Error::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        // WAL can only be set on a file; the pragma answers the mode in force.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|source| Error::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        tracing::debug!(path = %path.display(), journal_mode = %mode, "database opened");
-        Self::configure(conn)
+        Ok(Store {
+            conn: Conn::Sqlite(Sqlite::open(path)?),
+        })
     }
 
-    /// A second connection to the same database file, for a long job that
-    /// runs beside the connection that ingests (WAL lets both proceed).
+    /// Opens the database a URL names: `sqlite://PATH` (or a bare path) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (also `postgresql://`, and
+    /// libpq's `host=… dbname=…` form), and brings its schema up to date.
+    pub fn connect(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains("host=")
+        {
+            return Ok(Store {
+                conn: Conn::Postgres(Postgres::connect(url)?),
+            });
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        if path.contains("://") {
+            return Err(Error::Open {
+                target: sql::postgres::redacted(url),
+                reason: "neither sqlite://PATH nor postgres://…".into(),
+            });
+        }
+        Self::open(Path::new(path))
+    }
+
+    /// Which engine this store runs on.
+    pub fn dialect(&self) -> Dialect {
+        self.conn.dialect()
+    }
+
+    /// A second connection to the same database, for a long job that runs
+    /// beside the connection that ingests (WAL lets both proceed).
     pub fn reopen(&self) -> Result<Self> {
-        match self.conn.path().filter(|p| !p.is_empty()) {
-            Some(path) => Store::open(Path::new(path)),
-            None => Err(Error::Invalid(
-                "an in-memory store has no file to open again".into(),
-            )),
+        match &self.conn {
+            Conn::Sqlite(db) => match db.path() {
+                Some(path) => Store::open(path),
+                None => Err(Error::Invalid(
+                    "an in-memory store has no file to open again".into(),
+                )),
+            },
+            Conn::Postgres(db) => Ok(Store {
+                conn: Conn::Postgres(db.reopen()?),
+            }),
         }
     }
 
-    /// Another connection to the same database file, read-only, for readers that
-    /// run beside the one writer (WAL lets them: each read sees the last commit
-    /// before it began). `None` for an in-memory store, which has no file to share.
+    /// Another connection to the same database, read-only, for readers that
+    /// run beside the one writer (each read sees the last commit before it
+    /// began). `None` for an in-memory store, which has no file to share.
     /// Its schema is the writer's: it never migrates, and any write fails.
     pub fn reader(&self) -> Result<Option<Store>> {
-        let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
-            return Ok(None);
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| Error::Open {
-            path: path.into(),
-            source,
-        })?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        // Reads of a user's rows touch pages scattered over the file (rows are
-        // stored in arrival order): map the file rather than pay a read(2) per
-        // page. Reads only, so a torn page cannot be written back.
-        conn.execute_batch(&format!(
-            "PRAGMA query_only = ON; PRAGMA mmap_size = {READER_MMAP_BYTES};"
-        ))?;
-        Ok(Some(Store { conn }))
+        Ok(match &self.conn {
+            Conn::Sqlite(db) => db.reader()?.map(|r| Store {
+                conn: Conn::Sqlite(r),
+            }),
+            Conn::Postgres(db) => Some(Store {
+                conn: Conn::Postgres(db.reader()?),
+            }),
+        })
     }
 
     /// Runs `f` in one read transaction: every query inside it sees the same
     /// snapshot, as if no write could come between them.
     pub fn read_snapshot<T>(&self, f: impl FnOnce(&Store) -> T) -> Result<T> {
-        if !self.conn.is_autocommit() {
-            // A caller panicked inside an earlier snapshot: end it first.
-            self.conn.execute_batch("ROLLBACK")?;
-        }
-        self.conn.execute_batch("BEGIN DEFERRED")?;
+        let tx = self.conn.snapshot()?;
         let out = f(self);
         // A read transaction has nothing to lose: COMMIT only ends the snapshot.
-        self.conn.execute_batch("COMMIT")?;
+        tx.commit()?;
         Ok(out)
     }
 
     /// An in-memory store, for tests and scratch work.
     pub fn open_in_memory() -> Result<Self> {
-        Self::configure(Connection::open_in_memory()?)
+        Ok(Store {
+            conn: Conn::Sqlite(Sqlite::open_in_memory()?),
+        })
     }
 
-    fn configure(conn: Connection) -> Result<Self> {
-        conn.busy_timeout(Duration::from_secs(30))?;
-        // FULL: a committed transaction survives a power cut, not only a crash, so
-        // "acknowledged" means "on disk". Group commits keep the fsyncs few.
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
-        let mut store = Store { conn };
-        store.migrate()?;
-        Ok(store)
-    }
-
-    /// The schema version this build writes.
+    /// The schema version this build writes (the same on both engines).
     pub fn schema_version() -> i64 {
-        MIGRATIONS.len() as i64
+        debug_assert_eq!(
+            sql::sqlite::MIGRATIONS.len(),
+            sql::postgres::MIGRATIONS.len()
+        );
+        sql::sqlite::MIGRATIONS.len() as i64
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        let known = Self::schema_version();
-        let found: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if found > known {
-            return Err(Error::SchemaTooNew { found, known });
+    /// The schema version the database holds.
+    pub fn database_version(&self) -> Result<i64> {
+        match &self.conn {
+            Conn::Sqlite(db) => db.version(),
+            Conn::Postgres(db) => db.version(),
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let version = i as i64 + 1;
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", version)?;
-            tx.commit()?;
-            tracing::info!(version, "database migrated");
-        }
-        Ok(())
     }
 
     /// Row counts of every table manirec owns.
@@ -150,9 +131,11 @@ impl Store {
         ];
         let mut counts = TableCounts::new();
         for table in TABLES {
-            let n: i64 =
-                self.conn
-                    .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            let n: i64 = self.conn.query_row(
+                &format!("SELECT COUNT(*) FROM {table}"),
+                sql::params![],
+                |r| r.get(0),
+            )?;
             counts.insert(table.to_string(), n);
         }
         Ok(counts)
@@ -162,6 +145,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::params;
 
     #[test]
     fn migrations_apply_once_and_reopen_cleanly() {
@@ -169,45 +153,51 @@ mod tests {
         let path = dir.path().join("nested/manirec.db");
         drop(Store::open(&path).unwrap());
         let store = Store::open(&path).unwrap();
-        let v: i64 = store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, Store::schema_version());
+        assert_eq!(store.database_version().unwrap(), Store::schema_version());
         let mode: String = store
             .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .query_row("PRAGMA journal_mode", params![], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
     }
 
     #[test]
+    fn migrations_apply_once_on_postgres() {
+        let db = crate::testing::postgres();
+        drop(Store::connect(db.url()).unwrap());
+        let store = Store::connect(db.url()).unwrap();
+        assert_eq!(store.database_version().unwrap(), Store::schema_version());
+        assert_eq!(store.dialect(), Dialect::Postgres);
+    }
+
+    #[test]
     fn a_reader_sees_commits_and_cannot_write() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("manirec.db");
-        let writer = Store::open(&path).unwrap();
-        let reader = writer
-            .reader()
-            .unwrap()
-            .expect("a file-backed store has readers");
-        writer
-            .conn
-            .execute(
-                "INSERT INTO state (key, value, updated_at) VALUES ('k', 'v', 0)",
-                [],
-            )
-            .unwrap();
-        let seen = reader
-            .read_snapshot(|r| {
-                r.conn
-                    .query_row("SELECT value FROM state WHERE key = 'k'", [], |row| {
-                        row.get::<_, String>(0)
-                    })
-                    .unwrap()
-            })
-            .unwrap();
-        assert_eq!(seen, "v");
-        assert!(reader.conn.execute("DELETE FROM state", []).is_err());
+        let pg = crate::testing::postgres();
+        for writer in [
+            Store::open(&dir.path().join("manirec.db")).unwrap(),
+            Store::connect(pg.url()).unwrap(),
+        ] {
+            let reader = writer.reader().unwrap().expect("a shared store has readers");
+            writer
+                .conn
+                .execute(
+                    "INSERT INTO state (key, value, updated_at) VALUES ('k', 'v', 0)",
+                    params![],
+                )
+                .unwrap();
+            let seen = reader
+                .read_snapshot(|r| {
+                    r.conn
+                        .query_row("SELECT value FROM state WHERE key = 'k'", params![], |row| {
+                            row.get::<String>(0)
+                        })
+                        .unwrap()
+                })
+                .unwrap();
+            assert_eq!(seen, "v");
+            assert!(reader.conn.execute("DELETE FROM state", params![]).is_err());
+        }
         assert!(Store::open_in_memory().unwrap().reader().unwrap().is_none());
     }
 
@@ -216,13 +206,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("manirec.db");
         drop(Store::open(&path).unwrap());
-        Connection::open(&path)
+        rusqlite::Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", 999)
             .unwrap();
         assert!(matches!(
             Store::open(&path),
             Err(Error::SchemaTooNew { found: 999, .. })
+        ));
+        let pg = crate::testing::postgres();
+        let store = Store::connect(pg.url()).unwrap();
+        store
+            .conn
+            .execute("UPDATE manirec_schema SET version = 999", params![])
+            .unwrap();
+        assert!(matches!(
+            Store::connect(pg.url()),
+            Err(Error::SchemaTooNew { found: 999, .. })
+        ));
+    }
+
+    #[test]
+    fn a_url_names_its_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        assert_eq!(Store::connect(&url).unwrap().dialect(), Dialect::Sqlite);
+        assert!(matches!(
+            Store::connect("mysql://x@y/z"),
+            Err(Error::Open { .. })
+        ));
+        assert!(matches!(
+            Store::connect("postgres://nobody:pw@127.0.0.1:1/none"),
+            Err(Error::Open { .. })
         ));
     }
 }

@@ -1,6 +1,6 @@
 //! Storefront behaviour events, stored in arrival order.
 
-use rusqlite::params;
+use crate::sql::params;
 
 use crate::{now_ms, Result, Store};
 
@@ -55,21 +55,15 @@ impl Store {
         let tx = self.conn.transaction()?;
         let received_at = now_ms();
         let mut out = Vec::with_capacity(batches.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO behavior_events (event_id, event_type, product_id, user_id, session_id,
-                    device_id, timestamp_ms, request_id, properties, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (event_id) DO NOTHING",
-            )?;
-            let mut link = tx.prepare_cached(
-                "INSERT INTO identity_links (anonymous_id, user_id, linked_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (anonymous_id) DO NOTHING",
-            )?;
-            for events in batches {
-                let mut accepted = 0;
-                for e in events.iter() {
-                    let new = insert.execute(params![
+        for events in batches {
+            let mut accepted = 0;
+            for e in events.iter() {
+                let new = tx.execute(
+                    "INSERT INTO behavior_events (event_id, event_type, product_id, user_id, session_id,
+                        device_id, timestamp_ms, request_id, properties, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (event_id) DO NOTHING",
+                    params![
                         e.event_id,
                         e.event_type,
                         e.product_id,
@@ -80,22 +74,26 @@ impl Store {
                         e.request_id,
                         e.properties,
                         received_at
-                    ])?;
-                    accepted += new as u64;
-                    if let (1, Some(user)) = (new, &e.user_id) {
-                        let anonymous = e
-                            .session_id
-                            .as_deref()
-                            .map(session_user)
-                            .into_iter()
-                            .chain(e.device_id.as_deref().map(device_user));
-                        for id in anonymous {
-                            link.execute(params![id, user, received_at])?;
-                        }
+                    ],
+                )?;
+                accepted += new as u64;
+                if let (1, Some(user)) = (new, &e.user_id) {
+                    let anonymous = e
+                        .session_id
+                        .as_deref()
+                        .map(session_user)
+                        .into_iter()
+                        .chain(e.device_id.as_deref().map(device_user));
+                    for id in anonymous {
+                        tx.execute(
+                            "INSERT INTO identity_links (anonymous_id, user_id, linked_at) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (anonymous_id) DO NOTHING",
+                            params![id, user, received_at],
+                        )?;
                     }
                 }
-                out.push((accepted, events.len() as u64 - accepted));
             }
+            out.push((accepted, events.len() as u64 - accepted));
         }
         tx.commit()?;
         Ok(out)
@@ -103,13 +101,12 @@ impl Store {
 
     /// Up to `limit` events with a sequence number above `after`, in sequence order.
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, BehaviorEvent)>> {
-        let mut stmt = self.conn.prepare_cached(
+        self.conn.query_map(
             "SELECT seq, event_id, event_type, product_id, user_id, session_id, device_id,
                     timestamp_ms, request_id, properties
              FROM behavior_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt
-            .query_map(params![after, limit as i64], |r| {
+            params![after, limit as i64],
+            |r| {
                 Ok((
                     r.get(0)?,
                     BehaviorEvent {
@@ -124,29 +121,26 @@ impl Store {
                         properties: r.get(9)?,
                     },
                 ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// The highest event sequence number (0 when there are none).
     pub fn last_event_seq(&self) -> Result<i64> {
-        Ok(self.conn.query_row(
+        self.conn.query_row(
             "SELECT COALESCE(MAX(seq), 0) FROM behavior_events",
-            [],
+            params![],
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Event counts by type.
     pub fn event_counts(&self) -> Result<Vec<(String, i64)>> {
-        let mut stmt = self.conn.prepare(
+        self.conn.query_map(
             "SELECT event_type, COUNT(*) FROM behavior_events GROUP BY 1 ORDER BY 2 DESC, 1",
-        )?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 }
 

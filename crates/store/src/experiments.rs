@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::{params, Conn, Row};
 use serde::Serialize;
 
 use crate::{now_ms, Error, Result, Store};
@@ -80,7 +80,7 @@ impl Outcome {
 const COLUMNS: &str =
     "id, control, treatment, traffic, status, started_at, stopped_at, outcome, started_by";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
+fn from_row(r: &Row) -> Result<Experiment> {
     Ok(Experiment {
         id: r.get(0)?,
         control: r.get(1)?,
@@ -114,15 +114,14 @@ impl Store {
                 "traffic is the percent of shoppers sent to the treatment: 1 to 99, not {traffic}"
             )));
         }
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.conn.transaction()?;
         for v in [control, treatment] {
             let status: Option<String> = tx
-                .query_row(
+                .query_opt(
                     "SELECT status FROM model_versions WHERE version = ?1",
-                    [v],
+                    params![v],
                     |r| r.get(0),
-                )
-                .optional()?;
+                )?;
             match status.as_deref() {
                 None => {
                     return Err(Error::Invalid(format!(
@@ -143,12 +142,12 @@ impl Store {
                 running.id, running.control, running.treatment, running.id
             )));
         }
-        tx.execute(
+        let id: i64 = tx.query_row(
             "INSERT INTO experiments (control, treatment, traffic, status, started_at, started_by)
-             VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
-            params![control, treatment, traffic, now_ms(), started_by],
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5) RETURNING id",
+            params![control, treatment, i64::from(traffic), now_ms(), started_by],
+            |r| r.get(0),
         )?;
-        let id = tx.last_insert_rowid();
         tx.commit()?;
         self.experiment(id)?
             .ok_or_else(|| Error::Invalid(format!("experiment {id} vanished")))
@@ -163,21 +162,20 @@ impl Store {
     pub fn experiment(&self, id: i64) -> Result<Option<Experiment>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM experiments WHERE id = ?1"),
-                [id],
+                params![id],
                 from_row,
-            )
-            .optional()?)
+            )?)
     }
 
     /// Every experiment, newest first.
     pub fn experiments(&self) -> Result<Vec<Experiment>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM experiments ORDER BY id DESC"
-        ))?;
-        let rows = stmt.query_map([], from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn.query_map(
+            &format!("SELECT {COLUMNS} FROM experiments ORDER BY id DESC"),
+            params![],
+            from_row,
+        )
     }
 
     /// Ends a running experiment, in one transaction with its consequence: the
@@ -185,14 +183,13 @@ impl Store {
     /// treatment retired (rolled back), or nothing. Stopping a stopped
     /// experiment is an error that says how it ended.
     pub fn stop_experiment(&self, id: i64, outcome: Outcome) -> Result<Experiment> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.conn.transaction()?;
         let Some(exp) = tx
-            .query_row(
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM experiments WHERE id = ?1"),
-                [id],
+                params![id],
                 from_row,
-            )
-            .optional()?
+            )?
         else {
             return Err(Error::Invalid(format!(
                 "no experiment {id} (see `manirec experiment status`)"
@@ -212,7 +209,7 @@ impl Store {
                 tx.execute(
                     "UPDATE model_versions SET status = 'retired'
                      WHERE version = ?1 AND status = 'candidate'",
-                    [&exp.treatment],
+                    params![&exp.treatment],
                 )?;
             }
             Outcome::Stopped => {}
@@ -240,39 +237,44 @@ impl Store {
             Some(e) => e.started_at,
             None => return Ok(arms),
         };
-        let mut requests = self.conn.prepare_cached(
+        let requests = self.conn.query_map(
             "SELECT variant, COUNT(*) FROM recommendation_log WHERE experiment_id = ?1 GROUP BY variant",
+            params![id],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
         )?;
-        for row in
-            requests.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-        {
-            let (variant, n) = row?;
+        for (variant, n) in requests {
             arms.entry(variant).or_default().requests = n as u64;
         }
+        let dialect = self.conn.dialect();
+        let sep = dialect.unit_separator();
+        let items = dialect.json_elements("r.items", "j");
         // Feedback counts once per (request, item), and only for an item the
         // answer with that request id contained: a storefront can report
         // anything, the log says what was shown. Per shopper too, so the loop
         // can see one shopper (or bot) carrying an arm.
-        let mut feedback = self.conn.prepare_cached(
-            "SELECT variant, event_type, SUM(n), MAX(n) FROM (
-                 SELECT r.variant, e.event_type,
-                        COALESCE(e.user_id, 'session:' || e.session_id, 'device:' || e.device_id) AS who,
-                        COUNT(DISTINCT e.request_id || char(31) || e.product_id) AS n
-                 FROM behavior_events e JOIN recommendation_log r ON r.request_id = e.request_id
-                 WHERE r.experiment_id = ?1 AND e.event_type IN ('rec_impression', 'rec_click')
-                   AND EXISTS (SELECT 1 FROM json_each(r.items) j WHERE j.value = e.product_id)
-                 GROUP BY 1, 2, 3
-             ) GROUP BY variant, event_type",
+        let feedback = self.conn.query_map(
+            &format!(
+                "SELECT variant, event_type, SUM(n), MAX(n) FROM (
+                     SELECT r.variant, e.event_type,
+                            COALESCE(e.user_id, 'session:' || e.session_id, 'device:' || e.device_id) AS who,
+                            COUNT(DISTINCT e.request_id || {sep} || e.product_id) AS n
+                     FROM behavior_events e JOIN recommendation_log r ON r.request_id = e.request_id
+                     WHERE r.experiment_id = ?1 AND e.event_type IN ('rec_impression', 'rec_click')
+                       AND EXISTS (SELECT 1 FROM {items} WHERE j.value = e.product_id)
+                     GROUP BY 1, 2, 3
+                 ) AS per_shopper GROUP BY variant, event_type"
+            ),
+            params![id],
+            |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<i64>(2)?,
+                    r.get::<i64>(3)?,
+                ))
+            },
         )?;
-        for row in feedback.query_map([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })? {
-            let (variant, kind, n, top) = row?;
+        for (variant, kind, n, top) in feedback {
             let arm = arms.entry(variant).or_default();
             match kind.as_str() {
                 "rec_impression" => {
@@ -285,47 +287,47 @@ impl Store {
                 }
             }
         }
-        let mut purchases = self.conn.prepare_cached(
-            "WITH purchases(user_id, item_id, at_s) AS (
-                 -- Verified orders only (webhook, poll, import, the shop's
-                 -- data): a storefront `purchase` event is anyone's claim.
-                 SELECT user_id, item_id, timestamp FROM training_interactions
-                 WHERE interaction_type = 'purchase' AND synthetic = 0 AND source <> 'realtime'
-                   AND timestamp >= ?2 / 1000
-             ),
-             shoppers(user_id, item_id, at_s) AS (
-                 SELECT COALESCE(l.user_id, p.user_id), p.item_id, p.at_s
-                 FROM purchases p LEFT JOIN identity_links l ON l.anonymous_id = p.user_id
-             ),
-             shown(variant, user_id, item_id, at_ms) AS (
-                 SELECT r.variant, COALESCE(l.user_id, r.user_id), j.value, r.created_at
-                 FROM recommendation_log r, json_each(r.items) j
-                 LEFT JOIN identity_links l ON l.anonymous_id = r.user_id
-                 WHERE r.experiment_id = ?1 AND r.user_id IS NOT NULL
-             )
-             SELECT s.variant, COUNT(DISTINCT p.user_id || char(31) || p.item_id || char(31) || p.at_s)
-             FROM shown s JOIN shoppers p ON p.user_id = s.user_id AND p.item_id = s.item_id
-             WHERE p.at_s * 1000 >= s.at_ms - 999 AND p.at_s * 1000 <= s.at_ms + ?3
-             GROUP BY s.variant",
+        let purchases = self.conn.query_map(
+            &format!(
+                "WITH purchases(user_id, item_id, at_s) AS (
+                     -- Verified orders only (webhook, poll, import, the shop's
+                     -- data): a storefront `purchase` event is anyone's claim.
+                     SELECT user_id, item_id, timestamp FROM training_interactions
+                     WHERE interaction_type = 'purchase' AND synthetic = 0 AND source <> 'realtime'
+                       AND timestamp >= CAST(?2 AS BIGINT) / 1000
+                 ),
+                 shoppers(user_id, item_id, at_s) AS (
+                     SELECT COALESCE(l.user_id, p.user_id), p.item_id, p.at_s
+                     FROM purchases p LEFT JOIN identity_links l ON l.anonymous_id = p.user_id
+                 ),
+                 shown(variant, user_id, item_id, at_ms) AS (
+                     SELECT r.variant, COALESCE(l.user_id, r.user_id), j.value, r.created_at
+                     FROM recommendation_log r CROSS JOIN {items}
+                     LEFT JOIN identity_links l ON l.anonymous_id = r.user_id
+                     WHERE r.experiment_id = ?1 AND r.user_id IS NOT NULL
+                 )
+                 SELECT s.variant, COUNT(DISTINCT p.user_id || {sep} || p.item_id || {sep} || p.at_s)
+                 FROM shown s JOIN shoppers p ON p.user_id = s.user_id AND p.item_id = s.item_id
+                 WHERE p.at_s * 1000 >= s.at_ms - 999 AND p.at_s * 1000 <= s.at_ms + CAST(?3 AS BIGINT)
+                 GROUP BY s.variant"
+            ),
+            params![id, started_at, window_ms],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
         )?;
-        for row in purchases.query_map(params![id, started_at, window_ms], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })? {
-            let (variant, n) = row?;
+        for (variant, n) in purchases {
             arms.entry(variant).or_default().purchases = n as u64;
         }
         Ok(arms)
     }
 }
 
-fn running(conn: &rusqlite::Connection) -> Result<Option<Experiment>> {
+fn running(conn: &Conn) -> Result<Option<Experiment>> {
     Ok(conn
-        .query_row(
+        .query_opt(
             &format!("SELECT {COLUMNS} FROM experiments WHERE status = 'running'"),
-            [],
+            params![],
             from_row,
-        )
-        .optional()?)
+        )?)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::params;
+use crate::sql::{params, Conn, Row};
 use serde::Serialize;
 
 use crate::{now_ms, Result, Store};
@@ -148,11 +148,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         let created_at = now_ms();
         let mut inserted = 0;
-        {
-            let mut stmt = tx.prepare_cached(INSERT_SQL)?;
-            for row in rows {
-                inserted += stmt.execute(insert_params(row, created_at))? as u64;
-            }
+        for row in rows {
+            inserted += insert_in(&tx, row, created_at)? as u64;
         }
         tx.commit()?;
         Ok((inserted, rows.len() as u64 - inserted))
@@ -178,75 +175,63 @@ impl Store {
         source: Option<Source>,
         mut f: impl FnMut(&Interaction) -> Result<()>,
     ) -> Result<()> {
-        let mut stmt = self.conn.prepare(
+        self.conn.query_each(
             "SELECT user_id, item_id, timestamp, interaction_type, rating, source, synthetic,
                     quantity, origin
              FROM training_interactions
              WHERE ?1 IS NULL OR source = ?1
              ORDER BY timestamp, user_id, item_id, interaction_type",
-        )?;
-        let mut rows = stmt.query([source.map(Source::as_str)])?;
-        while let Some(r) = rows.next()? {
-            f(&interaction_from_row(r)?)?;
-        }
-        Ok(())
+            params![source.map(Source::as_str)],
+            |r| f(&interaction_from_row(r)?),
+        )
     }
 
     /// A user's most recent interactions (at most `limit`), newest first: the
     /// history a recommendation starts from.
     pub fn user_interactions(&self, user_id: &str, limit: usize) -> Result<Vec<Interaction>> {
-        let mut stmt = self.conn.prepare_cached(
+        self.conn.query_map(
             "SELECT user_id, item_id, timestamp, interaction_type, rating, source, synthetic,
                     quantity, origin
              FROM training_interactions WHERE user_id = ?1
              ORDER BY timestamp DESC LIMIT ?2",
-        )?;
-        let rows = stmt
-            .query_map(
-                rusqlite::params![user_id, limit as i64],
-                interaction_from_row,
-            )?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            params![user_id, limit as i64],
+            interaction_from_row,
+        )
     }
 
     /// Every item a user bought, however long ago.
     pub fn purchased_items(&self, user_id: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
+        self.conn.query_map(
             "SELECT DISTINCT item_id FROM training_interactions
              WHERE user_id = ?1 AND interaction_type = 'purchase' ORDER BY item_id",
-        )?;
-        let items = stmt
-            .query_map([user_id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(items)
+            params![user_id],
+            |r| r.get(0),
+        )
     }
 
     /// Interactions written after `created_after` (Unix ms; all when `None`).
     pub fn count_interactions_since(&self, created_after: Option<i64>) -> Result<u64> {
         Ok(self.conn.query_row(
             "SELECT COUNT(*) FROM training_interactions WHERE ?1 IS NULL OR created_at > ?1",
-            [created_after],
-            |r| r.get::<_, i64>(0),
+            params![created_after],
+            |r| r.get::<i64>(0),
         )? as u64)
     }
 
     /// Interaction counts by `(source, interaction_type, synthetic)`.
     pub fn interaction_counts(&self) -> Result<Vec<(String, String, bool, i64)>> {
-        let mut stmt = self.conn.prepare(
+        self.conn.query_map(
             "SELECT source, interaction_type, synthetic, COUNT(*) FROM training_interactions
              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-        )?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
     }
 }
 
 /// An interaction from a row of `SELECT user_id, item_id, timestamp,
 /// interaction_type, rating, source, synthetic, quantity, origin`.
-fn interaction_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Interaction> {
+fn interaction_from_row(r: &Row) -> Result<Interaction> {
     let source: String = r.get(5)?;
     Ok(Interaction {
         key: InteractionKey {
@@ -265,25 +250,19 @@ fn interaction_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Interaction> 
 
 /// [`Store::reconcile_origins`] inside a caller's transaction.
 pub(crate) fn reconcile_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Conn,
     batches: &[OriginRows],
     scope: ReconcileScope,
 ) -> Result<ReconcileCounts> {
     let created_at = now_ms();
     let mut counts = ReconcileCounts::default();
-    {
-        let mut existing_stmt = tx.prepare_cached(
-            "SELECT id, user_id, item_id, timestamp, interaction_type, rating, quantity, synthetic
+    for batch in batches {
+        let mut existing: HashMap<InteractionKey, (i64, f64, i64, bool)> = tx
+            .query_map(
+                "SELECT id, user_id, item_id, timestamp, interaction_type, rating, quantity, synthetic
                  FROM training_interactions WHERE origin = ?1",
-        )?;
-        let mut insert = tx.prepare_cached(INSERT_SQL)?;
-        let mut update = tx.prepare_cached(
-            "UPDATE training_interactions SET rating = ?2, quantity = ?3 WHERE id = ?1",
-        )?;
-        let mut delete = tx.prepare_cached("DELETE FROM training_interactions WHERE id = ?1")?;
-        for batch in batches {
-            let mut existing: HashMap<InteractionKey, (i64, f64, i64, bool)> = existing_stmt
-                .query_map([&batch.origin], |r| {
+                params![&batch.origin],
+                |r| {
                     Ok((
                         InteractionKey {
                             user_id: r.get(1)?,
@@ -293,56 +272,65 @@ pub(crate) fn reconcile_in(
                         },
                         (r.get(0)?, r.get(5)?, r.get(6)?, r.get(7)?),
                     ))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            for row in &batch.rows {
-                match existing.remove(&row.key) {
-                    Some((id, rating, quantity, _)) => {
-                        if rating != row.rating || quantity != row.quantity {
-                            update.execute(params![id, row.rating, row.quantity])?;
-                            counts.updated += 1;
-                        } else {
-                            counts.unchanged += 1;
-                        }
+                },
+            )?
+            .into_iter()
+            .collect();
+        for row in &batch.rows {
+            match existing.remove(&row.key) {
+                Some((id, rating, quantity, _)) => {
+                    if rating != row.rating || quantity != row.quantity {
+                        tx.execute(
+                            "UPDATE training_interactions SET rating = ?2, quantity = ?3 WHERE id = ?1",
+                            params![id, row.rating, row.quantity],
+                        )?;
+                        counts.updated += 1;
+                    } else {
+                        counts.unchanged += 1;
                     }
-                    None => {
-                        // A conflict here means another origin already holds the
-                        // same event: it stays single.
-                        match insert.execute(insert_params(row, created_at))? {
-                            0 => counts.unchanged += 1,
-                            _ => counts.inserted += 1,
-                        }
+                }
+                None => {
+                    // A conflict here means another origin already holds the
+                    // same event: it stays single.
+                    match insert_in(tx, row, created_at)? {
+                        0 => counts.unchanged += 1,
+                        _ => counts.inserted += 1,
                     }
                 }
             }
-            for (_, (id, _, _, synthetic)) in existing {
-                if scope == ReconcileScope::All || !synthetic {
-                    delete.execute([id])?;
-                    counts.removed += 1;
-                }
+        }
+        for (_, (id, _, _, synthetic)) in existing {
+            if scope == ReconcileScope::All || !synthetic {
+                tx.execute(
+                    "DELETE FROM training_interactions WHERE id = ?1",
+                    params![id],
+                )?;
+                counts.removed += 1;
             }
         }
     }
     Ok(counts)
 }
 
-pub(crate) const INSERT_SQL: &str = "INSERT INTO training_interactions
-    (user_id, item_id, rating, timestamp, interaction_type, source, synthetic, quantity, origin, created_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-    ON CONFLICT (user_id, item_id, timestamp, interaction_type) DO NOTHING";
-
-pub(crate) fn insert_params(row: &Interaction, created_at: i64) -> impl rusqlite::Params + '_ {
-    (
-        &row.key.user_id,
-        &row.key.item_id,
-        row.rating,
-        row.key.timestamp,
-        &row.key.interaction_type,
-        row.source.as_str(),
-        row.synthetic,
-        row.quantity,
-        &row.origin,
-        created_at,
+/// Inserts one interaction unless its key is taken; 1 when it was new.
+pub(crate) fn insert_in(conn: &Conn, row: &Interaction, created_at: i64) -> Result<usize> {
+    conn.execute(
+        "INSERT INTO training_interactions
+            (user_id, item_id, rating, timestamp, interaction_type, source, synthetic, quantity, origin, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (user_id, item_id, timestamp, interaction_type) DO NOTHING",
+        params![
+            row.key.user_id,
+            row.key.item_id,
+            row.rating,
+            row.key.timestamp,
+            row.key.interaction_type,
+            row.source.as_str(),
+            row.synthetic,
+            row.quantity,
+            row.origin,
+            created_at
+        ],
     )
 }
 

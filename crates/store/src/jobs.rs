@@ -3,7 +3,7 @@
 //! what happened and why a run failed. A running row is also the job's lease:
 //! one run of a job at a time, across processes.
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::{params, Row, ToParam};
 use serde::Serialize;
 
 use crate::{now_ms, Error, Result, Store};
@@ -72,7 +72,7 @@ pub struct JobRun {
     pub error: Option<String>,
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRun> {
+fn from_row(r: &Row) -> Result<JobRun> {
     let steps: String = r.get(6)?;
     Ok(JobRun {
         id: r.get(0)?,
@@ -94,20 +94,15 @@ impl Store {
     /// its owner ran on this host and is gone (`kill -9`, a crash), after the
     /// lease otherwise.
     pub fn start_job_run(&self, job: &str, started_by: &str) -> Result<i64> {
-        // IMMEDIATE: two starters serialise here instead of failing SQLITE_BUSY
-        // when both upgrade a read to a write.
-        let tx = rusqlite::Transaction::new_unchecked(
-            &self.conn,
-            rusqlite::TransactionBehavior::Immediate,
-        )?;
+        // Exclusive: two starters (two threads, two replicas) take turns here,
+        // so only one of them finds no running row.
+        let tx = self.conn.transaction_exclusive()?;
         let now = now_ms();
-        let running: Vec<(i64, i64, Option<String>)> = {
-            let mut stmt = tx.prepare(
-                "SELECT id, started_at, owner FROM job_runs WHERE job = ?1 AND status = 'running'",
-            )?;
-            let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
+        let running: Vec<(i64, i64, Option<String>)> = tx.query_map(
+            "SELECT id, started_at, owner FROM job_runs WHERE job = ?1 AND status = 'running'",
+            params![job],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         for (id, started_at, owner) in running {
             let dead = owner.as_deref().is_some_and(owner_is_dead);
             if dead || started_at < now - LEASE_MS {
@@ -123,25 +118,39 @@ impl Store {
                 )));
             }
         }
-        tx.execute(
+        let id: i64 = tx.query_row(
             "INSERT INTO job_runs (job, started_by, status, started_at, owner)
-             VALUES (?1, ?2, 'running', ?3, ?4)",
+             VALUES (?1, ?2, 'running', ?3, ?4) RETURNING id",
             params![job, started_by, now, this_owner()],
+            |r| r.get(0),
         )?;
-        let id = tx.last_insert_rowid();
         tx.commit()?;
         Ok(id)
     }
 
     /// Appends a step to run `id`.
     pub fn add_job_step(&self, id: i64, step: &str, detail: &serde_json::Value) -> Result<()> {
-        self.conn.execute(
-            "UPDATE job_runs SET steps = json_insert(steps, '$[#]',
-                 json_object('step', ?2, 'at', ?3, 'detail', json(?4)))
-             WHERE id = ?1",
-            params![id, step, now_ms(), serde_json::to_string(detail)?],
+        // Read, append, write back: the same on every engine, and one run's
+        // steps are written by that run alone.
+        let tx = self.conn.transaction()?;
+        let Some(steps) = tx.query_opt(
+            "SELECT steps FROM job_runs WHERE id = ?1",
+            params![id],
+            |r| r.get::<String>(0),
+        )?
+        else {
+            return Ok(());
+        };
+        let mut steps = match serde_json::from_str(&steps)? {
+            serde_json::Value::Array(steps) => steps,
+            _ => Vec::new(),
+        };
+        steps.push(serde_json::json!({"step": step, "at": now_ms(), "detail": detail}));
+        tx.execute(
+            "UPDATE job_runs SET steps = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(&steps)?],
         )?;
-        Ok(())
+        tx.commit()
     }
 
     /// Ends run `id` as `ok`, `skipped` or `failed` (with the reason).
@@ -157,32 +166,40 @@ impl Store {
     pub fn job_run(&self, id: i64) -> Result<Option<JobRun>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM job_runs WHERE id = ?1"),
-                [id],
+                params![id],
                 from_row,
-            )
-            .optional()?)
+            )?)
     }
 
     /// The latest `limit` runs, of one job or all, newest first.
     pub fn job_runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<JobRun>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM job_runs WHERE ?1 IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![job, limit as i64], from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn.query_map(
+            &format!(
+                "SELECT {COLUMNS} FROM job_runs WHERE ?1 IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2"
+            ),
+            params![job, limit as i64],
+            from_row,
+        )
     }
 
     /// When `job` last finished with one of `statuses` (Unix ms).
     pub fn last_job_finish(&self, job: &str, statuses: &[&str]) -> Result<Option<i64>> {
-        let list = serde_json::to_string(statuses)?;
-        Ok(self.conn.query_row(
-            "SELECT MAX(finished_at) FROM job_runs
-             WHERE job = ?1 AND status IN (SELECT value FROM json_each(?2))",
-            params![job, list],
+        if statuses.is_empty() {
+            return Ok(None);
+        }
+        let slots: Vec<String> = (2..statuses.len() + 2).map(|i| format!("?{i}")).collect();
+        let mut params: Vec<&dyn ToParam> = vec![&job];
+        params.extend(statuses.iter().map(|s| s as &dyn ToParam));
+        self.conn.query_row(
+            &format!(
+                "SELECT MAX(finished_at) FROM job_runs WHERE job = ?1 AND status IN ({})",
+                slots.join(", ")
+            ),
+            &params,
             |r| r.get(0),
-        )?)
+        )
     }
 }
 
@@ -229,7 +246,7 @@ mod tests {
         let id = store.start_job_run("retrain", "cli").unwrap();
         store
             .conn
-            .execute("UPDATE job_runs SET started_at = 0 WHERE id = ?1", [id])
+            .execute("UPDATE job_runs SET started_at = 0 WHERE id = ?1", params![id])
             .unwrap();
         store.start_job_run("retrain", "cli").unwrap();
         assert_eq!(store.job_run(id).unwrap().unwrap().status, "failed");
@@ -266,7 +283,7 @@ mod tests {
             .conn
             .execute(
                 "UPDATE job_runs SET owner = 'elsewhere/1/1' WHERE id = ?1",
-                [next],
+                params![next],
             )
             .unwrap();
         assert!(store.start_job_run("retrain", "cli").is_err());

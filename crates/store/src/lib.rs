@@ -3,7 +3,8 @@
 //! Two stores, each behind one type so that the rest of manirec never names a
 //! database engine or a bucket:
 //!
-//! - [`Store`]: the relational store (SQLite today, PostgreSQL later). It owns the
+//! - [`Store`]: the relational store (SQLite by default, PostgreSQL for
+//!   shops past one machine; see `sql` for the seam between them). It owns the
 //!   schema and its migrations, the shop mirror (orders, products, images,
 //!   accounts), behaviour events, training interactions and small state. Every
 //!   idempotency guarantee lives in its constraints and transactions, never in a
@@ -22,19 +23,21 @@ mod events;
 mod experiments;
 mod interactions;
 mod jobs;
-mod migrations;
 mod models;
 mod objects;
 mod quality;
 mod retention;
 mod serving;
 mod shop;
+mod sql;
 mod state;
 mod sync;
+pub mod testing;
 mod webhooks;
 
 pub use datasets::{DatasetVersion, ScanFilter, ScanStats, TrainingRow, REFUNDED_STATUSES};
 pub use db::{Store, TableCounts};
+pub use sql::Dialect;
 pub use error::{Error, Result};
 pub use events::{device_user, session_user, BehaviorEvent};
 pub use experiments::{ArmCounts, Experiment, Outcome};

@@ -3,7 +3,7 @@
 //! (`training` while its artifact is written, then `candidate`, `active`,
 //! `retired`). At most one version is active (a partial unique index says so).
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::{params, Conn, Row};
 use serde::Serialize;
 
 use crate::{now_ms, Error, Result, Store};
@@ -36,7 +36,7 @@ pub struct ModelVersion {
 const COLUMNS: &str = "version, kind, dataset_version, params, metrics, artifact_key, sha256, \
                        status, created_at, promoted_at";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelVersion> {
+fn from_row(r: &Row) -> Result<ModelVersion> {
     Ok(ModelVersion {
         version: r.get(0)?,
         kind: r.get(1)?,
@@ -61,15 +61,13 @@ impl Store {
         dataset_version: &str,
         params: &str,
     ) -> Result<String> {
-        // IMMEDIATE takes the write lock before reading MAX(seq): two trainings
-        // started at once (two processes) get m(N+1) and m(N+2), never one number twice.
-        let tx = rusqlite::Transaction::new_unchecked(
-            &self.conn,
-            rusqlite::TransactionBehavior::Immediate,
-        )?;
+        // Exclusive: two trainings started at once (two processes, two
+        // replicas) read MAX(seq) in turn, so they get m(N+1) and m(N+2),
+        // never one number twice.
+        let tx = self.conn.transaction_exclusive()?;
         let next: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM model_versions",
-            [],
+            params![],
             |r| r.get(0),
         )?;
         let version = format!("m{next}");
@@ -109,57 +107,54 @@ impl Store {
     pub fn abandon_model_version(&self, version: &str) -> Result<()> {
         self.conn.execute(
             "DELETE FROM model_versions WHERE version = ?1 AND status = 'training'",
-            [version],
+            params![version],
         )?;
         Ok(())
     }
 
     /// Every model version, oldest first.
     pub fn model_versions(&self) -> Result<Vec<ModelVersion>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM model_versions ORDER BY seq"
-        ))?;
-        let rows = stmt.query_map([], from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn.query_map(
+            &format!("SELECT {COLUMNS} FROM model_versions ORDER BY seq"),
+            params![],
+            from_row,
+        )
     }
 
     /// One model version.
     pub fn model_version(&self, version: &str) -> Result<Option<ModelVersion>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM model_versions WHERE version = ?1"),
-                [version],
+                params![version],
                 from_row,
-            )
-            .optional()?)
+            )?)
     }
 
     /// The active version, if any.
     pub fn active_model_version(&self) -> Result<Option<ModelVersion>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM model_versions WHERE status = 'active'"),
-                [],
+                params![],
                 from_row,
-            )
-            .optional()?)
+            )?)
     }
 
     /// The most recently trained version with an artifact (any status but `training`).
     pub fn latest_model_version(&self) -> Result<Option<ModelVersion>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 &format!(
                     "SELECT {COLUMNS} FROM model_versions WHERE status <> 'training'
                      ORDER BY seq DESC LIMIT 1"
                 ),
-                [],
+                params![],
                 from_row,
-            )
-            .optional()?)
+            )?)
     }
 
     /// Retires a candidate that lost (offline or in an A/B test). The active
@@ -167,7 +162,7 @@ impl Store {
     pub fn retire_model_version(&self, version: &str) -> Result<()> {
         let changed = self.conn.execute(
             "UPDATE model_versions SET status = 'retired' WHERE version = ?1 AND status = 'candidate'",
-            [version],
+            params![version],
         )?;
         if changed == 0 {
             return Err(Error::Invalid(format!(
@@ -181,7 +176,7 @@ impl Store {
     /// version is retired. Returns the version retired, if any. Promoting the
     /// active version changes nothing.
     pub fn promote_model_version(&self, version: &str) -> Result<Option<String>> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.conn.transaction()?;
         let retired = promote_in(&tx, version)?;
         tx.commit()?;
         Ok(retired)
@@ -189,14 +184,13 @@ impl Store {
 }
 
 /// Promotion inside the caller's transaction (an experiment's end promotes too).
-pub(crate) fn promote_in(tx: &rusqlite::Connection, version: &str) -> Result<Option<String>> {
+pub(crate) fn promote_in(tx: &Conn, version: &str) -> Result<Option<String>> {
     let status: Option<String> = tx
-        .query_row(
+        .query_opt(
             "SELECT status FROM model_versions WHERE version = ?1",
-            [version],
+            params![version],
             |r| r.get(0),
-        )
-        .optional()?;
+        )?;
     match status.as_deref() {
         None => {
             return Err(Error::Invalid(format!(
@@ -212,15 +206,14 @@ pub(crate) fn promote_in(tx: &rusqlite::Connection, version: &str) -> Result<Opt
         Some(_) => {}
     }
     let retired: Option<String> = tx
-        .query_row(
+        .query_opt(
             "SELECT version FROM model_versions WHERE status = 'active'",
-            [],
+            params![],
             |r| r.get(0),
-        )
-        .optional()?;
+        )?;
     tx.execute(
         "UPDATE model_versions SET status = 'retired' WHERE status = 'active'",
-        [],
+        params![],
     )?;
     tx.execute(
         "UPDATE model_versions SET status = 'active', promoted_at = ?2 WHERE version = ?1",

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::{params, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, Store};
@@ -69,11 +69,11 @@ pub struct StoredReport {
 const COUNTS: &str = "COUNT(*),
     COUNT(DISTINCT CASE WHEN substr(user_id, 1, 10) <> 'anonymous:' THEN user_id END),
     COUNT(DISTINCT item_id),
-    COALESCE(SUM(synthetic <> 0), 0),
-    COALESCE(SUM(substr(user_id, 1, 10) = 'anonymous:'), 0),
-    COALESCE(SUM(id > ?1), 0)";
+    COALESCE(SUM(CASE WHEN synthetic <> 0 THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN substr(user_id, 1, 10) = 'anonymous:' THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN id > ?1 THEN 1 ELSE 0 END), 0)";
 
-fn counts_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SourceCounts> {
+fn counts_from(r: &Row, at: usize) -> Result<SourceCounts> {
     Ok(SourceCounts {
         count: r.get(at)?,
         users: r.get(at + 1)?,
@@ -88,39 +88,40 @@ impl Store {
     /// Counts for the report; rows with an id above `after_id` and events with a
     /// sequence number above `after_seq` are new.
     pub fn quality_counts(&self, after_id: i64, after_seq: i64) -> Result<QualityCounts> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.conn.snapshot()?;
         let mut out = QualityCounts::default();
-        {
-            let mut stmt = tx.prepare(&format!(
+        tx.query_each(
+            &format!(
                 "SELECT source, {COUNTS} FROM training_interactions GROUP BY source ORDER BY source"
-            ))?;
-            let mut rows = stmt.query([after_id])?;
-            while let Some(r) = rows.next()? {
+            ),
+            params![after_id],
+            |r| {
                 out.by_source.insert(r.get(0)?, counts_from(r, 1)?);
-            }
-        }
+                Ok(())
+            },
+        )?;
         out.total = tx.query_row(
             &format!("SELECT {COUNTS} FROM training_interactions"),
-            [after_id],
+            params![after_id],
             |r| counts_from(r, 0),
         )?;
         out.max_interaction_id = tx.query_row(
             "SELECT COALESCE(MAX(id), 0) FROM training_interactions",
-            [],
+            params![],
             |r| r.get(0),
         )?;
         (out.events, out.new_events, out.max_event_seq) = tx.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(seq > ?1), 0), COALESCE(MAX(seq), 0) FROM behavior_events",
-            [after_seq],
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN seq > ?1 THEN 1 ELSE 0 END), 0), COALESCE(MAX(seq), 0)
+             FROM behavior_events",
+            params![after_seq],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         out.events_rejected_total = tx
-            .query_row(
+            .query_opt(
                 "SELECT value FROM state WHERE key = ?1",
-                [REJECTED_EVENTS],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
+                params![REJECTED_EVENTS],
+                |r| r.get::<String>(0),
+            )?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         tx.commit()?;
@@ -136,8 +137,8 @@ impl Store {
         self.conn.execute(
             "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (key) DO UPDATE
-               SET value = CAST(CAST(value AS INTEGER) + ?2 AS TEXT), updated_at = ?3",
-            params![REJECTED_EVENTS, n as i64, crate::now_ms()],
+               SET value = CAST(CAST(state.value AS BIGINT) + ?4 AS TEXT), updated_at = ?3",
+            params![REJECTED_EVENTS, n.to_string(), crate::now_ms(), n as i64],
         )?;
         Ok(())
     }
@@ -146,10 +147,10 @@ impl Store {
     pub fn last_quality_report(&self) -> Result<Option<StoredReport>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 "SELECT date, created_at, max_interaction_id, max_event_seq, body
                  FROM quality_reports ORDER BY id DESC LIMIT 1",
-                [],
+                params![],
                 |r| {
                     Ok(StoredReport {
                         date: r.get(0)?,
@@ -159,8 +160,7 @@ impl Store {
                         body: r.get(4)?,
                     })
                 },
-            )
-            .optional()?)
+            )?)
     }
 
     /// Records a report, so that the next one can say what is new.

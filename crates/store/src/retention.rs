@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::{params, Transaction};
+use crate::sql::{params, Conn};
 
 use crate::{Result, Store};
 
@@ -32,14 +32,14 @@ impl Store {
             "training_interactions".into(),
             tx.execute(
                 "DELETE FROM training_interactions WHERE timestamp < ?1",
-                [cutoff],
+                params![cutoff],
             )? as u64,
         );
         counts.insert(
             "behavior_events".into(),
             tx.execute(
                 "DELETE FROM behavior_events WHERE timestamp_ms < ?1",
-                [cutoff.saturating_mul(1000)],
+                params![cutoff.saturating_mul(1000)],
             )? as u64,
         );
         tx.commit()?;
@@ -55,11 +55,9 @@ impl Store {
         target: &ForgetTarget,
         training_id: &dyn Fn(&str) -> String,
     ) -> Result<RetentionCounts> {
-        // IMMEDIATE: it reads then writes; under load it waits for the writer
-        // instead of failing with SQLITE_BUSY on the upgrade.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Exclusive: it reads then writes what it read; under load it waits
+        // for the writer instead of failing on the upgrade.
+        let tx = self.conn.transaction_exclusive()?;
         let mut emails: BTreeSet<String> = target.emails.iter().map(|e| normalize(e)).collect();
         let mut ids: BTreeSet<String> = target.ids.iter().map(|i| i.trim().to_owned()).collect();
         ids.retain(|i| !i.is_empty());
@@ -107,16 +105,16 @@ impl Store {
         // Sessions and devices seen with the customer's user id are theirs too
         // (the anonymous browsing before they logged in).
         let mut linked = BTreeSet::new();
-        {
-            let mut stmt =
-                tx.prepare("SELECT session_id, device_id FROM behavior_events WHERE user_id = ?1")?;
-            for who in &people {
-                let mut rows = stmt.query([who])?;
-                while let Some(r) = rows.next()? {
-                    linked.extend(r.get::<_, Option<String>>(0)?);
-                    linked.extend(r.get::<_, Option<String>>(1)?);
-                }
-            }
+        for who in &people {
+            tx.query_each(
+                "SELECT session_id, device_id FROM behavior_events WHERE user_id = ?1",
+                params![who],
+                |r| {
+                    linked.extend(r.get::<Option<String>>(0)?);
+                    linked.extend(r.get::<Option<String>>(1)?);
+                    Ok(())
+                },
+            )?;
         }
         // Their anonymous training ids, and the links that tied them to the customer.
         people.extend(linked.iter().map(|l| crate::session_user(l)));
@@ -126,46 +124,68 @@ impl Store {
         let mut counts = RetentionCounts::new();
         let mut add =
             |table: &str, n: usize| *counts.entry(table.to_owned()).or_default() += n as u64;
-        {
-            let mut events = tx.prepare(
-                "DELETE FROM behavior_events
-                 WHERE user_id = ?1 OR session_id = ?1 OR device_id = ?1",
-            )?;
-            let mut interactions =
-                tx.prepare("DELETE FROM training_interactions WHERE user_id = ?1")?;
-            for who in &people {
-                add("behavior_events", events.execute([who])?);
-                add("training_interactions", interactions.execute([who])?);
-            }
-            let mut derived = tx.prepare("DELETE FROM training_interactions WHERE origin = ?1")?;
-            let mut items = tx.prepare("DELETE FROM shop_order_items WHERE order_id = ?1")?;
-            let mut order = tx.prepare("DELETE FROM shop_orders WHERE order_id = ?1")?;
-            for id in &orders {
-                add(
-                    "training_interactions",
-                    derived.execute([format!("order:{id}")])?,
-                );
-                add("shop_order_items", items.execute([id])?);
-                add("shop_orders", order.execute([id])?);
-            }
-            let mut accounts = tx.prepare("DELETE FROM shop_accounts WHERE id = ?1")?;
-            for id in &ids {
-                add("shop_accounts", accounts.execute([id])?);
-            }
-            let mut links =
-                tx.prepare("DELETE FROM identity_links WHERE user_id = ?1 OR anonymous_id = ?1")?;
-            let mut answers = tx.prepare("DELETE FROM recommendation_log WHERE user_id = ?1")?;
-            for who in &people {
-                add("identity_links", links.execute([who])?);
-                add("recommendation_log", answers.execute([who])?);
-            }
-            let mut remember = tx.prepare(
+        for who in &people {
+            add(
+                "behavior_events",
+                tx.execute(
+                    "DELETE FROM behavior_events
+                     WHERE user_id = ?1 OR session_id = ?1 OR device_id = ?1",
+                    params![who],
+                )?,
+            );
+            add(
+                "training_interactions",
+                tx.execute(
+                    "DELETE FROM training_interactions WHERE user_id = ?1",
+                    params![who],
+                )?,
+            );
+        }
+        for id in &orders {
+            add(
+                "training_interactions",
+                tx.execute(
+                    "DELETE FROM training_interactions WHERE origin = ?1",
+                    params![format!("order:{id}")],
+                )?,
+            );
+            add(
+                "shop_order_items",
+                tx.execute("DELETE FROM shop_order_items WHERE order_id = ?1", params![id])?,
+            );
+            add(
+                "shop_orders",
+                tx.execute("DELETE FROM shop_orders WHERE order_id = ?1", params![id])?,
+            );
+        }
+        for id in &ids {
+            add(
+                "shop_accounts",
+                tx.execute("DELETE FROM shop_accounts WHERE id = ?1", params![id])?,
+            );
+        }
+        for who in &people {
+            add(
+                "identity_links",
+                tx.execute(
+                    "DELETE FROM identity_links WHERE user_id = ?1 OR anonymous_id = ?1",
+                    params![who],
+                )?,
+            );
+            add(
+                "recommendation_log",
+                tx.execute(
+                    "DELETE FROM recommendation_log WHERE user_id = ?1",
+                    params![who],
+                )?,
+            );
+        }
+        for email in &emails {
+            tx.execute(
                 "INSERT INTO forgotten_users (user_id, forgotten_at) VALUES (?1, ?2)
                  ON CONFLICT (user_id) DO NOTHING",
+                params![training_id(email), crate::now_ms()],
             )?;
-            for email in &emails {
-                remember.execute(params![training_id(email), crate::now_ms()])?;
-            }
         }
         for table in [
             "training_interactions",
@@ -186,11 +206,13 @@ impl Store {
 impl Store {
     /// Training ids of customers erased on request.
     pub fn forgotten_users(&self) -> Result<std::collections::HashSet<String>> {
-        let mut stmt = self.conn.prepare("SELECT user_id FROM forgotten_users")?;
-        let ids = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(ids)
+        Ok(self
+            .conn
+            .query_map("SELECT user_id FROM forgotten_users", params![], |r| {
+                r.get(0)
+            })?
+            .into_iter()
+            .collect())
     }
 }
 
@@ -200,12 +222,8 @@ fn normalize(email: &str) -> String {
 
 type Triple = (String, Option<String>, Option<String>);
 
-fn query3(tx: &Transaction<'_>, sql: &str) -> Result<Vec<Triple>> {
-    let mut stmt = tx.prepare(sql)?;
-    let rows = stmt
-        .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+fn query3(tx: &Conn, sql: &str) -> Result<Vec<Triple>> {
+    tx.query_map(sql, params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! answered, the shop's catalogue rules (hidden, pinned, boosted items), and a
 //! shopper's events that sync has not turned into interactions yet.
 
-use rusqlite::params;
+use std::collections::BTreeSet;
+
+use crate::sql::params;
 use serde::Serialize;
 
 use crate::{Error, Result, Store};
@@ -50,16 +52,15 @@ impl RuleKind {
         }
     }
 
-    fn parse(s: &str) -> rusqlite::Result<Self> {
+    fn parse(s: &str) -> Result<Self> {
         match s {
             "hide" => Ok(RuleKind::Hide),
             "pin" => Ok(RuleKind::Pin),
             "boost" => Ok(RuleKind::Boost),
-            other => Err(rusqlite::Error::InvalidColumnType(
-                1,
-                format!("rule {other:?}"),
-                rusqlite::types::Type::Text,
-            )),
+            other => Err(Error::Decode {
+                column: 1,
+                reason: format!("unknown rule {other:?}"),
+            }),
         }
     }
 }
@@ -90,7 +91,31 @@ pub struct RecentEvent {
 
 /// Statuses of an end product the shop does not show (from the shop's own
 /// columns kept in `attributes`).
-const UNLISTED: &str = "'draft', 'hidden', 'archived', 'unpublished', 'deleted', 'inactive'";
+const UNLISTED: [&str; 6] = [
+    "draft",
+    "hidden",
+    "archived",
+    "unpublished",
+    "deleted",
+    "inactive",
+];
+
+/// Whether an end product's own columns say the shop does not show it:
+/// `published` false (or 0, "0", "false", "no"), or an unlisted `status`.
+fn unlisted(attributes: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let unpublished = match attributes.get("published") {
+        Some(Value::Bool(b)) => !b,
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(Value::String(s)) => matches!(s.as_str(), "0" | "false" | "no"),
+        _ => false,
+    };
+    let status = attributes
+        .get("status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| UNLISTED.contains(&s.to_lowercase().as_str()));
+    unpublished || status
+}
 
 impl Store {
     /// Logs recommendation answers in one transaction; a request id already
@@ -98,15 +123,13 @@ impl Store {
     pub fn insert_recommendation_log(&mut self, rows: &[RecommendationLog]) -> Result<u64> {
         let tx = self.conn.transaction()?;
         let mut new = 0;
-        {
-            let mut insert = tx.prepare_cached(
+        for r in rows {
+            new += tx.execute(
                 "INSERT INTO recommendation_log (request_id, created_at, user_id, endpoint,
                      model_version, experiment_id, variant, items)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (request_id) DO NOTHING",
-            )?;
-            for r in rows {
-                new += insert.execute(params![
+                params![
                     r.request_id,
                     r.created_at,
                     r.user_id,
@@ -115,8 +138,8 @@ impl Store {
                     r.experiment_id,
                     r.variant,
                     serde_json::to_string(&r.items)?,
-                ])? as u64;
-            }
+                ],
+            )? as u64;
         }
         tx.commit()?;
         Ok(new)
@@ -126,7 +149,7 @@ impl Store {
     pub fn count_recommendation_log(&self, experiment_id: Option<i64>) -> Result<u64> {
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM recommendation_log WHERE ?1 IS NULL OR experiment_id = ?1",
-            [experiment_id],
+            params![experiment_id],
             |r| r.get(0),
         )?;
         Ok(n as u64)
@@ -136,7 +159,7 @@ impl Store {
     pub fn delete_recommendation_log_before(&self, before_ms: i64) -> Result<u64> {
         Ok(self.conn.execute(
             "DELETE FROM recommendation_log WHERE created_at < ?1",
-            [before_ms],
+            params![before_ms],
         )? as u64)
     }
 
@@ -169,42 +192,53 @@ impl Store {
     pub fn remove_catalog_rule(&self, item_id: &str) -> Result<bool> {
         Ok(self
             .conn
-            .execute("DELETE FROM catalog_rules WHERE item_id = ?1", [item_id])?
+            .execute("DELETE FROM catalog_rules WHERE item_id = ?1", params![item_id])?
             > 0)
     }
 
     /// Every rule, by item id.
     pub fn catalog_rules(&self) -> Result<Vec<CatalogRule>> {
-        let mut stmt = self.conn.prepare_cached(
+        self.conn.query_map(
             "SELECT item_id, rule, value, updated_at FROM catalog_rules ORDER BY item_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(CatalogRule {
-                item_id: r.get(0)?,
-                rule: RuleKind::parse(&r.get::<_, String>(1)?)?,
-                value: r.get(2)?,
-                updated_at: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            params![],
+            |r| {
+                Ok(CatalogRule {
+                    item_id: r.get(0)?,
+                    rule: RuleKind::parse(r.text(1)?)?,
+                    value: r.get(2)?,
+                    updated_at: r.get(3)?,
+                })
+            },
+        )
     }
 
     /// Items never to show: hidden by a rule, or end products the shop marks as
     /// unpublished (`published` false or a draft/hidden/archived `status`).
     pub fn hidden_items(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT item_id FROM catalog_rules WHERE rule = 'hide'
-             UNION
-             SELECT id FROM (
-                 SELECT id,
-                        CASE WHEN json_valid(attributes) THEN json_extract(attributes, '$.published') END AS published,
-                        CASE WHEN json_valid(attributes) THEN lower(json_extract(attributes, '$.status')) END AS status
-                 FROM shop_end_products WHERE attributes IS NOT NULL)
-             WHERE published IN (0, '0', 'false', 'no') OR status IN ({UNLISTED})
-             ORDER BY 1"
-        ))?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut hidden: BTreeSet<String> = self
+            .conn
+            .query_map(
+                "SELECT item_id FROM catalog_rules WHERE rule = 'hide'",
+                params![],
+                |r| r.get(0),
+            )?
+            .into_iter()
+            .collect();
+        // The shop's own columns are free-form JSON: read here rather than
+        // by each engine's JSON functions, which disagree on bad JSON.
+        self.conn.query_each(
+            "SELECT id, attributes FROM shop_end_products WHERE attributes IS NOT NULL",
+            params![],
+            |r| {
+                if let Ok(attributes) = serde_json::from_str::<serde_json::Value>(r.text(1)?) {
+                    if unlisted(&attributes) {
+                        hidden.insert(r.get(0)?);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        Ok(hidden.into_iter().collect())
     }
 
     /// Events of a shopper that sync has not reached yet (newest last): by the
@@ -215,21 +249,21 @@ impl Store {
             Some(s) => (None, Some(s)),
             None => (Some(user_id), None),
         };
-        let mut stmt = self.conn.prepare_cached(
+        self.conn.query_map(
             "SELECT event_type, product_id, timestamp_ms FROM (
                  SELECT seq, event_type, product_id, timestamp_ms FROM behavior_events
                  WHERE seq > ?1 AND (user_id = ?2 OR (user_id IS NULL AND session_id = ?3))
-                 ORDER BY seq DESC LIMIT ?4)
+                 ORDER BY seq DESC LIMIT ?4) AS recent
              ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![watermark, user, session, limit as i64], |r| {
-            Ok(RecentEvent {
-                event_type: r.get(0)?,
-                product_id: r.get(1)?,
-                timestamp_ms: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            params![watermark, user, session, limit as i64],
+            |r| {
+                Ok(RecentEvent {
+                    event_type: r.get(0)?,
+                    product_id: r.get(1)?,
+                    timestamp_ms: r.get(2)?,
+                })
+            },
+        )
     }
 }
 
@@ -241,20 +275,16 @@ mod tests {
     #[test]
     fn a_shoppers_unsynced_events_are_found_by_index_not_by_scan() {
         let store = Store::open_in_memory().unwrap();
-        let plan: Vec<String> = {
-            let mut stmt = store
-                .conn
-                .prepare(
-                    "EXPLAIN QUERY PLAN SELECT seq FROM behavior_events
-                     WHERE seq > ?1 AND (user_id = ?2 OR (user_id IS NULL AND session_id = ?3))
-                     ORDER BY seq DESC LIMIT ?4",
-                )
-                .unwrap();
-            stmt.query_map(params![0, "u_1", "s1", 10], |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap()
-        };
+        let plan: Vec<String> = store
+            .conn
+            .query_map(
+                "EXPLAIN QUERY PLAN SELECT seq FROM behavior_events
+                 WHERE seq > ?1 AND (user_id = ?2 OR (user_id IS NULL AND session_id = ?3))
+                 ORDER BY seq DESC LIMIT ?4",
+                params![0, "u_1", "s1", 10],
+                |r| r.get::<String>(3),
+            )
+            .unwrap();
         let plan = plan.join("\n");
         assert!(plan.contains("behavior_events_user_seq"), "{plan}");
         assert!(plan.contains("behavior_events_session_seq"), "{plan}");
@@ -289,7 +319,7 @@ mod tests {
         assert!(store.set_catalog_rule("e3", RuleKind::Boost, -1.0).is_err());
         store
             .conn
-            .execute_batch(
+            .batch(
                 "INSERT INTO shop_end_products (id, attributes, updated_at) VALUES
                    ('e4', '{\"status\": \"Draft\"}', 0), ('e5', '{\"published\": 0}', 0),
                    ('e6', '{\"published\": 1}', 0), ('e7', 'not json', 0), ('e8', NULL, 0);",

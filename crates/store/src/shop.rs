@@ -5,8 +5,7 @@
 //! the shop's id, re-importing an unchanged row touches nothing, a changed row is
 //! updated in place, so an import can be repeated at will.
 
-use rusqlite::types::Value;
-use rusqlite::{params, Transaction};
+use crate::sql::{params, Conn, OwnedValue as Value, ToParam};
 use serde::Serialize;
 
 use crate::{now_ms, Result, Store};
@@ -185,7 +184,7 @@ fn text(v: &Option<String>) -> Value {
     v.clone().map(Value::Text).unwrap_or(Value::Null)
 }
 fn int(v: Option<i64>) -> Value {
-    v.map(Value::Integer).unwrap_or(Value::Null)
+    v.map(Value::Int).unwrap_or(Value::Null)
 }
 fn real(v: Option<f64>) -> Value {
     v.map(Value::Real).unwrap_or(Value::Null)
@@ -209,7 +208,7 @@ impl MirrorRow for ShopOrder {
             text(&self.email),
             text(&self.customer_id),
             Value::Text(self.financial_status.clone()),
-            Value::Integer(self.created_at),
+            Value::Int(self.created_at),
             Value::Text(self.line_items_raw.clone()),
             text(&self.attributes),
             Value::Text(self.source.clone()),
@@ -282,7 +281,7 @@ impl MirrorRow for Image {
             Value::Text(self.id.clone()),
             text(&self.kind),
             text(&self.entity_id),
-            Value::Integer(self.view_count),
+            Value::Int(self.view_count),
             int(self.created_at),
             text(&self.attributes),
         ]
@@ -311,7 +310,7 @@ pub(crate) enum Upserted {
 }
 
 /// Inserts or updates one mirror row; a row identical to the stored one is not written.
-pub(crate) fn upsert_row<R: MirrorRow>(tx: &Transaction<'_>, row: &R) -> Result<Upserted> {
+pub(crate) fn upsert_row<R: MirrorRow>(tx: &Conn, row: &R) -> Result<Upserted> {
     let cols = R::COLUMNS;
     let key = cols[0];
     let placeholders: Vec<String> = (1..=cols.len() + 1).map(|i| format!("?{i}")).collect();
@@ -321,7 +320,7 @@ pub(crate) fn upsert_row<R: MirrorRow>(tx: &Transaction<'_>, row: &R) -> Result<
         .collect();
     let differs: Vec<String> = cols[1..]
         .iter()
-        .map(|c| format!("{c} IS NOT excluded.{c}"))
+        .map(|c| format!("{table}.{c} IS DISTINCT FROM excluded.{c}", table = R::TABLE))
         .collect();
     let sql = format!(
         "INSERT INTO {table} ({cols}, updated_at) VALUES ({ph})
@@ -338,13 +337,10 @@ pub(crate) fn upsert_row<R: MirrorRow>(tx: &Transaction<'_>, row: &R) -> Result<
         R::TABLE
     );
     let mut values = row.values();
-    let existed: bool = tx
-        .prepare_cached(&exists_sql)?
-        .query_row([&values[0]], |r| r.get(0))?;
-    values.push(Value::Integer(now_ms()));
-    let changed = tx
-        .prepare_cached(&sql)?
-        .execute(rusqlite::params_from_iter(values))?;
+    let existed: bool = tx.query_row(&exists_sql, params![values[0]], |r| r.get(0))?;
+    values.push(Value::Int(now_ms()));
+    let params: Vec<&dyn ToParam> = values.iter().map(|v| v as &dyn ToParam).collect();
+    let changed = tx.execute(&sql, &params)?;
     Ok(match (existed, changed) {
         (false, _) => Upserted::Inserted,
         (true, 0) => Upserted::Unchanged,
@@ -355,7 +351,7 @@ pub(crate) fn upsert_row<R: MirrorRow>(tx: &Transaction<'_>, row: &R) -> Result<
 fn upsert_all<R: MirrorRow>(
     store: &mut Store,
     rows: &[R],
-    mut after: impl FnMut(&Transaction<'_>, &R, Upserted) -> Result<()>,
+    mut after: impl FnMut(&Conn, &R, Upserted) -> Result<()>,
 ) -> Result<UpsertCounts> {
     let tx = store.conn.transaction()?;
     let mut counts = UpsertCounts::default();
@@ -373,7 +369,7 @@ fn upsert_all<R: MirrorRow>(
 }
 
 /// Upserts one order and, when it is new or changed, replaces its line items.
-pub(crate) fn upsert_order_in(tx: &Transaction<'_>, order: &ShopOrder) -> Result<Upserted> {
+pub(crate) fn upsert_order_in(tx: &Conn, order: &ShopOrder) -> Result<Upserted> {
     let outcome = upsert_row(tx, order)?;
     if outcome != Upserted::Unchanged {
         replace_order_items(tx, order)?;
@@ -381,26 +377,26 @@ pub(crate) fn upsert_order_in(tx: &Transaction<'_>, order: &ShopOrder) -> Result
     Ok(outcome)
 }
 
-fn replace_order_items(tx: &Transaction<'_>, order: &ShopOrder) -> Result<()> {
+fn replace_order_items(tx: &Conn, order: &ShopOrder) -> Result<()> {
     tx.execute(
         "DELETE FROM shop_order_items WHERE order_id = ?1",
-        [&order.order_id],
-    )?;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO shop_order_items
-                 (order_id, line_no, product_id, variant_id, quantity, price, title)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![&order.order_id],
     )?;
     for (line_no, line) in order.lines.iter().enumerate() {
-        insert.execute(params![
-            order.order_id,
-            line_no as i64,
-            line.product_id,
-            line.variant_id,
-            line.quantity,
-            line.price,
-            line.title
-        ])?;
+        tx.execute(
+            "INSERT INTO shop_order_items
+                 (order_id, line_no, product_id, variant_id, quantity, price, title)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                order.order_id,
+                line_no as i64,
+                line.product_id,
+                line.variant_id,
+                line.quantity,
+                line.price,
+                line.title
+            ],
+        )?;
     }
     Ok(())
 }
@@ -434,17 +430,17 @@ impl Store {
 
     /// Every category of the shop, by id.
     pub fn categories(&self) -> Result<Vec<Category>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, name, attributes FROM shop_categories ORDER BY id")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Category {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                attributes: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn.query_map(
+            "SELECT id, name, attributes FROM shop_categories ORDER BY id",
+            params![],
+            |r| {
+                Ok(Category {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    attributes: r.get(2)?,
+                })
+            },
+        )
     }
 
     /// Upserts images.
@@ -460,14 +456,19 @@ impl Store {
     /// Orders with one of the given financial statuses, with their line items, by
     /// order id.
     pub fn orders_with_status(&self, statuses: &[&str]) -> Result<Vec<ShopOrder>> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
         let placeholders = vec!["?"; statuses.len()].join(", ");
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT order_id, email, customer_id, financial_status, created_at, line_items,
-                    attributes, source
-             FROM shop_orders WHERE financial_status IN ({placeholders}) ORDER BY order_id"
-        ))?;
-        let mut orders: Vec<ShopOrder> = stmt
-            .query_map(rusqlite::params_from_iter(statuses), |r| {
+        let params: Vec<&dyn ToParam> = statuses.iter().map(|s| s as &dyn ToParam).collect();
+        let mut orders: Vec<ShopOrder> = self.conn.query_map(
+            &format!(
+                "SELECT order_id, email, customer_id, financial_status, created_at, line_items,
+                        attributes, source
+                 FROM shop_orders WHERE financial_status IN ({placeholders}) ORDER BY order_id"
+            ),
+            &params,
+            |r| {
                 Ok(ShopOrder {
                     order_id: r.get(0)?,
                     email: r.get(1)?,
@@ -479,15 +480,14 @@ impl Store {
                     attributes: r.get(6)?,
                     source: r.get(7)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut lines = self.conn.prepare(
-            "SELECT product_id, variant_id, quantity, price, title
-             FROM shop_order_items WHERE order_id = ?1 ORDER BY line_no",
+            },
         )?;
         for order in &mut orders {
-            order.lines = lines
-                .query_map([&order.order_id], |r| {
+            order.lines = self.conn.query_map(
+                "SELECT product_id, variant_id, quantity, price, title
+                 FROM shop_order_items WHERE order_id = ?1 ORDER BY line_no",
+                params![order.order_id],
+                |r| {
                     Ok(OrderLine {
                         product_id: r.get(0)?,
                         variant_id: r.get(1)?,
@@ -495,8 +495,8 @@ impl Store {
                         price: r.get(3)?,
                         title: r.get(4)?,
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+                },
+            )?;
         }
         Ok(orders)
     }
@@ -504,68 +504,64 @@ impl Store {
     /// Every product that has a category: base products, and end products through
     /// their base product. Sorted by item id so that consumers are deterministic.
     pub fn catalog(&self) -> Result<Vec<CatalogItem>> {
-        let mut stmt = self.conn.prepare(
+        self.conn.query_map(
             "SELECT id, 'base', category_id FROM shop_base_products WHERE category_id IS NOT NULL
              UNION ALL
              SELECT e.id, 'end', COALESCE(e.category_id, b.category_id) FROM shop_end_products e
                LEFT JOIN shop_base_products b ON b.id = e.base_product_id
               WHERE COALESCE(e.category_id, b.category_id) IS NOT NULL
              ORDER BY 1",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                let kind: String = r.get(1)?;
+            params![],
+            |r| {
                 Ok(CatalogItem {
                     item_id: r.get(0)?,
-                    kind: if kind == "base" { "base" } else { "end" },
+                    kind: if r.text(1)? == "base" { "base" } else { "end" },
                     category_id: r.get(2)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Every product with what the models may use as its features: category,
     /// base product, designer and price (end products through their base
     /// product). Sorted by item id.
     pub fn item_attributes(&self) -> Result<Vec<ItemAttributes>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, 'base', category_id, id, NULL, price, 0 FROM shop_base_products
+        self.conn.query_map(
+            "SELECT id, 'base', category_id, id, NULL, price, NULL FROM shop_base_products
              UNION ALL
              SELECT e.id, 'end', COALESCE(e.category_id, b.category_id), e.base_product_id,
-                    e.designer_id, COALESCE(e.price, b.price),
-                    CASE WHEN json_valid(e.attributes)
-                         THEN json_extract(e.attributes, '$.source') = 'webhook' ELSE 0 END
+                    e.designer_id, COALESCE(e.price, b.price), e.attributes
                FROM shop_end_products e
                LEFT JOIN shop_base_products b ON b.id = e.base_product_id
              ORDER BY 1",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                let kind: String = r.get(1)?;
+            params![],
+            |r| {
+                // A design that arrived by webhook says so in its own columns.
+                let live = r
+                    .get::<Option<String>>(6)?
+                    .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+                    .is_some_and(|a| a.get("source").and_then(|s| s.as_str()) == Some("webhook"));
                 Ok(ItemAttributes {
                     item_id: r.get(0)?,
-                    kind: if kind == "base" { "base" } else { "end" },
+                    kind: if r.text(1)? == "base" { "base" } else { "end" },
                     category_id: r.get(2)?,
                     base_product_id: r.get(3)?,
                     designer_id: r.get(4)?,
                     price: r.get(5)?,
-                    live: r.get::<_, Option<bool>>(6)?.unwrap_or(false),
+                    live,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Design images of a product that were viewed, by image id.
     pub fn viewed_design_images(&self) -> Result<Vec<Image>> {
-        let mut stmt = self.conn.prepare(
+        self.conn.query_map(
             "SELECT id, type, entity_id, view_count, created_at, attributes FROM shop_images
              WHERE type = 'design' AND entity_id IS NOT NULL AND view_count > 0
              ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
+            params![],
+            |r| {
                 Ok(Image {
                     id: r.get(0)?,
                     kind: r.get(1)?,
@@ -574,9 +570,8 @@ impl Store {
                     created_at: r.get(4)?,
                     attributes: r.get(5)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            },
+        )
     }
 }
 

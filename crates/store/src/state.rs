@@ -1,6 +1,6 @@
 //! Small named values: watermarks, last-run timestamps, generated secrets.
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::params;
 
 use crate::{now_ms, Result, Store};
 
@@ -9,10 +9,9 @@ impl Store {
     pub fn state_get(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
+            .query_opt("SELECT value FROM state WHERE key = ?1", params![key], |r| {
                 r.get(0)
-            })
-            .optional()?)
+            })?)
     }
 
     /// Sets `key` to `value`.

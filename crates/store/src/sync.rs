@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::params;
 
 use crate::{now_ms, Interaction, Result, Store};
 
@@ -35,17 +35,13 @@ impl Store {
         let tx = self.conn.transaction()?;
         let created_at = now_ms();
         let mut inserted = 0;
-        {
-            let mut stmt = tx.prepare_cached(crate::interactions::INSERT_SQL)?;
-            for row in rows {
-                inserted +=
-                    stmt.execute(crate::interactions::insert_params(row, created_at))? as u64;
-            }
+        for row in rows {
+            inserted += crate::interactions::insert_in(&tx, row, created_at)? as u64;
         }
         tx.execute(
             "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
-             WHERE CAST(excluded.value AS INTEGER) > CAST(state.value AS INTEGER)",
+             WHERE CAST(excluded.value AS BIGINT) > CAST(state.value AS BIGINT)",
             params![SYNC_WATERMARK, watermark.to_string(), created_at],
         )?;
         tx.commit()?;
@@ -54,15 +50,16 @@ impl Store {
 
     /// The customers that anonymous ids (`session:…`, `device:…`) are linked to.
     pub fn linked_users(&self, anonymous_ids: &[String]) -> Result<HashMap<String, String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT user_id FROM identity_links WHERE anonymous_id = ?1")?;
         let mut out = HashMap::new();
         for id in anonymous_ids {
             if out.contains_key(id) {
                 continue;
             }
-            if let Some(user) = stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? {
+            if let Some(user) = self.conn.query_opt(
+                "SELECT user_id FROM identity_links WHERE anonymous_id = ?1",
+                params![id],
+                |r| r.get::<String>(0),
+            )? {
                 out.insert(id.clone(), user);
             }
         }
@@ -76,29 +73,36 @@ impl Store {
     pub fn apply_identity_links(&mut self) -> Result<Stitched> {
         let tx = self.conn.transaction()?;
         let after: i64 = tx
-            .query_row(
+            .query_opt(
                 "SELECT value FROM state WHERE key = ?1",
-                [STITCH_WATERMARK],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
+                params![STITCH_WATERMARK],
+                |r| r.get::<String>(0),
+            )?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let links: Vec<(i64, String, String)> = tx
-            .prepare("SELECT linked_seq, anonymous_id, user_id FROM identity_links WHERE linked_seq > ?1 ORDER BY linked_seq")?
-            .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            .query_map(
+                "SELECT linked_seq, anonymous_id, user_id FROM identity_links
+                 WHERE linked_seq > ?1 ORDER BY linked_seq",
+                params![after],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
         let mut stitched = Stitched::default();
         for (_, anonymous, user) in &links {
             stitched.links += 1;
             stitched.moved += tx.execute(
-                "UPDATE OR IGNORE training_interactions SET user_id = ?2 WHERE user_id = ?1",
+                "UPDATE training_interactions SET user_id = ?2
+                 WHERE user_id = ?1 AND NOT EXISTS (
+                     SELECT 1 FROM training_interactions mine
+                     WHERE mine.user_id = ?2 AND mine.item_id = training_interactions.item_id
+                       AND mine.timestamp = training_interactions.timestamp
+                       AND mine.interaction_type = training_interactions.interaction_type)",
                 params![anonymous, user],
             )? as u64;
             // What could not move is already the customer's: drop the anonymous copy.
             tx.execute(
                 "DELETE FROM training_interactions WHERE user_id = ?1",
-                [anonymous],
+                params![anonymous],
             )?;
         }
         if let Some((last, _, _)) = links.last() {

@@ -1,7 +1,7 @@
 //! Webhook deliveries: each one recorded once, with what it did to the mirror and
 //! the interactions, in one transaction.
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::{params, Conn};
 use serde::Serialize;
 
 use crate::interactions::reconcile_in;
@@ -149,21 +149,26 @@ impl Store {
                 }
             }
             ProductChange::Delete { id } => {
-                let marked = tx.execute(
-                    "UPDATE shop_end_products
-                        SET attributes = json_set(CASE WHEN json_valid(attributes) THEN attributes ELSE '{}' END,
-                                                  '$.status', 'deleted'),
-                            updated_at = ?2
-                      WHERE id = ?1",
-                    params![id, now_ms()],
+                // The shop's own columns are kept; `status` says deleted.
+                let stored = tx.query_opt(
+                    "SELECT attributes FROM shop_end_products WHERE id = ?1",
+                    params![id],
+                    |r| r.get::<Option<String>>(0),
                 )?;
-                if marked == 0 {
-                    tx.execute(
-                        "INSERT INTO shop_end_products (id, attributes, updated_at)
-                         VALUES (?1, '{\"status\":\"deleted\"}', ?2)",
-                        params![id, now_ms()],
-                    )?;
-                }
+                let marked = stored.is_some();
+                let mut attributes = stored
+                    .flatten()
+                    .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+                    .filter(serde_json::Value::is_object)
+                    .unwrap_or_else(|| serde_json::json!({}));
+                attributes["status"] = "deleted".into();
+                tx.execute(
+                    "INSERT INTO shop_end_products (id, attributes, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE
+                        SET attributes = excluded.attributes, updated_at = excluded.updated_at",
+                    params![id, attributes.to_string(), now_ms()],
+                )?;
+                let marked = usize::from(marked);
                 DeliveryOutcome::Product {
                     new_product: marked == 0,
                     changed_product: marked > 0,
@@ -178,31 +183,28 @@ impl Store {
 
     /// Delivery counts by `(topic, outcome)`.
     pub fn delivery_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        let mut stmt = self.conn.prepare(
+        self.conn.query_map(
             "SELECT topic, outcome, COUNT(*) FROM webhook_deliveries GROUP BY 1, 2 ORDER BY 1, 2",
-        )?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 
     /// The financial status of an order in the mirror.
     pub fn order_status(&self, order_id: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 "SELECT financial_status FROM shop_orders WHERE order_id = ?1",
-                [order_id],
+                params![order_id],
                 |r| r.get(0),
-            )
-            .optional()?)
+            )?)
     }
 }
 
 /// Records a delivery as `recorded`; `false` when its id was seen before (a
 /// redelivery, which then changes nothing).
-fn record_delivery(tx: &rusqlite::Transaction<'_>, delivery: &WebhookDelivery) -> Result<bool> {
+fn record_delivery(tx: &Conn, delivery: &WebhookDelivery) -> Result<bool> {
     let inserted = tx.execute(
         "INSERT INTO webhook_deliveries (delivery_id, topic, shop_domain, order_id,
             financial_status, order_updated_at, outcome, received_at)
@@ -223,23 +225,22 @@ fn record_delivery(tx: &rusqlite::Transaction<'_>, delivery: &WebhookDelivery) -
 
 /// Whether a state of `key` (an order, or `product:<id>`) updated at `at` is
 /// older than one already applied: Shoplazza does not deliver in order.
-fn is_stale(tx: &rusqlite::Transaction<'_>, key: &str, at: Option<i64>) -> Result<bool> {
+fn is_stale(tx: &Conn, key: &str, at: Option<i64>) -> Result<bool> {
     let Some(at) = at else {
         return Ok(false);
     };
     let newest: Option<i64> = tx
-        .query_row(
+        .query_opt(
             "SELECT MAX(order_updated_at) FROM webhook_deliveries
              WHERE order_id = ?1 AND outcome = 'applied'",
-            [key],
+            params![key],
             |r| r.get(0),
-        )
-        .optional()?
+        )?
         .flatten();
     Ok(newest.is_some_and(|newest| at < newest))
 }
 
-fn set_outcome(tx: &rusqlite::Transaction<'_>, delivery_id: &str, outcome: &str) -> Result<()> {
+fn set_outcome(tx: &Conn, delivery_id: &str, outcome: &str) -> Result<()> {
     tx.execute(
         "UPDATE webhook_deliveries SET outcome = ?2 WHERE delivery_id = ?1",
         params![delivery_id, outcome],

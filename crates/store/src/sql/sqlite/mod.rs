@@ -1,0 +1,219 @@
+//! The embedded backend: one SQLite file in WAL mode. One writer at a time
+//! (every write transaction takes the lock at `BEGIN IMMEDIATE`, so a
+//! read-then-write never fails to upgrade), readers beside it.
+
+mod migrations;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::{Begin, Row, ToParam, Value};
+use crate::{Error, Result};
+
+pub(crate) use migrations::MIGRATIONS;
+
+/// How much of the database file a reader maps (address space, not memory).
+const READER_MMAP_BYTES: u64 = 4 << 30;
+
+/// Statements kept prepared per connection: every statement of the hot paths
+/// (ingestion, a recommendation's reads) stays compiled.
+const STATEMENT_CACHE: usize = 128;
+
+/// A SQLite connection.
+pub(crate) struct Sqlite {
+    conn: Connection,
+}
+
+fn open_error(target: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Open {
+        target: target.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the file, in WAL mode, and migrates it.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| open_error(path, e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+        // WAL can only be set on a file; the pragma answers the mode in force.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| open_error(path, e))?;
+        tracing::debug!(path = %path.display(), journal_mode = %mode, "database opened");
+        Self::configure(conn)
+    }
+
+    /// An in-memory database, for tests and scratch work.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::configure(Connection::open_in_memory().map_err(map)?)
+    }
+
+    fn configure(conn: Connection) -> Result<Self> {
+        conn.busy_timeout(Duration::from_secs(30)).map_err(map)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // FULL: a committed transaction survives a power cut, not only a crash, so
+        // "acknowledged" means "on disk". Group commits keep the fsyncs few.
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+            .map_err(map)?;
+        let db = Sqlite { conn };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// The file, when the database has one.
+    pub fn path(&self) -> Option<&Path> {
+        self.conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(Path::new)
+    }
+
+    /// Another connection to the same file, read-only (`None` in memory). Its
+    /// schema is the writer's: it never migrates, and any write fails.
+    pub fn reader(&self) -> Result<Option<Self>> {
+        let Some(path) = self.path() else {
+            return Ok(None);
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(path, e))?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(map)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Reads of a user's rows touch pages scattered over the file (rows are
+        // stored in arrival order): map the file rather than pay a read(2) per
+        // page. Reads only, so a torn page cannot be written back.
+        conn.execute_batch(&format!(
+            "PRAGMA query_only = ON; PRAGMA mmap_size = {READER_MMAP_BYTES};"
+        ))
+        .map_err(map)?;
+        Ok(Some(Sqlite { conn }))
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let known = MIGRATIONS.len() as i64;
+        let found: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(map)?;
+        if found > known {
+            return Err(Error::SchemaTooNew { found, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let version = i as i64 + 1;
+            self.begin(Begin::Exclusive)?;
+            let applied = self
+                .conn
+                .execute_batch(sql)
+                .and_then(|()| self.conn.pragma_update(None, "user_version", version))
+                .and_then(|()| self.conn.execute_batch("COMMIT"));
+            if let Err(e) = applied {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(map(e));
+            }
+            tracing::info!(version, "database migrated");
+        }
+        Ok(())
+    }
+
+    /// The schema version in the file.
+    pub fn version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(map)
+    }
+
+    pub fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(map)?;
+        stmt.execute(bind(params)).map_err(map)
+    }
+
+    pub fn batch(&self, sql: &str) -> Result<()> {
+        self.conn.execute_batch(sql).map_err(map)
+    }
+
+    pub fn query_each(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        f: &mut dyn FnMut(&Row) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(map)?;
+        let mut rows = stmt.query(bind(params)).map_err(map)?;
+        while let Some(row) = rows.next().map_err(map)? {
+            f(&Row::Sqlite(row))?;
+        }
+        Ok(())
+    }
+
+    pub fn begin(&self, kind: Begin) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            // A transaction left open by a panic in an earlier caller: end it.
+            self.conn.execute_batch("ROLLBACK").map_err(map)?;
+        }
+        // Every write transaction takes the lock up front: a deferred one that
+        // reads first would fail (not wait) when it later tries to write
+        // beside another writer.
+        let sql = match kind {
+            Begin::Write | Begin::Exclusive => "BEGIN IMMEDIATE",
+            Begin::Snapshot => "BEGIN DEFERRED",
+        };
+        self.conn.execute_batch(sql).map_err(map)
+    }
+}
+
+fn bind<'p>(params: &'p [&'p dyn ToParam]) -> impl rusqlite::Params + 'p {
+    rusqlite::params_from_iter(params.iter().map(|p| p.param()))
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Value::Null => ValueRef::Null,
+            Value::Int(i) => ValueRef::Integer(i),
+            Value::Real(r) => ValueRef::Real(r),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+/// Column `idx` of a SQLite row.
+pub(crate) fn value<'r>(row: &'r rusqlite::Row<'_>, idx: usize) -> Result<Value<'r>> {
+    Ok(match row.get_ref(idx).map_err(map)? {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Int(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) => Value::Text(std::str::from_utf8(t).map_err(|e| Error::Decode {
+            column: idx,
+            reason: e.to_string(),
+        })?),
+        ValueRef::Blob(b) => Value::Blob(b),
+    })
+}
+
+/// SQLite's errors, sorted by what a caller can do about them.
+pub(crate) fn map(e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::QueryReturnedNoRows => Error::NotFound,
+        rusqlite::Error::SqliteFailure(code, _) => match code.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Error::Busy(e.to_string()),
+            ErrorCode::ConstraintViolation => Error::Constraint(e.to_string()),
+            ErrorCode::CannotOpen | ErrorCode::NotADatabase | ErrorCode::PermissionDenied => {
+                Error::Open {
+                    target: "the database file".into(),
+                    reason: e.to_string(),
+                }
+            }
+            _ => Error::Query(e.to_string()),
+        },
+        _ => Error::Query(e.to_string()),
+    }
+}
