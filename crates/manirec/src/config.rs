@@ -163,20 +163,29 @@ impl Settings {
         })
     }
 
-    /// Opens the configured database.
+    /// Opens the configured database: `sqlite://PATH` (the default, in the
+    /// data folder) or `postgres://USER:PASSWORD@HOST:PORT/DB`.
     pub fn open_store(&self) -> Result<Store> {
         let url = &self.database_url;
-        let path = if let Some(p) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            PathBuf::from(p)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            bail!("PostgreSQL is not supported by this build yet; set MANIREC_DATABASE_URL=sqlite://PATH")
-        } else {
-            bail!("MANIREC_DATABASE_URL {url:?} is neither sqlite://PATH nor postgres://…")
+        let url = match url.strip_prefix("sqlite:").filter(|p| !p.starts_with("//")) {
+            Some(path) => format!("sqlite://{path}"),
+            None => url.clone(),
         };
-        Ok(Store::open(&path)?)
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            bail!(
+                "MANIREC_DATABASE_URL {:?} is neither sqlite://PATH nor postgres://USER:PASSWORD@HOST/DB",
+                self.database_url
+            );
+        }
+        Store::connect(&url).with_context(|| {
+            format!(
+                "opening the database (MANIREC_DATABASE_URL {})",
+                manirec_store::redacted_url(&url)
+            )
+        })
     }
 
     /// Opens the configured object store.

@@ -21,7 +21,8 @@ pub const REFUNDED_STATUSES: [&str; 3] = ["refunded", "cancelled", "voided"];
 /// The first term is never NULL (a NULL origin is simply not an order's row), so
 /// the subquery only runs for rows derived from an order, and the range on
 /// `origin` lets the counting query use the `origin` index.
-const REFUNDED_SQL: &str = "COALESCE(ti.origin >= 'order:' AND ti.origin < 'order;', FALSE) AND EXISTS (
+const REFUNDED_SQL: &str =
+    "COALESCE(ti.origin >= 'order:' AND ti.origin < 'order;', FALSE) AND EXISTS (
         SELECT 1 FROM shop_orders o
          WHERE o.order_id = substr(ti.origin, 7)
            AND lower(o.financial_status) IN ('refunded', 'cancelled', 'voided'))";
@@ -198,37 +199,31 @@ impl Store {
 
     /// The newest version, in any status (the next version number follows it).
     pub fn latest_dataset_version(&self) -> Result<Option<DatasetVersion>> {
-        Ok(self
-            .conn
-            .query_opt(
-                &format!("{VERSION_SELECT} ORDER BY major DESC, minor DESC LIMIT 1"),
-                params![],
-                version_from_row,
-            )?)
+        Ok(self.conn.query_opt(
+            &format!("{VERSION_SELECT} ORDER BY major DESC, minor DESC LIMIT 1"),
+            params![],
+            version_from_row,
+        )?)
     }
 
     /// The newest ready version.
     pub fn latest_ready_dataset_version(&self) -> Result<Option<DatasetVersion>> {
-        Ok(self
-            .conn
-            .query_opt(
-                &format!(
-                    "{VERSION_SELECT} WHERE status = 'ready' ORDER BY major DESC, minor DESC LIMIT 1"
-                ),
-                params![],
-                version_from_row,
-            )?)
+        Ok(self.conn.query_opt(
+            &format!(
+                "{VERSION_SELECT} WHERE status = 'ready' ORDER BY major DESC, minor DESC LIMIT 1"
+            ),
+            params![],
+            version_from_row,
+        )?)
     }
 
     /// One version by name.
     pub fn dataset_version(&self, version: &str) -> Result<Option<DatasetVersion>> {
-        Ok(self
-            .conn
-            .query_opt(
-                &format!("{VERSION_SELECT} WHERE version = ?1"),
-                params![version],
-                version_from_row,
-            )?)
+        Ok(self.conn.query_opt(
+            &format!("{VERSION_SELECT} WHERE version = ?1"),
+            params![version],
+            version_from_row,
+        )?)
     }
 
     /// Reserves `version` (status `building`). Fails with [`Error::Conflict`] when

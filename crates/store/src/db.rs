@@ -31,7 +31,9 @@ impl Store {
     /// `postgres://USER:PASSWORD@HOST:PORT/DB` (also `postgresql://`, and
     /// libpq's `host=… dbname=…` form), and brings its schema up to date.
     pub fn connect(url: &str) -> Result<Self> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains("host=")
+        if url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.contains("host=")
         {
             return Ok(Store {
                 conn: Conn::Postgres(Postgres::connect(url)?),
@@ -178,7 +180,10 @@ mod tests {
             Store::open(&dir.path().join("manirec.db")).unwrap(),
             Store::connect(pg.url()).unwrap(),
         ] {
-            let reader = writer.reader().unwrap().expect("a shared store has readers");
+            let reader = writer
+                .reader()
+                .unwrap()
+                .expect("a shared store has readers");
             writer
                 .conn
                 .execute(
@@ -189,9 +194,11 @@ mod tests {
             let seen = reader
                 .read_snapshot(|r| {
                     r.conn
-                        .query_row("SELECT value FROM state WHERE key = 'k'", params![], |row| {
-                            row.get::<String>(0)
-                        })
+                        .query_row(
+                            "SELECT value FROM state WHERE key = 'k'",
+                            params![],
+                            |row| row.get::<String>(0),
+                        )
                         .unwrap()
                 })
                 .unwrap();

@@ -116,12 +116,11 @@ impl Store {
         }
         let tx = self.conn.transaction()?;
         for v in [control, treatment] {
-            let status: Option<String> = tx
-                .query_opt(
-                    "SELECT status FROM model_versions WHERE version = ?1",
-                    params![v],
-                    |r| r.get(0),
-                )?;
+            let status: Option<String> = tx.query_opt(
+                "SELECT status FROM model_versions WHERE version = ?1",
+                params![v],
+                |r| r.get(0),
+            )?;
             match status.as_deref() {
                 None => {
                     return Err(Error::Invalid(format!(
@@ -160,13 +159,11 @@ impl Store {
 
     /// One experiment.
     pub fn experiment(&self, id: i64) -> Result<Option<Experiment>> {
-        Ok(self
-            .conn
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM experiments WHERE id = ?1"),
-                params![id],
-                from_row,
-            )?)
+        Ok(self.conn.query_opt(
+            &format!("SELECT {COLUMNS} FROM experiments WHERE id = ?1"),
+            params![id],
+            from_row,
+        )?)
     }
 
     /// Every experiment, newest first.
@@ -184,12 +181,11 @@ impl Store {
     /// experiment is an error that says how it ended.
     pub fn stop_experiment(&self, id: i64, outcome: Outcome) -> Result<Experiment> {
         let tx = self.conn.transaction()?;
-        let Some(exp) = tx
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM experiments WHERE id = ?1"),
-                params![id],
-                from_row,
-            )?
+        let Some(exp) = tx.query_opt(
+            &format!("SELECT {COLUMNS} FROM experiments WHERE id = ?1"),
+            params![id],
+            from_row,
+        )?
         else {
             return Err(Error::Invalid(format!(
                 "no experiment {id} (see `manirec experiment status`)"
@@ -322,12 +318,11 @@ impl Store {
 }
 
 fn running(conn: &Conn) -> Result<Option<Experiment>> {
-    Ok(conn
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM experiments WHERE status = 'running'"),
-            params![],
-            from_row,
-        )?)
+    Ok(conn.query_opt(
+        &format!("SELECT {COLUMNS} FROM experiments WHERE status = 'running'"),
+        params![],
+        from_row,
+    )?)
 }
 
 #[cfg(test)]

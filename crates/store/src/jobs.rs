@@ -164,13 +164,11 @@ impl Store {
 
     /// One run.
     pub fn job_run(&self, id: i64) -> Result<Option<JobRun>> {
-        Ok(self
-            .conn
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM job_runs WHERE id = ?1"),
-                params![id],
-                from_row,
-            )?)
+        Ok(self.conn.query_opt(
+            &format!("SELECT {COLUMNS} FROM job_runs WHERE id = ?1"),
+            params![id],
+            from_row,
+        )?)
     }
 
     /// The latest `limit` runs, of one job or all, newest first.
@@ -246,7 +244,10 @@ mod tests {
         let id = store.start_job_run("retrain", "cli").unwrap();
         store
             .conn
-            .execute("UPDATE job_runs SET started_at = 0 WHERE id = ?1", params![id])
+            .execute(
+                "UPDATE job_runs SET started_at = 0 WHERE id = ?1",
+                params![id],
+            )
             .unwrap();
         store.start_job_run("retrain", "cli").unwrap();
         assert_eq!(store.job_run(id).unwrap().unwrap().status, "failed");

@@ -37,7 +37,6 @@ mod webhooks;
 
 pub use datasets::{DatasetVersion, ScanFilter, ScanStats, TrainingRow, REFUNDED_STATUSES};
 pub use db::{Store, TableCounts};
-pub use sql::Dialect;
 pub use error::{Error, Result};
 pub use events::{device_user, session_user, BehaviorEvent};
 pub use experiments::{ArmCounts, Experiment, Outcome};
@@ -55,8 +54,14 @@ pub use shop::{
     Account, BaseProduct, CatalogItem, Category, EndProduct, Image, ItemAttributes, OrderLine,
     ShopOrder, UpsertCounts,
 };
+pub use sql::Dialect;
 pub use sync::Stitched;
 pub use webhooks::{DeliveryOutcome, ProductChange, WebhookDelivery};
+
+/// A database URL without its password, for messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    sql::postgres::redacted(url)
+}
 
 /// Milliseconds since the Unix epoch, the store's clock for bookkeeping columns.
 pub fn now_ms() -> i64 {

@@ -123,38 +123,32 @@ impl Store {
 
     /// One model version.
     pub fn model_version(&self, version: &str) -> Result<Option<ModelVersion>> {
-        Ok(self
-            .conn
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM model_versions WHERE version = ?1"),
-                params![version],
-                from_row,
-            )?)
+        Ok(self.conn.query_opt(
+            &format!("SELECT {COLUMNS} FROM model_versions WHERE version = ?1"),
+            params![version],
+            from_row,
+        )?)
     }
 
     /// The active version, if any.
     pub fn active_model_version(&self) -> Result<Option<ModelVersion>> {
-        Ok(self
-            .conn
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM model_versions WHERE status = 'active'"),
-                params![],
-                from_row,
-            )?)
+        Ok(self.conn.query_opt(
+            &format!("SELECT {COLUMNS} FROM model_versions WHERE status = 'active'"),
+            params![],
+            from_row,
+        )?)
     }
 
     /// The most recently trained version with an artifact (any status but `training`).
     pub fn latest_model_version(&self) -> Result<Option<ModelVersion>> {
-        Ok(self
-            .conn
-            .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM model_versions WHERE status <> 'training'
+        Ok(self.conn.query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM model_versions WHERE status <> 'training'
                      ORDER BY seq DESC LIMIT 1"
-                ),
-                params![],
-                from_row,
-            )?)
+            ),
+            params![],
+            from_row,
+        )?)
     }
 
     /// Retires a candidate that lost (offline or in an A/B test). The active
@@ -185,12 +179,11 @@ impl Store {
 
 /// Promotion inside the caller's transaction (an experiment's end promotes too).
 pub(crate) fn promote_in(tx: &Conn, version: &str) -> Result<Option<String>> {
-    let status: Option<String> = tx
-        .query_opt(
-            "SELECT status FROM model_versions WHERE version = ?1",
-            params![version],
-            |r| r.get(0),
-        )?;
+    let status: Option<String> = tx.query_opt(
+        "SELECT status FROM model_versions WHERE version = ?1",
+        params![version],
+        |r| r.get(0),
+    )?;
     match status.as_deref() {
         None => {
             return Err(Error::Invalid(format!(
@@ -205,12 +198,11 @@ pub(crate) fn promote_in(tx: &Conn, version: &str) -> Result<Option<String>> {
         }
         Some(_) => {}
     }
-    let retired: Option<String> = tx
-        .query_opt(
-            "SELECT version FROM model_versions WHERE status = 'active'",
-            params![],
-            |r| r.get(0),
-        )?;
+    let retired: Option<String> = tx.query_opt(
+        "SELECT version FROM model_versions WHERE status = 'active'",
+        params![],
+        |r| r.get(0),
+    )?;
     tx.execute(
         "UPDATE model_versions SET status = 'retired' WHERE status = 'active'",
         params![],

@@ -145,22 +145,20 @@ impl Store {
 
     /// The most recent report, if any.
     pub fn last_quality_report(&self) -> Result<Option<StoredReport>> {
-        Ok(self
-            .conn
-            .query_opt(
-                "SELECT date, created_at, max_interaction_id, max_event_seq, body
+        Ok(self.conn.query_opt(
+            "SELECT date, created_at, max_interaction_id, max_event_seq, body
                  FROM quality_reports ORDER BY id DESC LIMIT 1",
-                params![],
-                |r| {
-                    Ok(StoredReport {
-                        date: r.get(0)?,
-                        created_at: r.get(1)?,
-                        max_interaction_id: r.get(2)?,
-                        max_event_seq: r.get(3)?,
-                        body: r.get(4)?,
-                    })
-                },
-            )?)
+            params![],
+            |r| {
+                Ok(StoredReport {
+                    date: r.get(0)?,
+                    created_at: r.get(1)?,
+                    max_interaction_id: r.get(2)?,
+                    max_event_seq: r.get(3)?,
+                    body: r.get(4)?,
+                })
+            },
+        )?)
     }
 
     /// Records a report, so that the next one can say what is new.

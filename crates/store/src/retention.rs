@@ -151,7 +151,10 @@ impl Store {
             );
             add(
                 "shop_order_items",
-                tx.execute("DELETE FROM shop_order_items WHERE order_id = ?1", params![id])?,
+                tx.execute(
+                    "DELETE FROM shop_order_items WHERE order_id = ?1",
+                    params![id],
+                )?,
             );
             add(
                 "shop_orders",

@@ -190,10 +190,10 @@ impl Store {
 
     /// Removes the rule of `item_id`; returns whether there was one.
     pub fn remove_catalog_rule(&self, item_id: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM catalog_rules WHERE item_id = ?1", params![item_id])?
-            > 0)
+        Ok(self.conn.execute(
+            "DELETE FROM catalog_rules WHERE item_id = ?1",
+            params![item_id],
+        )? > 0)
     }
 
     /// Every rule, by item id.

@@ -320,7 +320,12 @@ pub(crate) fn upsert_row<R: MirrorRow>(tx: &Conn, row: &R) -> Result<Upserted> {
         .collect();
     let differs: Vec<String> = cols[1..]
         .iter()
-        .map(|c| format!("{table}.{c} IS DISTINCT FROM excluded.{c}", table = R::TABLE))
+        .map(|c| {
+            format!(
+                "{table}.{c} IS DISTINCT FROM excluded.{c}",
+                table = R::TABLE
+            )
+        })
         .collect();
     let sql = format!(
         "INSERT INTO {table} ({cols}, updated_at) VALUES ({ph})

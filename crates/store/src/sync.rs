@@ -80,13 +80,12 @@ impl Store {
             )?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let links: Vec<(i64, String, String)> = tx
-            .query_map(
-                "SELECT linked_seq, anonymous_id, user_id FROM identity_links
+        let links: Vec<(i64, String, String)> = tx.query_map(
+            "SELECT linked_seq, anonymous_id, user_id FROM identity_links
                  WHERE linked_seq > ?1 ORDER BY linked_seq",
-                params![after],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
+            params![after],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         let mut stitched = Stitched::default();
         for (_, anonymous, user) in &links {
             stitched.links += 1;

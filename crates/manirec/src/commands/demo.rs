@@ -216,7 +216,9 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     let _ = writeln!(
         human,
         "\nStore {}: {} training interactions, {} behaviour events",
-        ctx.settings.database_url, totals["training_interactions"], totals["behavior_events"]
+        manirec_store::redacted_url(&ctx.settings.database_url),
+        totals["training_interactions"],
+        totals["behavior_events"]
     );
     let _ = writeln!(
         human,

@@ -123,7 +123,10 @@ impl Row<'_> {
             Row::Sqlite(row) => sqlite::value(row, idx)?,
             Row::Postgres(row) => postgres::value(row, idx)?,
         };
-        T::from_value(value).map_err(|reason| Error::Decode { column: idx, reason })
+        T::from_value(value).map_err(|reason| Error::Decode {
+            column: idx,
+            reason,
+        })
     }
 
     /// Column `idx` as text borrowed from the row (large scans: no copy).

@@ -398,7 +398,10 @@ mod tests {
             .flat_map(|w| w.to_be_bytes())
             .collect();
         assert_eq!(numeric(&raw).unwrap(), 12345.5);
-        let zero: Vec<u8> = [0i16, 0, 0, 0].iter().flat_map(|w| w.to_be_bytes()).collect();
+        let zero: Vec<u8> = [0i16, 0, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
         assert_eq!(numeric(&zero).unwrap(), 0.0);
     }
 

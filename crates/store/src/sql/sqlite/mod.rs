@@ -68,10 +68,7 @@ impl Sqlite {
 
     /// The file, when the database has one.
     pub fn path(&self) -> Option<&Path> {
-        self.conn
-            .path()
-            .filter(|p| !p.is_empty())
-            .map(Path::new)
+        self.conn.path().filter(|p| !p.is_empty()).map(Path::new)
     }
 
     /// Another connection to the same file, read-only (`None` in memory). Its
