@@ -199,31 +199,31 @@ impl Store {
 
     /// The newest version, in any status (the next version number follows it).
     pub fn latest_dataset_version(&self) -> Result<Option<DatasetVersion>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             &format!("{VERSION_SELECT} ORDER BY major DESC, minor DESC LIMIT 1"),
             params![],
             version_from_row,
-        )?)
+        )
     }
 
     /// The newest ready version.
     pub fn latest_ready_dataset_version(&self) -> Result<Option<DatasetVersion>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             &format!(
                 "{VERSION_SELECT} WHERE status = 'ready' ORDER BY major DESC, minor DESC LIMIT 1"
             ),
             params![],
             version_from_row,
-        )?)
+        )
     }
 
     /// One version by name.
     pub fn dataset_version(&self, version: &str) -> Result<Option<DatasetVersion>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             &format!("{VERSION_SELECT} WHERE version = ?1"),
             params![version],
             version_from_row,
-        )?)
+        )
     }
 
     /// Reserves `version` (status `building`). Fails with [`Error::Conflict`] when

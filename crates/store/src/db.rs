@@ -36,7 +36,7 @@ impl Store {
             || url.contains("host=")
         {
             return Ok(Store {
-                conn: Conn::Postgres(Postgres::connect(url)?),
+                conn: Conn::Postgres(Box::new(Postgres::connect(url)?)),
             });
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
@@ -65,7 +65,7 @@ impl Store {
                 )),
             },
             Conn::Postgres(db) => Ok(Store {
-                conn: Conn::Postgres(db.reopen()?),
+                conn: Conn::Postgres(Box::new(db.reopen()?)),
             }),
         }
     }
@@ -80,7 +80,7 @@ impl Store {
                 conn: Conn::Sqlite(r),
             }),
             Conn::Postgres(db) => Some(Store {
-                conn: Conn::Postgres(db.reader()?),
+                conn: Conn::Postgres(Box::new(db.reader()?)),
             }),
         })
     }

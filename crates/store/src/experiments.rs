@@ -159,11 +159,11 @@ impl Store {
 
     /// One experiment.
     pub fn experiment(&self, id: i64) -> Result<Option<Experiment>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             &format!("SELECT {COLUMNS} FROM experiments WHERE id = ?1"),
             params![id],
             from_row,
-        )?)
+        )
     }
 
     /// Every experiment, newest first.
@@ -318,11 +318,11 @@ impl Store {
 }
 
 fn running(conn: &Conn) -> Result<Option<Experiment>> {
-    Ok(conn.query_opt(
+    conn.query_opt(
         &format!("SELECT {COLUMNS} FROM experiments WHERE status = 'running'"),
         params![],
         from_row,
-    )?)
+    )
 }
 
 #[cfg(test)]

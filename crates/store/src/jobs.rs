@@ -164,11 +164,11 @@ impl Store {
 
     /// One run.
     pub fn job_run(&self, id: i64) -> Result<Option<JobRun>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             &format!("SELECT {COLUMNS} FROM job_runs WHERE id = ?1"),
             params![id],
             from_row,
-        )?)
+        )
     }
 
     /// The latest `limit` runs, of one job or all, newest first.

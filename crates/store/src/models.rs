@@ -123,32 +123,32 @@ impl Store {
 
     /// One model version.
     pub fn model_version(&self, version: &str) -> Result<Option<ModelVersion>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             &format!("SELECT {COLUMNS} FROM model_versions WHERE version = ?1"),
             params![version],
             from_row,
-        )?)
+        )
     }
 
     /// The active version, if any.
     pub fn active_model_version(&self) -> Result<Option<ModelVersion>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             &format!("SELECT {COLUMNS} FROM model_versions WHERE status = 'active'"),
             params![],
             from_row,
-        )?)
+        )
     }
 
     /// The most recently trained version with an artifact (any status but `training`).
     pub fn latest_model_version(&self) -> Result<Option<ModelVersion>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             &format!(
                 "SELECT {COLUMNS} FROM model_versions WHERE status <> 'training'
                      ORDER BY seq DESC LIMIT 1"
             ),
             params![],
             from_row,
-        )?)
+        )
     }
 
     /// Retires a candidate that lost (offline or in an A/B test). The active

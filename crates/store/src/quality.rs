@@ -145,7 +145,7 @@ impl Store {
 
     /// The most recent report, if any.
     pub fn last_quality_report(&self) -> Result<Option<StoredReport>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             "SELECT date, created_at, max_interaction_id, max_event_seq, body
                  FROM quality_reports ORDER BY id DESC LIMIT 1",
             params![],
@@ -158,7 +158,7 @@ impl Store {
                     body: r.get(4)?,
                 })
             },
-        )?)
+        )
     }
 
     /// Records a report, so that the next one can say what is new.

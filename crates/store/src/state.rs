@@ -7,11 +7,11 @@ use crate::{now_ms, Result, Store};
 impl Store {
     /// The value stored under `key`, if any.
     pub fn state_get(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             "SELECT value FROM state WHERE key = ?1",
             params![key],
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Sets `key` to `value`.

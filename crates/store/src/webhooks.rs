@@ -192,11 +192,11 @@ impl Store {
 
     /// The financial status of an order in the mirror.
     pub fn order_status(&self, order_id: &str) -> Result<Option<String>> {
-        Ok(self.conn.query_opt(
+        self.conn.query_opt(
             "SELECT financial_status FROM shop_orders WHERE order_id = ?1",
             params![order_id],
             |r| r.get(0),
-        )?)
+        )
     }
 }
 

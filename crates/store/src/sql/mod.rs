@@ -107,7 +107,7 @@ pub(crate) use params;
 /// A connection to either engine.
 pub(crate) enum Conn {
     Sqlite(sqlite::Sqlite),
-    Postgres(postgres::Postgres),
+    Postgres(Box<postgres::Postgres>),
 }
 
 /// One row of a result, read by column index.
