@@ -340,7 +340,6 @@ impl ItemGraph {
     ) -> Result<Self> {
         let e = crate::Ease::fit(data, ease)?;
         let n = data.items.len();
-        let m = e.active.len();
         let rows: Vec<Vec<(u32, f32)>> = (0..n)
             .into_par_iter()
             .map(|i| {
@@ -348,11 +347,10 @@ impl ItemGraph {
                 if p == crate::ease::INACTIVE {
                     return Vec::new();
                 }
-                let row = &e.b[p as usize * m..(p as usize + 1) * m];
-                let mut cands: Vec<(u32, f32)> = row
-                    .iter()
-                    .enumerate()
-                    .map(|(q, &v)| (e.active[q], v))
+                let mut cands: Vec<(u32, f32)> = e
+                    .row(p as usize)
+                    .into_iter()
+                    .map(|(q, v)| (e.active[q as usize], v))
                     .collect();
                 top_row(&mut cands, config.neighbours)
             })
@@ -373,25 +371,66 @@ impl ItemGraph {
         config: &SessionConfig,
     ) -> Result<Self> {
         config.validate()?;
-        let n = data.items.len();
         let mut parts: Vec<(f32, ItemGraph)> = Vec::new();
         for (k, &w) in config.blend.iter().enumerate() {
-            if w <= 0.0 {
-                continue;
+            if w > 0.0 {
+                parts.push((w, Self::blend_member(k, rows, data, ease, config)?));
             }
-            let g = match k {
-                0 => Self::item_knn(data, config)?,
-                1 => Self::rp3beta(data, config)?,
-                2 => Self::sequential_rules(rows, data, config)?,
-                _ => Self::sparse_ease(data, ease, config)?,
-            };
-            parts.push((w, g));
         }
+        let refs: Vec<(f32, &ItemGraph)> = parts.iter().map(|(w, g)| (*w, g)).collect();
+        Ok(Self::merge(&refs, data.items.len()))
+    }
+
+    /// Member `k` of the blend (0 item-kNN, 1 RP3beta, 2 SR, 3 sparse EASE).
+    pub(crate) fn blend_member(
+        k: usize,
+        rows: &[Interaction],
+        data: &Interactions,
+        ease: &crate::EaseConfig,
+        config: &SessionConfig,
+    ) -> Result<Self> {
+        match k {
+            0 => Self::item_knn(data, config),
+            1 => Self::rp3beta(data, config),
+            2 => Self::sequential_rules(rows, data, config),
+            _ => Self::sparse_ease(data, ease, config),
+        }
+    }
+
+    /// What member `k` of the blend depends on besides the training rows and
+    /// their signal: two equal keys build the same graph (`tune` builds each
+    /// member once per key and searches the weights over them).
+    pub(crate) fn blend_member_key(
+        k: usize,
+        ease: &crate::EaseConfig,
+        config: &SessionConfig,
+    ) -> String {
+        let c = config;
+        match k {
+            0 => format!(
+                "knn {} {} {} {}",
+                c.neighbours, c.shrink, c.asymmetry, c.weighted
+            ),
+            1 => format!("rp3 {} {} {} {}", c.neighbours, c.alpha, c.beta, c.weighted),
+            2 => format!("sr {} {}", c.neighbours, c.steps),
+            _ => format!(
+                "ease {} {} {} {} {}",
+                c.neighbours, ease.lambda, ease.max_items, ease.min_users, ease.neighbours
+            ),
+        }
+    }
+
+    /// `Σ w · graph` over `parts`, each graph's rows scaled to a largest weight
+    /// of 1 first; `n` items.
+    pub(crate) fn merge(parts: &[(f32, &ItemGraph)], n: usize) -> Self {
         let merged: Vec<Vec<(u32, f32)>> = (0..n)
             .into_par_iter()
             .map(|i| {
                 let mut row: Vec<(u32, f32)> = Vec::new();
-                for (w, g) in &parts {
+                for (w, g) in parts {
+                    if i >= g.w.n_rows() {
+                        continue;
+                    }
                     let (js, vs) = g.w.row(i);
                     let max = vs.iter().fold(0f32, |a, &b| a.max(b));
                     if max > 0.0 {
@@ -410,9 +449,9 @@ impl ItemGraph {
                 out
             })
             .collect();
-        Ok(ItemGraph {
+        ItemGraph {
             w: Csr::from_rows(merged),
-        })
+        }
     }
 
     /// Adds `Σ_i w_i · W[i, ·]` into `out` (zeroed first).

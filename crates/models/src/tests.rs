@@ -292,14 +292,21 @@ fn reloaded_models_score_bit_for_bit_the_same() {
         .map(|i| (format!("i{i}"), format!("c{}", i / 20)))
         .collect();
     let features = ItemFeatures::from_categories(&cats);
-    for kind in ModelKind::ALL {
-        let spec = match kind {
-            ModelKind::Als => small_als(),
-            ModelKind::Ease => small_ease(),
-            ModelKind::TwoTower => small_two_tower(),
-            _ => ModelSpec::new(kind),
-        };
+    let mut sparse_ease = small_ease();
+    sparse_ease.ease.max_items = 10;
+    sparse_ease.ease.neighbours = 8;
+    let specs = ModelKind::ALL.into_iter().map(|kind| match kind {
+        ModelKind::Als => small_als(),
+        ModelKind::Ease => small_ease(),
+        ModelKind::TwoTower => small_two_tower(),
+        _ => ModelSpec::new(kind),
+    });
+    for spec in specs.chain([sparse_ease]) {
+        let kind = spec.kind;
         let model = train(&rows, &spec, Some(&features)).unwrap();
+        if spec == sparse_ease {
+            assert!(model.ease().unwrap().is_sparse(), "above max_items: sparse");
+        }
         let bytes = model.to_bytes().unwrap();
         let back = Model::from_bytes(&bytes).unwrap();
         assert!(back == model, "{kind}: reloaded model differs");
@@ -435,7 +442,7 @@ fn training_does_not_depend_on_the_number_of_threads() {
         train(&rows, &e2, None).unwrap(),
     );
     assert!(
-        a.ease().unwrap().b == b.ease().unwrap().b,
+        a.ease().unwrap().weights == b.ease().unwrap().weights,
         "EASE weights differ between 1 and 2 threads"
     );
 }
