@@ -22,8 +22,9 @@
 //!   (U32, [nnz]), `graph.data` (F32, [nnz]): the sparse item × item weights, rows
 //!   by catalogue index;
 //! - V-SKNN: `vsknn.indptr` (U64, [sessions + 1]), `vsknn.indices` (U32, [nnz]):
-//!   each training session's distinct items, sessions oldest first (the item →
-//!   sessions index is rebuilt on load).
+//!   each training session's distinct items in visit order (older artifacts:
+//!   sorted; their specs have no position decay, so order is never read),
+//!   sessions oldest first (the item → sessions index is rebuilt on load).
 //!
 //! Header metadata: `format` = `manirec-model`, `format_version` = `1`, `spec`
 //! (the [`crate::ModelSpec`] as JSON), `reference_ts`. Loading restores every

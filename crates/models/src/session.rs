@@ -19,7 +19,10 @@
 //!   among the `sample` most recent sessions sharing an item with the context
 //!   (similarity: the context's recency weights of the shared items over the
 //!   square root of the neighbour's length), and an item scores the summed
-//!   similarity of the neighbours holding it.
+//!   similarity of the neighbours holding it. With
+//!   [`SessionConfig::position_decay`] > 0 it is STAN-like (Garg et al. 2019): a
+//!   neighbour's items vote less the farther they sit, in the neighbour's visit,
+//!   from the shared item most recent in the context.
 //!
 //! - Blend ([`ItemGraph::blend`]): item-kNN, RP3beta, SR and a sparse EASE
 //!   (the collaborative model, each item's strongest weights of B) summed with
@@ -62,6 +65,11 @@ pub struct SessionConfig {
     /// Blend: the weights of item-kNN, RP3beta, SR and (sparsified) EASE, each
     /// graph's rows scaled to a largest weight of 1 first; 0 leaves one out.
     pub blend: [f32; 4],
+    /// V-SKNN, STAN's third factor (Garg et al. 2019): a neighbour's item at
+    /// distance `d` (positions in the neighbour's visit) from the shared item
+    /// most recent in the context votes `exp(−position_decay · d)` of the
+    /// similarity; 0 (the default) is plain V-SKNN.
+    pub position_decay: f32,
 }
 
 impl Default for SessionConfig {
@@ -79,6 +87,7 @@ impl Default for SessionConfig {
             recency: 1.0,
             weighted: false,
             blend: [1.0, 1.0, 1.0, 0.5],
+            position_decay: 0.0,
         }
     }
 }
@@ -121,6 +130,12 @@ impl SessionConfig {
         }
         if !(self.recency >= 0.0 && self.recency.is_finite()) {
             return bad("recency", format!("{} (must be ≥ 0)", self.recency));
+        }
+        if !(self.position_decay >= 0.0 && self.position_decay.is_finite()) {
+            return bad(
+                "position_decay",
+                format!("{} (must be ≥ 0)", self.position_decay),
+            );
         }
         Ok(())
     }
@@ -482,7 +497,8 @@ impl ItemGraph {
 /// V-SKNN: the training sessions and, per item, the sessions holding it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vsknn {
-    /// Session × item (distinct items), sessions oldest first by their last row.
+    /// Session × item (distinct items, each at its last visit, in visit order),
+    /// sessions oldest first by their last row.
     pub(crate) sessions: Csr,
     /// Item × session, sessions in increasing index (oldest first).
     pub(crate) postings: Csr,
@@ -503,10 +519,17 @@ impl Vsknn {
         let mut order: Vec<usize> = (0..seqs.len()).filter(|&u| !seqs[u].is_empty()).collect();
         order.sort_by_key(|&u| (last[u], u));
         let sessions = Csr::from_rows(order.iter().map(|&u| {
-            let mut s: Vec<u32> = seqs[u].clone();
-            s.sort_unstable();
-            s.dedup();
-            s.into_iter().map(|i| (i, 1.0)).collect::<Vec<_>>()
+            // Distinct items in visit order, each where it was last seen.
+            let seq = &seqs[u];
+            let mut seen = std::collections::HashSet::new();
+            let mut s: Vec<(u32, f32)> = seq
+                .iter()
+                .rev()
+                .filter(|&&i| seen.insert(i))
+                .map(|&i| (i, 1.0))
+                .collect();
+            s.reverse();
+            s
         }));
         Ok(Self::from_sessions(sessions, data.items.len(), *config))
     }
@@ -552,9 +575,24 @@ impl Vsknn {
         let top = &mut cands[..k];
         // A fixed summation order: the same bits on every run and after a reload.
         top.sort_unstable_by_key(|c| c.0);
+        let decay = self.config.position_decay;
         for &(s, sim) in top.iter() {
-            for &j in self.sessions.row(s as usize).0 {
-                out[j as usize] += sim;
+            let items = self.sessions.row(s as usize).0;
+            if decay <= 0.0 {
+                for &j in items {
+                    out[j as usize] += sim;
+                }
+                continue;
+            }
+            // The context's most recent item that the neighbour holds.
+            let Some(q) = ctx
+                .iter()
+                .find_map(|&(i, _)| items.iter().position(|&j| j == i))
+            else {
+                continue;
+            };
+            for (p, &j) in items.iter().enumerate() {
+                out[j as usize] += sim * (-decay * p.abs_diff(q) as f32).exp();
             }
         }
     }

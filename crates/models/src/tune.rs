@@ -157,6 +157,7 @@ enum Param {
     Steps,
     Sample,
     Recency,
+    PositionDecay,
     Blend(usize),
 }
 
@@ -175,6 +176,7 @@ fn get(spec: &ModelSpec, p: Param) -> f64 {
         Param::Steps => spec.session.steps as f64,
         Param::Sample => spec.session.sample as f64,
         Param::Recency => spec.session.recency as f64,
+        Param::PositionDecay => spec.session.position_decay as f64,
         Param::Blend(k) => spec.session.blend[k] as f64,
     }
 }
@@ -194,6 +196,7 @@ fn set(spec: &mut ModelSpec, p: Param, v: f64) {
         Param::Steps => spec.session.steps = (v.round() as usize).max(1),
         Param::Sample => spec.session.sample = (v.round() as usize).max(1),
         Param::Recency => spec.session.recency = v as f32,
+        Param::PositionDecay => spec.session.position_decay = v as f32,
         Param::Blend(k) => spec.session.blend[k] = v as f32,
     }
 }
@@ -273,7 +276,12 @@ pub fn tune(
             Param::Recency,
         ],
         ModelKind::Sr => &[Param::Steps, Param::Recency, Param::Neighbours],
-        ModelKind::Vsknn => &[Param::Neighbours, Param::Sample, Param::Recency],
+        ModelKind::Vsknn => &[
+            Param::Neighbours,
+            Param::Sample,
+            Param::Recency,
+            Param::PositionDecay,
+        ],
         // Weights first: a trial that moves only them (or the recency) merges
         // the cached members, no training.
         ModelKind::Blend => &[
@@ -325,6 +333,22 @@ pub fn tune(
             let mut cand = start;
             cand.session.asymmetry = a;
             cand.session.weighted = weighted;
+            let s = run(&cand, &mut trials)?;
+            if s > best_score {
+                best = cand;
+                best_score = s;
+            }
+        }
+    }
+    // V-SKNN: plain, or STAN's positional weighting in the neighbours.
+    if base.kind == ModelKind::Vsknn {
+        let start = best;
+        for decay in [0.1f32, 0.5, 2.0] {
+            if trials.len() >= opts.max_trials {
+                break;
+            }
+            let mut cand = start;
+            cand.session.position_decay = decay;
             let s = run(&cand, &mut trials)?;
             if s > best_score {
                 best = cand;
