@@ -25,9 +25,8 @@
 //!   from the shared item most recent in the context.
 //!
 //! - Blend ([`ItemGraph::blend`]): item-kNN, RP3beta, SR and a sparse EASE
-//!   (the collaborative model, each item's strongest weights of B, signs kept)
-//!   summed with tuned weights, each neighbourhood graph's rows scaled to 1
-//!   first, EASE's graph by one constant.
+//!   (the collaborative model, each item's strongest weights of B) summed with
+//!   tuned weights, each graph's rows scaled to 1 first.
 //!
 //! The order of the context matters: its distinct items are weighted by how
 //! recently they were seen, `w = 1 / (1 + recency · d)` with `d = 0` for the most
@@ -346,16 +345,16 @@ impl ItemGraph {
         Ok(ItemGraph { w })
     }
 
-    /// EASE's weights as a graph: each active item's [`crate::EaseConfig::neighbours`]
-    /// weights of its row of B largest in magnitude, signs kept (a sparse EASE:
-    /// the same scores on the kept weights, `x · B`, for a fraction of the
-    /// memory at serving), all divided by one constant (the mean of the rows'
-    /// largest weights) so that the blend's weights compare, without
-    /// reshaping EASE row by row.
-    pub fn sparse_ease(data: &Interactions, ease: &crate::EaseConfig) -> Result<Self> {
+    /// EASE's weights as a graph: each active item's `neighbours` largest
+    /// weights of its row of B (a sparse EASE: the same scores on the kept
+    /// weights, `x · B`, for a fraction of the memory at serving).
+    pub fn sparse_ease(
+        data: &Interactions,
+        ease: &crate::EaseConfig,
+        config: &SessionConfig,
+    ) -> Result<Self> {
         let e = crate::Ease::fit(data, ease)?;
         let n = data.items.len();
-        let k = ease.neighbours.max(1);
         let rows: Vec<Vec<(u32, f32)>> = (0..n)
             .into_par_iter()
             .map(|i| {
@@ -366,40 +365,20 @@ impl ItemGraph {
                 let mut cands: Vec<(u32, f32)> = e
                     .row(p as usize)
                     .into_iter()
-                    .filter(|&(q, v)| q != p && v != 0.0 && v.is_finite())
                     .map(|(q, v)| (e.active[q as usize], v))
                     .collect();
-                if cands.len() > k {
-                    cands.select_nth_unstable_by(k - 1, |a, b| {
-                        b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0))
-                    });
-                    cands.truncate(k);
-                }
-                cands.sort_unstable_by_key(|c| c.0);
-                cands
+                top_row(&mut cands, config.neighbours)
             })
             .collect();
-        let maxima: Vec<f32> = rows
-            .iter()
-            .filter_map(|r| r.iter().map(|c| c.1).reduce(f32::max))
-            .filter(|m| *m > 0.0)
-            .collect();
-        let scale = if maxima.is_empty() {
-            1.0
-        } else {
-            maxima.iter().map(|&m| m as f64).sum::<f64>() as f32 / maxima.len() as f32
-        };
-        let mut w = Csr::from_rows(rows);
-        w.data.iter_mut().for_each(|v| *v /= scale);
-        Ok(ItemGraph { w })
+        Ok(ItemGraph {
+            w: Csr::from_rows(rows),
+        })
     }
 
     /// The blend of item-kNN, RP3beta, SR and sparse EASE by
-    /// [`SessionConfig::blend`]: the neighbourhood graphs' rows scaled to a
-    /// largest weight of 1 (EASE's whole graph by one constant, see
-    /// [`ItemGraph::sparse_ease`]), then summed with their weights. A session's
-    /// score is linear in the graph, so this is exactly the weighted sum of the
-    /// models' (scaled) scores.
+    /// [`SessionConfig::blend`]: every graph's rows scaled to a largest weight of
+    /// 1, then summed with their weights. A session's score is linear in the
+    /// graph, so this is exactly the weighted sum of the models' (scaled) scores.
     pub fn blend(
         rows: &[Interaction],
         data: &Interactions,
@@ -407,15 +386,13 @@ impl ItemGraph {
         config: &SessionConfig,
     ) -> Result<Self> {
         config.validate()?;
-        let mut parts: Vec<(f32, ItemGraph, bool)> = Vec::new();
+        let mut parts: Vec<(f32, ItemGraph)> = Vec::new();
         for (k, &w) in config.blend.iter().enumerate() {
             if w > 0.0 {
-                let g = Self::blend_member(k, rows, data, ease, config)?;
-                parts.push((w, g, Self::blend_member_per_row(k)));
+                parts.push((w, Self::blend_member(k, rows, data, ease, config)?));
             }
         }
-        let refs: Vec<(f32, &ItemGraph, bool)> =
-            parts.iter().map(|(w, g, r)| (*w, g, *r)).collect();
+        let refs: Vec<(f32, &ItemGraph)> = parts.iter().map(|(w, g)| (*w, g)).collect();
         Ok(Self::merge(&refs, data.items.len()))
     }
 
@@ -431,14 +408,8 @@ impl ItemGraph {
             0 => Self::item_knn(data, config),
             1 => Self::rp3beta(data, config),
             2 => Self::sequential_rules(rows, data, config),
-            _ => Self::sparse_ease(data, ease),
+            _ => Self::sparse_ease(data, ease, config),
         }
-    }
-
-    /// Whether the blend scales member `k`'s rows one by one (the
-    /// neighbourhood graphs) rather than its whole graph (EASE).
-    pub(crate) fn blend_member_per_row(k: usize) -> bool {
-        k < 3
     }
 
     /// What member `k` of the blend depends on besides the training rows and
@@ -458,29 +429,25 @@ impl ItemGraph {
             1 => format!("rp3 {} {} {} {}", c.neighbours, c.alpha, c.beta, c.weighted),
             2 => format!("sr {} {}", c.neighbours, c.steps),
             _ => format!(
-                "ease {} {} {} {}",
-                ease.lambda, ease.max_items, ease.min_users, ease.neighbours
+                "ease {} {} {} {} {}",
+                c.neighbours, ease.lambda, ease.max_items, ease.min_users, ease.neighbours
             ),
         }
     }
 
-    /// `Σ w · graph` over `parts` `(w, graph, per_row)`, a graph's rows scaled
-    /// to a largest weight of 1 first when `per_row`; `n` items.
-    pub(crate) fn merge(parts: &[(f32, &ItemGraph, bool)], n: usize) -> Self {
+    /// `Σ w · graph` over `parts`, each graph's rows scaled to a largest weight
+    /// of 1 first; `n` items.
+    pub(crate) fn merge(parts: &[(f32, &ItemGraph)], n: usize) -> Self {
         let merged: Vec<Vec<(u32, f32)>> = (0..n)
             .into_par_iter()
             .map(|i| {
                 let mut row: Vec<(u32, f32)> = Vec::new();
-                for (w, g, per_row) in parts {
+                for (w, g) in parts {
                     if i >= g.w.n_rows() {
                         continue;
                     }
                     let (js, vs) = g.w.row(i);
-                    let max = if *per_row {
-                        vs.iter().fold(0f32, |a, &b| a.max(b))
-                    } else {
-                        1.0
-                    };
+                    let max = vs.iter().fold(0f32, |a, &b| a.max(b));
                     if max > 0.0 {
                         row.extend(js.iter().zip(vs).map(|(&j, &v)| (j, w * v / max)));
                     }
@@ -493,7 +460,7 @@ impl ItemGraph {
                         _ => out.push((j, v)),
                     }
                 }
-                out.retain(|p| p.1 != 0.0);
+                out.retain(|p| p.1 > 0.0);
                 out
             })
             .collect();

@@ -912,38 +912,6 @@ fn a_blend_is_the_weighted_sum_of_its_scaled_graphs() {
 }
 
 #[test]
-fn a_blend_of_ease_alone_scores_as_ease_up_to_one_constant() {
-    let rows = clustered(120, 3, 20, 5);
-    let data = crate::Interactions::build(&rows, &crate::Signal::default()).unwrap();
-    let n = data.items.len();
-    let only_ease = crate::SessionConfig {
-        blend: [0.0, 0.0, 0.0, 1.0],
-        ..Default::default()
-    };
-    let ease = crate::EaseConfig {
-        lambda: 10.0,
-        neighbours: n,
-        ..Default::default()
-    };
-    let b = crate::ItemGraph::blend(&rows, &data, &ease, &only_ease).unwrap();
-    let e = crate::Ease::fit(&data, &ease).unwrap();
-    let ctx = [(3u32, 1.0f32), (7, 0.5), (11, 0.25)];
-    let (mut sb, mut se) = (vec![0f32; n], vec![0f32; n]);
-    b.scores_for(&ctx, &mut sb);
-    e.scores_for(&ctx, &mut se);
-    // Negative weights kept, no row reshaped: one ratio for every item.
-    let j = (0..n).max_by(|&x, &y| se[x].total_cmp(&se[y])).unwrap();
-    let ratio = sb[j] / se[j];
-    assert!(ratio > 0.0);
-    assert!(se.iter().any(|&v| v < 0.0), "EASE has negative scores here");
-    for (x, y) in sb.iter().zip(&se) {
-        if y.is_finite() {
-            assert!((x - ratio * y).abs() < 1e-4 * ratio.max(1.0), "{x} vs {y}");
-        }
-    }
-}
-
-#[test]
 fn stan_weighs_a_neighbours_items_by_their_distance_from_the_shared_item() {
     // One training visit a → f; a visitor who saw c (and, earlier, a).
     let rows: Vec<Interaction> = ["a", "b", "c", "d", "e", "f"]

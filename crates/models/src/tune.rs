@@ -121,7 +121,7 @@ fn blend_model(
     members: &mut HashMap<String, ItemGraph>,
 ) -> Result<Model> {
     spec.session.validate()?;
-    let mut keys: Vec<(f32, String, bool)> = Vec::new();
+    let mut keys: Vec<(f32, String)> = Vec::new();
     for (k, &w) in spec.session.blend.iter().enumerate() {
         if w <= 0.0 {
             continue;
@@ -135,10 +135,9 @@ fn blend_model(
             let g = ItemGraph::blend_member(k, rows, data, &spec.ease, &spec.session)?;
             members.insert(key.clone(), g);
         }
-        keys.push((w, key, ItemGraph::blend_member_per_row(k)));
+        keys.push((w, key));
     }
-    let parts: Vec<(f32, &ItemGraph, bool)> =
-        keys.iter().map(|(w, k, r)| (*w, &members[k], *r)).collect();
+    let parts: Vec<(f32, &ItemGraph)> = keys.iter().map(|(w, k)| (*w, &members[k])).collect();
     let graph = ItemGraph::merge(&parts, data.items.len());
     Model::from_graph(rows, data, spec, features, graph)
 }
