@@ -31,8 +31,15 @@
 //!   anchor per data set and protocol. `--dump DIR` keeps splits and lists for
 //!   `scripts/recompute_metrics.py`; `--only NAME` runs one data set, `--kinds
 //!   a,b` only those kinds (and popularity), `--protocol warm|session` one protocol, `--trials N` the search's budget.
-//! - `catalogue`: the sparse session models trained on 100 000 items (wall time,
-//!   peak memory, nonzeros).
+//! - `catalogue`: the sparse session models and EASE (the sparse solve above
+//!   20 000 items) trained on 100 000 items (wall time, peak memory, artifact);
+//!   `--kinds a,b` only those, `--neighbours K` EASE's neighbourhood.
+//! - `sparse-ease`: sparse EASE (`--neighbours 50,100,…`) beside dense EASE at
+//!   the same `--lambda` on the public data sets, both protocols.
+//! - `dedup`: the 5-minute dedup keeping the strongest row (the contract's)
+//!   beside the older rule keeping the latest, on the generated shop and session
+//!   logs: rows removed, cart/purchase rows kept, and every model (defaults) on
+//!   both protocols.
 //!
 //! The data sets' licence forbids redistribution: they are read from
 //! `/work/shared/data` (or `--data DIR`) and never copied into the repository.
@@ -646,8 +653,10 @@ fn main() {
         "two-tower" => two_tower(&a),
         "sessions" => sessions(&a),
         "catalogue" => catalogue(&a),
+        "sparse-ease" => sparse_ease(&a),
+        "dedup" => dedup(&a),
         other => panic!(
-            "unknown command {other}: quality | sweep | scale | two-tower | sessions | catalogue"
+            "unknown command {other}: quality | sweep | scale | two-tower | sessions | catalogue | sparse-ease | dedup"
         ),
     }
 }
@@ -1099,7 +1108,12 @@ fn sessions(a: &Args) {
                                 .rest
                                 .get("trials")
                                 .and_then(|t| t.parse().ok())
-                                .unwrap_or(if kind == ModelKind::Ease { 12 } else { 30 }),
+                                .unwrap_or(match kind {
+                                    ModelKind::Ease => 12,
+                                    // Most blend trials only merge cached graphs.
+                                    ModelKind::Blend => 150,
+                                    _ => 30,
+                                }),
                             ..TuneOptions::default()
                         },
                     )
@@ -1228,20 +1242,196 @@ fn catalogue(a: &Args) {
         distinct.len(),
         rayon::current_num_threads()
     );
-    for kind in [
+    let mut kinds = vec![
         ModelKind::ItemKnn,
         ModelKind::Rp3beta,
         ModelKind::Sr,
         ModelKind::Vsknn,
-    ] {
+        ModelKind::Ease,
+    ];
+    if let Some(only) = a.rest.get("kinds") {
+        kinds.retain(|k| only.split(',').any(|o| o == k.as_str()));
+    }
+    for kind in kinds {
+        let mut spec = ModelSpec::new(kind);
+        if let Some(k) = a.rest.get("neighbours").and_then(|v| v.parse().ok()) {
+            spec.ease.neighbours = k;
+        }
         let t = Instant::now();
-        let model = train(&log, &ModelSpec::new(kind), None).unwrap();
+        let model = train(&log, &spec, None).unwrap();
         let secs = t.elapsed().as_secs_f64();
         let bytes = model.to_bytes().unwrap().len();
+        let extra = model.ease().map_or(String::new(), |e| {
+            format!(
+                " ({} active items, {}, neighbours {})",
+                e.active_items(),
+                if e.is_sparse() { "sparse" } else { "dense" },
+                e.config().neighbours
+            )
+        });
         println!(
-            "{kind}: {secs:.1}s, artifact {:.1} MiB, peak RSS so far {:.0} MiB",
+            "{kind}{extra}: {secs:.1}s, artifact {:.1} MiB, peak RSS so far {:.0} MiB",
             bytes as f64 / 1048576.0,
             peak_rss_mib()
         );
+    }
+}
+
+/// Sparse EASE beside dense EASE on the public data sets: the same λ, both
+/// protocols, neighbourhoods of `--neighbours a,b,…` items (forced sparse by
+/// `max_items = 1`).
+fn sparse_ease(a: &Args) {
+    let opts = EvalOptions::default();
+    let lambda: f32 = a
+        .rest
+        .get("lambda")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000.0);
+    let ks: Vec<usize> = a
+        .rest
+        .get("neighbours")
+        .map_or("50,100,200,400".into(), |v| v.clone())
+        .split(',')
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let only = a.rest.get("only").cloned();
+    header();
+    for (name, split) in datasets(a) {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
+        let baseline = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+        let mut runs: Vec<(String, ModelSpec)> = Vec::new();
+        let mut dense = ModelSpec::new(ModelKind::Ease);
+        dense.ease.lambda = lambda;
+        runs.push((format!("dense EASE (lambda {lambda})"), dense));
+        for &k in &ks {
+            let mut s = dense;
+            s.ease.max_items = 1;
+            s.ease.neighbours = k;
+            runs.push((format!("sparse EASE (lambda {lambda}, neighbours {k})"), s));
+        }
+        for (label, spec) in runs {
+            let t = Instant::now();
+            let model = train(&split.train, &spec, None).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            for protocol in [Protocol::Warm, Protocol::Session] {
+                let (r, _) = evaluate(
+                    &model,
+                    &baseline,
+                    &split.train,
+                    &split.test,
+                    protocol,
+                    &opts,
+                )
+                .unwrap();
+                print_report(name, &label, secs, &r);
+            }
+        }
+    }
+}
+
+/// The 5-minute dedup as it was before: the latest row of each (user, item,
+/// window) wins, whatever its weight (a view after a purchase replaced it).
+fn dedup_latest(rows: Vec<Interaction>) -> Vec<Interaction> {
+    let mut keep: HashMap<(String, String, i64), usize> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        let key = (
+            r.user_id.clone(),
+            r.item_id.clone(),
+            r.timestamp.div_euclid(300),
+        );
+        let e = keep.entry(key).or_insert(i);
+        if r.timestamp >= rows[*e].timestamp {
+            *e = i;
+        }
+    }
+    let mut kept = vec![false; rows.len()];
+    for &i in keep.values() {
+        kept[i] = true;
+    }
+    rows.into_iter()
+        .zip(kept)
+        .filter_map(|(r, k)| k.then_some(r))
+        .collect()
+}
+
+/// The strongest-row dedup beside the latest-row one (see the module).
+fn dedup(a: &Args) {
+    let opts = EvalOptions::default();
+    let sets: Vec<(&str, Vec<Interaction>)> = vec![
+        ("shop-300k", generate(300_000, 6_000, 5_000, 50, 7)),
+        ("sessions-gen", session_log(40_000, 5_000, 11)),
+    ];
+    let only = a.rest.get("only").cloned();
+    println!("| data | dedup | protocol | model | users | train s | ndcg@10 | recall@20 | hit_rate@10 | coverage@20 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (name, rows) in sets {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
+        let total = rows.len();
+        let strong_rows = rows.iter().filter(|r| r.weight > 1.0).count();
+        for policy in ["strongest", "latest"] {
+            let split = if policy == "strongest" {
+                temporal_split(rows.clone(), 0.8)
+            } else {
+                let d = dedup_latest(rows.clone());
+                let removed = total - d.len();
+                let mut s = temporal_split(d, 0.8);
+                s.deduplicated = removed;
+                s
+            };
+            let strong_kept = split
+                .train
+                .iter()
+                .chain(&split.test)
+                .filter(|r| r.weight > 1.0)
+                .count();
+            eprintln!(
+                "{name} dedup {policy}: {total} rows, {} removed, cart/purchase rows {strong_rows} before, {strong_kept} after",
+                split.deduplicated
+            );
+            let baseline = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+            for kind in [
+                ModelKind::Popular,
+                ModelKind::Als,
+                ModelKind::Ease,
+                ModelKind::ItemKnn,
+                ModelKind::Sr,
+                ModelKind::Vsknn,
+            ] {
+                let spec = ModelSpec::new(kind);
+                let t = Instant::now();
+                let model = train(&split.train, &spec, None).unwrap();
+                let secs = t.elapsed().as_secs_f64();
+                for protocol in [Protocol::Warm, Protocol::Session] {
+                    let Ok((r, _)) = evaluate(
+                        &model,
+                        &baseline,
+                        &split.train,
+                        &split.test,
+                        protocol,
+                        &opts,
+                    ) else {
+                        continue;
+                    };
+                    if r.users_evaluated == 0 {
+                        continue;
+                    }
+                    let mut line = format!(
+                        "| {name} | {policy} | {protocol:?} | {kind} | {} | {secs:.2} |",
+                        r.users_evaluated
+                    );
+                    for k in ["ndcg@10", "recall@20", "hit_rate@10", "coverage@20"] {
+                        line.push_str(&format!(
+                            " {:.4} [{:.4}, {:.4}] |",
+                            r.metrics[k], r.metrics_ci[k][0], r.metrics_ci[k][1]
+                        ));
+                    }
+                    println!("{line}");
+                }
+            }
+        }
     }
 }

@@ -7,7 +7,9 @@
 //!   4294967295 = none);
 //! - ALS: `als.user_factors` (F32, [users, factors]), `als.item_factors` (F32, [items, factors]);
 //! - EASE: `ease.active` (U32, [active]: catalogue index of each active item),
-//!   `ease.b` (F32, [active, active], row-major, B[i][j]);
+//!   then the dense model's `ease.b` (F32, [active, active], row-major, B[i][j])
+//!   or the sparse one's `ease.indptr` (U64, [active + 1]), `ease.indices` (U32,
+//!   [nnz]), `ease.data` (F32, [nnz]): rows of B by active position;
 //! - two-tower: `users.json`, `features.json` (the `field=value` strings by index),
 //!   `two_tower.feat_ptr` (U32, [items + 1]) and `two_tower.feat_idx` (U32, [n]):
 //!   each item's features, the ones it was trained with, so a reloaded model embeds
@@ -20,8 +22,9 @@
 //!   (U32, [nnz]), `graph.data` (F32, [nnz]): the sparse item × item weights, rows
 //!   by catalogue index;
 //! - V-SKNN: `vsknn.indptr` (U64, [sessions + 1]), `vsknn.indices` (U32, [nnz]):
-//!   each training session's distinct items, sessions oldest first (the item →
-//!   sessions index is rebuilt on load).
+//!   each training session's distinct items in visit order (older artifacts:
+//!   sorted; their specs have no position decay, so order is never read),
+//!   sessions oldest first (the item → sessions index is rebuilt on load).
 //!
 //! Header metadata: `format` = `manirec-model`, `format_version` = `1`, `spec`
 //! (the [`crate::ModelSpec`] as JSON), `reference_ts`. Loading restores every
@@ -34,7 +37,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use crate::als::Als;
-use crate::ease::{Ease, INACTIVE};
+use crate::ease::{Ease, Weights, INACTIVE};
 use crate::matrix::Csr;
 use crate::model::Inner;
 use crate::popular::Popular;
@@ -172,7 +175,24 @@ impl Model {
             Inner::Ease(e) => {
                 let m = e.active.len();
                 put("ease.active", Dtype::U32, vec![m], u32_bytes(&e.active));
-                put("ease.b", Dtype::F32, vec![m, m], f32_bytes(&e.b));
+                match &e.weights {
+                    Weights::Dense(b) => put("ease.b", Dtype::F32, vec![m, m], f32_bytes(b)),
+                    Weights::Sparse(w) => {
+                        put(
+                            "ease.indptr",
+                            Dtype::U64,
+                            vec![w.indptr.len()],
+                            u64_bytes(&w.indptr),
+                        );
+                        put(
+                            "ease.indices",
+                            Dtype::U32,
+                            vec![w.nnz()],
+                            u32_bytes(&w.indices),
+                        );
+                        put("ease.data", Dtype::F32, vec![w.nnz()], f32_bytes(&w.data));
+                    }
+                }
             }
         }
         let views: Vec<(String, TensorView<'_>)> = owned
@@ -413,11 +433,19 @@ impl Model {
             }
             crate::ModelKind::Ease => {
                 let active = u32s("ease.active")?;
-                let (sb, b) = f32s("ease.b")?;
                 let m = active.len();
-                if sb != [m, m] || active.iter().any(|&i| i as usize >= n) {
+                if active.iter().any(|&i| i as usize >= n) {
                     return Err(bad("EASE shapes do not match".into()));
                 }
+                let weights = if st.names().contains(&"ease.b") {
+                    let (sb, b) = f32s("ease.b")?;
+                    if sb != [m, m] {
+                        return Err(bad("EASE shapes do not match".into()));
+                    }
+                    Weights::Dense(b)
+                } else {
+                    Weights::Sparse(csr("ease", Some(m), m, true)?)
+                };
                 let mut position = vec![INACTIVE; n];
                 for (p, &i) in active.iter().enumerate() {
                     position[i as usize] = p as u32;
@@ -426,7 +454,7 @@ impl Model {
                     items: items.clone(),
                     active,
                     position,
-                    b,
+                    weights,
                     config: spec.ease,
                     signal: spec.signal,
                 })

@@ -233,6 +233,24 @@ impl Model {
         })
     }
 
+    /// A graph model (item-kNN, RP3beta, SR, blend) around a graph already built
+    /// from `rows` (indexed as `data`) with `spec`: `tune` builds the blend's
+    /// members once and merges them per trial.
+    pub(crate) fn from_graph(
+        rows: &[Interaction],
+        data: &Interactions,
+        spec: &ModelSpec,
+        features: Option<&ItemFeatures>,
+        graph: ItemGraph,
+    ) -> Result<Model> {
+        Ok(Model {
+            spec: *spec,
+            popular: Popular::fit(rows, data, spec.popular, features)?,
+            inner: Inner::Graph(graph),
+            reference_ts: data.reference_ts,
+        })
+    }
+
     /// A new model from `previous` and `rows` (the new, complete train part):
     /// known users and items keep their factors (ALS) or embeddings (two-tower)
     /// as the starting point, new ones are added; then `spec.als.iterations`

@@ -19,7 +19,10 @@
 //!   among the `sample` most recent sessions sharing an item with the context
 //!   (similarity: the context's recency weights of the shared items over the
 //!   square root of the neighbour's length), and an item scores the summed
-//!   similarity of the neighbours holding it.
+//!   similarity of the neighbours holding it. With
+//!   [`SessionConfig::position_decay`] > 0 it is STAN-like (Garg et al. 2019): a
+//!   neighbour's items vote less the farther they sit, in the neighbour's visit,
+//!   from the shared item most recent in the context.
 //!
 //! - Blend ([`ItemGraph::blend`]): item-kNN, RP3beta, SR and a sparse EASE
 //!   (the collaborative model, each item's strongest weights of B) summed with
@@ -62,6 +65,11 @@ pub struct SessionConfig {
     /// Blend: the weights of item-kNN, RP3beta, SR and (sparsified) EASE, each
     /// graph's rows scaled to a largest weight of 1 first; 0 leaves one out.
     pub blend: [f32; 4],
+    /// V-SKNN, STAN's third factor (Garg et al. 2019): a neighbour's item at
+    /// distance `d` (positions in the neighbour's visit) from the shared item
+    /// most recent in the context votes `exp(−position_decay · d)` of the
+    /// similarity; 0 (the default) is plain V-SKNN.
+    pub position_decay: f32,
 }
 
 impl Default for SessionConfig {
@@ -79,6 +87,7 @@ impl Default for SessionConfig {
             recency: 1.0,
             weighted: false,
             blend: [1.0, 1.0, 1.0, 0.5],
+            position_decay: 0.0,
         }
     }
 }
@@ -121,6 +130,12 @@ impl SessionConfig {
         }
         if !(self.recency >= 0.0 && self.recency.is_finite()) {
             return bad("recency", format!("{} (must be ≥ 0)", self.recency));
+        }
+        if !(self.position_decay >= 0.0 && self.position_decay.is_finite()) {
+            return bad(
+                "position_decay",
+                format!("{} (must be ≥ 0)", self.position_decay),
+            );
         }
         Ok(())
     }
@@ -340,7 +355,6 @@ impl ItemGraph {
     ) -> Result<Self> {
         let e = crate::Ease::fit(data, ease)?;
         let n = data.items.len();
-        let m = e.active.len();
         let rows: Vec<Vec<(u32, f32)>> = (0..n)
             .into_par_iter()
             .map(|i| {
@@ -348,11 +362,10 @@ impl ItemGraph {
                 if p == crate::ease::INACTIVE {
                     return Vec::new();
                 }
-                let row = &e.b[p as usize * m..(p as usize + 1) * m];
-                let mut cands: Vec<(u32, f32)> = row
-                    .iter()
-                    .enumerate()
-                    .map(|(q, &v)| (e.active[q], v))
+                let mut cands: Vec<(u32, f32)> = e
+                    .row(p as usize)
+                    .into_iter()
+                    .map(|(q, v)| (e.active[q as usize], v))
                     .collect();
                 top_row(&mut cands, config.neighbours)
             })
@@ -373,25 +386,66 @@ impl ItemGraph {
         config: &SessionConfig,
     ) -> Result<Self> {
         config.validate()?;
-        let n = data.items.len();
         let mut parts: Vec<(f32, ItemGraph)> = Vec::new();
         for (k, &w) in config.blend.iter().enumerate() {
-            if w <= 0.0 {
-                continue;
+            if w > 0.0 {
+                parts.push((w, Self::blend_member(k, rows, data, ease, config)?));
             }
-            let g = match k {
-                0 => Self::item_knn(data, config)?,
-                1 => Self::rp3beta(data, config)?,
-                2 => Self::sequential_rules(rows, data, config)?,
-                _ => Self::sparse_ease(data, ease, config)?,
-            };
-            parts.push((w, g));
         }
+        let refs: Vec<(f32, &ItemGraph)> = parts.iter().map(|(w, g)| (*w, g)).collect();
+        Ok(Self::merge(&refs, data.items.len()))
+    }
+
+    /// Member `k` of the blend (0 item-kNN, 1 RP3beta, 2 SR, 3 sparse EASE).
+    pub(crate) fn blend_member(
+        k: usize,
+        rows: &[Interaction],
+        data: &Interactions,
+        ease: &crate::EaseConfig,
+        config: &SessionConfig,
+    ) -> Result<Self> {
+        match k {
+            0 => Self::item_knn(data, config),
+            1 => Self::rp3beta(data, config),
+            2 => Self::sequential_rules(rows, data, config),
+            _ => Self::sparse_ease(data, ease, config),
+        }
+    }
+
+    /// What member `k` of the blend depends on besides the training rows and
+    /// their signal: two equal keys build the same graph (`tune` builds each
+    /// member once per key and searches the weights over them).
+    pub(crate) fn blend_member_key(
+        k: usize,
+        ease: &crate::EaseConfig,
+        config: &SessionConfig,
+    ) -> String {
+        let c = config;
+        match k {
+            0 => format!(
+                "knn {} {} {} {}",
+                c.neighbours, c.shrink, c.asymmetry, c.weighted
+            ),
+            1 => format!("rp3 {} {} {} {}", c.neighbours, c.alpha, c.beta, c.weighted),
+            2 => format!("sr {} {}", c.neighbours, c.steps),
+            _ => format!(
+                "ease {} {} {} {} {}",
+                c.neighbours, ease.lambda, ease.max_items, ease.min_users, ease.neighbours
+            ),
+        }
+    }
+
+    /// `Σ w · graph` over `parts`, each graph's rows scaled to a largest weight
+    /// of 1 first; `n` items.
+    pub(crate) fn merge(parts: &[(f32, &ItemGraph)], n: usize) -> Self {
         let merged: Vec<Vec<(u32, f32)>> = (0..n)
             .into_par_iter()
             .map(|i| {
                 let mut row: Vec<(u32, f32)> = Vec::new();
-                for (w, g) in &parts {
+                for (w, g) in parts {
+                    if i >= g.w.n_rows() {
+                        continue;
+                    }
                     let (js, vs) = g.w.row(i);
                     let max = vs.iter().fold(0f32, |a, &b| a.max(b));
                     if max > 0.0 {
@@ -410,9 +464,9 @@ impl ItemGraph {
                 out
             })
             .collect();
-        Ok(ItemGraph {
+        ItemGraph {
             w: Csr::from_rows(merged),
-        })
+        }
     }
 
     /// Adds `Σ_i w_i · W[i, ·]` into `out` (zeroed first).
@@ -443,7 +497,8 @@ impl ItemGraph {
 /// V-SKNN: the training sessions and, per item, the sessions holding it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vsknn {
-    /// Session × item (distinct items), sessions oldest first by their last row.
+    /// Session × item (distinct items, each at its last visit, in visit order),
+    /// sessions oldest first by their last row.
     pub(crate) sessions: Csr,
     /// Item × session, sessions in increasing index (oldest first).
     pub(crate) postings: Csr,
@@ -464,10 +519,17 @@ impl Vsknn {
         let mut order: Vec<usize> = (0..seqs.len()).filter(|&u| !seqs[u].is_empty()).collect();
         order.sort_by_key(|&u| (last[u], u));
         let sessions = Csr::from_rows(order.iter().map(|&u| {
-            let mut s: Vec<u32> = seqs[u].clone();
-            s.sort_unstable();
-            s.dedup();
-            s.into_iter().map(|i| (i, 1.0)).collect::<Vec<_>>()
+            // Distinct items in visit order, each where it was last seen.
+            let seq = &seqs[u];
+            let mut seen = std::collections::HashSet::new();
+            let mut s: Vec<(u32, f32)> = seq
+                .iter()
+                .rev()
+                .filter(|&&i| seen.insert(i))
+                .map(|&i| (i, 1.0))
+                .collect();
+            s.reverse();
+            s
         }));
         Ok(Self::from_sessions(sessions, data.items.len(), *config))
     }
@@ -513,9 +575,24 @@ impl Vsknn {
         let top = &mut cands[..k];
         // A fixed summation order: the same bits on every run and after a reload.
         top.sort_unstable_by_key(|c| c.0);
+        let decay = self.config.position_decay;
         for &(s, sim) in top.iter() {
-            for &j in self.sessions.row(s as usize).0 {
-                out[j as usize] += sim;
+            let items = self.sessions.row(s as usize).0;
+            if decay <= 0.0 {
+                for &j in items {
+                    out[j as usize] += sim;
+                }
+                continue;
+            }
+            // The context's most recent item that the neighbour holds.
+            let Some(q) = ctx
+                .iter()
+                .find_map(|&(i, _)| items.iter().position(|&j| j == i))
+            else {
+                continue;
+            };
+            for (p, &j) in items.iter().enumerate() {
+                out[j as usize] += sim * (-decay * p.abs_diff(q) as f32).exp();
             }
         }
     }

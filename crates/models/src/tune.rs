@@ -17,12 +17,14 @@
 //! while it improves, without bounds, then a second round at ×2 around the best.
 //! Every trial is reported, so the curve can be read.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::{cases, score, EvalOptions, Protocol};
 use crate::{
-    temporal_split, Error, Interaction, Interactions, ItemFeatures, Model, ModelKind, ModelSpec,
-    Result,
+    temporal_split, Error, Interaction, Interactions, ItemFeatures, ItemGraph, Model, ModelKind,
+    ModelSpec, Result,
 };
 
 /// Search settings.
@@ -108,6 +110,38 @@ pub fn validation_cases(
     }
 }
 
+/// A blend trained from `members`, the member graphs built so far (keyed by
+/// the signal and what each member depends on): only the missing ones are
+/// built, so a search over the weights trains nothing.
+fn blend_model(
+    rows: &[Interaction],
+    data: &Interactions,
+    spec: &ModelSpec,
+    features: Option<&ItemFeatures>,
+    members: &mut HashMap<String, ItemGraph>,
+) -> Result<Model> {
+    spec.session.validate()?;
+    let mut keys: Vec<(f32, String)> = Vec::new();
+    for (k, &w) in spec.session.blend.iter().enumerate() {
+        if w <= 0.0 {
+            continue;
+        }
+        let key = format!(
+            "{:?} {}",
+            spec.signal,
+            ItemGraph::blend_member_key(k, &spec.ease, &spec.session)
+        );
+        if !members.contains_key(&key) {
+            let g = ItemGraph::blend_member(k, rows, data, &spec.ease, &spec.session)?;
+            members.insert(key.clone(), g);
+        }
+        keys.push((w, key));
+    }
+    let parts: Vec<(f32, &ItemGraph)> = keys.iter().map(|(w, k)| (*w, &members[k])).collect();
+    let graph = ItemGraph::merge(&parts, data.items.len());
+    Model::from_graph(rows, data, spec, features, graph)
+}
+
 #[derive(Clone, Copy)]
 enum Param {
     AlsRegularization,
@@ -123,6 +157,7 @@ enum Param {
     Steps,
     Sample,
     Recency,
+    PositionDecay,
     Blend(usize),
 }
 
@@ -141,6 +176,7 @@ fn get(spec: &ModelSpec, p: Param) -> f64 {
         Param::Steps => spec.session.steps as f64,
         Param::Sample => spec.session.sample as f64,
         Param::Recency => spec.session.recency as f64,
+        Param::PositionDecay => spec.session.position_decay as f64,
         Param::Blend(k) => spec.session.blend[k] as f64,
     }
 }
@@ -160,6 +196,7 @@ fn set(spec: &mut ModelSpec, p: Param, v: f64) {
         Param::Steps => spec.session.steps = (v.round() as usize).max(1),
         Param::Sample => spec.session.sample = (v.round() as usize).max(1),
         Param::Recency => spec.session.recency = v as f32,
+        Param::PositionDecay => spec.session.position_decay = v as f32,
         Param::Blend(k) => spec.session.blend[k] = v as f32,
     }
 }
@@ -190,6 +227,7 @@ pub fn tune(
         seed: 0,
     };
     let mut trials: Vec<Trial> = Vec::new();
+    let members = std::cell::RefCell::new(HashMap::new());
     let run = |spec: &ModelSpec, trials: &mut Vec<Trial>| -> Result<f64> {
         if let Some(t) = trials.iter().find(|t| t.spec == *spec) {
             return Ok(t.ndcg10);
@@ -202,7 +240,17 @@ pub fn tune(
             rebuilt = Interactions::build(&split.train, &spec.signal)?;
             &rebuilt
         };
-        let model = Model::fit(&split.train, data, spec, features)?;
+        let model = if spec.kind == ModelKind::Blend {
+            blend_model(
+                &split.train,
+                data,
+                spec,
+                features,
+                &mut members.borrow_mut(),
+            )?
+        } else {
+            Model::fit(&split.train, data, spec, features)?
+        };
         let s = score(&model, &val, &eval_opts);
         let (ndcg10, recall20) = (s.metrics["ndcg@10"], s.metrics["recall@20"]);
         trials.push(Trial {
@@ -228,15 +276,33 @@ pub fn tune(
             Param::Recency,
         ],
         ModelKind::Sr => &[Param::Steps, Param::Recency, Param::Neighbours],
-        ModelKind::Vsknn => &[Param::Neighbours, Param::Sample, Param::Recency],
+        ModelKind::Vsknn => &[
+            Param::Neighbours,
+            Param::Sample,
+            Param::Recency,
+            Param::PositionDecay,
+        ],
+        // Weights first: a trial that moves only them (or the recency) merges
+        // the cached members, no training.
         ModelKind::Blend => &[
             Param::Blend(3),
             Param::Blend(2),
             Param::Blend(1),
             Param::Blend(0),
             Param::Recency,
+            Param::EaseLambda,
+            Param::Steps,
+            Param::Shrink,
+            Param::Rp3Beta,
+            Param::Rp3Alpha,
             Param::Neighbours,
         ],
+    };
+    // The blend's trials are cheap: finer rounds while the budget lasts.
+    let rounds: &[f64] = if base.kind == ModelKind::Blend {
+        &[4.0, 2.0, std::f64::consts::SQRT_2, 1.189_207_115]
+    } else {
+        &[4.0, 2.0]
     };
     let mut best_score = run(&best, &mut trials)?;
     // The half-life first, on a coarse scale (none, a month … three years): it
@@ -274,7 +340,23 @@ pub fn tune(
             }
         }
     }
-    'rounds: for step in [4.0f64, 2.0] {
+    // V-SKNN: plain, or STAN's positional weighting in the neighbours.
+    if base.kind == ModelKind::Vsknn {
+        let start = best;
+        for decay in [0.1f32, 0.5, 2.0] {
+            if trials.len() >= opts.max_trials {
+                break;
+            }
+            let mut cand = start;
+            cand.session.position_decay = decay;
+            let s = run(&cand, &mut trials)?;
+            if s > best_score {
+                best = cand;
+                best_score = s;
+            }
+        }
+    }
+    'rounds: for &step in rounds {
         for &p in params {
             for dir in [1.0f64, -1.0] {
                 let mut moved = false;
@@ -331,6 +413,42 @@ mod tests {
             a.best.ease.lambda > 1.0,
             "λ = 1 is far too small for 50 users per item"
         );
+    }
+
+    #[test]
+    fn the_blend_search_builds_each_member_once_and_trains_what_fit_trains() {
+        let rows = crate::tests::clustered(200, 4, 25, 13);
+        let data = Interactions::build(&rows, &crate::Signal::default()).unwrap();
+        let mut members = HashMap::new();
+        let mut spec = ModelSpec::new(ModelKind::Blend);
+        spec.session.blend = [1.0, 0.0, 2.0, 0.5];
+        let a = blend_model(&rows, &data, &spec, None, &mut members).unwrap();
+        assert_eq!(members.len(), 3, "one graph per weighted member");
+        assert!(a == Model::fit(&rows, &data, &spec, None).unwrap());
+        // Other weights and recency: no member is built again.
+        spec.session.blend = [0.25, 0.0, 4.0, 1.0];
+        spec.session.recency = 3.0;
+        let b = blend_model(&rows, &data, &spec, None, &mut members).unwrap();
+        assert_eq!(members.len(), 3);
+        assert!(b == Model::fit(&rows, &data, &spec, None).unwrap());
+        // EASE's λ: only the EASE member is new.
+        spec.ease.lambda *= 4.0;
+        blend_model(&rows, &data, &spec, None, &mut members).unwrap();
+        assert_eq!(members.len(), 4);
+    }
+
+    #[test]
+    fn blend_tuning_reaches_its_budget_and_never_ends_worse() {
+        let rows = crate::tests::clustered(200, 4, 25, 13);
+        let opts = TuneOptions {
+            seed: 1,
+            max_trials: 40,
+            ..TuneOptions::default()
+        };
+        let r = tune(&rows, &ModelSpec::new(ModelKind::Blend), None, &opts).unwrap();
+        assert_eq!(r.protocol, Protocol::Session);
+        assert!(r.trials.len() > 20, "{} trials", r.trials.len());
+        assert!(r.best_ndcg10 >= r.trials[0].ndcg10);
     }
 
     #[test]
