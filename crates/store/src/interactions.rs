@@ -179,7 +179,7 @@ impl Store {
             "SELECT user_id, item_id, timestamp, interaction_type, rating, source, synthetic,
                     quantity, origin
              FROM training_interactions
-             WHERE ?1 IS NULL OR source = ?1
+             WHERE CAST(?1 AS TEXT) IS NULL OR source = ?1
              ORDER BY timestamp, user_id, item_id, interaction_type",
             params![source.map(Source::as_str)],
             |r| f(&interaction_from_row(r)?),
@@ -212,7 +212,7 @@ impl Store {
     /// Interactions written after `created_after` (Unix ms; all when `None`).
     pub fn count_interactions_since(&self, created_after: Option<i64>) -> Result<u64> {
         Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM training_interactions WHERE ?1 IS NULL OR created_at > ?1",
+            "SELECT COUNT(*) FROM training_interactions WHERE CAST(?1 AS BIGINT) IS NULL OR created_at > ?1",
             params![created_after],
             |r| r.get::<i64>(0),
         )? as u64)

@@ -175,7 +175,7 @@ impl Store {
     pub fn job_runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<JobRun>> {
         self.conn.query_map(
             &format!(
-                "SELECT {COLUMNS} FROM job_runs WHERE ?1 IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2"
+                "SELECT {COLUMNS} FROM job_runs WHERE CAST(?1 AS TEXT) IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2"
             ),
             params![job, limit as i64],
             from_row,

@@ -148,7 +148,7 @@ impl Store {
     /// How many answers are logged (all, or of one experiment).
     pub fn count_recommendation_log(&self, experiment_id: Option<i64>) -> Result<u64> {
         let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM recommendation_log WHERE ?1 IS NULL OR experiment_id = ?1",
+            "SELECT COUNT(*) FROM recommendation_log WHERE CAST(?1 AS BIGINT) IS NULL OR experiment_id = ?1",
             params![experiment_id],
             |r| r.get(0),
         )?;
@@ -319,10 +319,11 @@ mod tests {
         assert!(store.set_catalog_rule("e3", RuleKind::Boost, -1.0).is_err());
         store
             .conn
-            .batch(
+            .execute(
                 "INSERT INTO shop_end_products (id, attributes, updated_at) VALUES
                    ('e4', '{\"status\": \"Draft\"}', 0), ('e5', '{\"published\": 0}', 0),
-                   ('e6', '{\"published\": 1}', 0), ('e7', 'not json', 0), ('e8', NULL, 0);",
+                   ('e6', '{\"published\": 1}', 0), ('e7', 'not json', 0), ('e8', NULL, 0)",
+                crate::sql::params![],
             )
             .unwrap();
         assert_eq!(store.hidden_items().unwrap(), ["e1", "e4", "e5"]);

@@ -74,6 +74,7 @@ pub(crate) enum OwnedValue {
     Int(i64),
     Real(f64),
     Text(String),
+    Blob(Vec<u8>),
 }
 
 impl ToParam for OwnedValue {
@@ -83,6 +84,7 @@ impl ToParam for OwnedValue {
             OwnedValue::Int(i) => Value::Int(*i),
             OwnedValue::Real(r) => Value::Real(*r),
             OwnedValue::Text(s) => Value::Text(s),
+            OwnedValue::Blob(b) => Value::Blob(b),
         }
     }
 }
@@ -129,6 +131,29 @@ impl Row<'_> {
         })
     }
 
+    /// How many columns the row has.
+    pub fn len(&self) -> usize {
+        match self {
+            Row::Sqlite(row) => row.as_ref().column_count(),
+            Row::Postgres(row) => row.len(),
+        }
+    }
+
+    /// Column `idx` as whatever it holds, copied out of the row.
+    pub fn owned(&self, idx: usize) -> Result<OwnedValue> {
+        let value = match self {
+            Row::Sqlite(row) => sqlite::value(row, idx)?,
+            Row::Postgres(row) => postgres::value(row, idx)?,
+        };
+        Ok(match value {
+            Value::Null => OwnedValue::Null,
+            Value::Int(i) => OwnedValue::Int(i),
+            Value::Real(r) => OwnedValue::Real(r),
+            Value::Text(s) => OwnedValue::Text(s.to_owned()),
+            Value::Blob(b) => OwnedValue::Blob(b.to_vec()),
+        })
+    }
+
     /// Column `idx` as text borrowed from the row (large scans: no copy).
     pub fn text(&self, idx: usize) -> Result<&str> {
         let value = match self {
@@ -159,14 +184,6 @@ impl Conn {
         match self {
             Conn::Sqlite(c) => c.execute(sql, params),
             Conn::Postgres(c) => c.execute(sql, params),
-        }
-    }
-
-    /// Runs several statements without parameters (DDL, pragmas).
-    pub fn batch(&self, sql: &str) -> Result<()> {
-        match self {
-            Conn::Sqlite(c) => c.batch(sql),
-            Conn::Postgres(c) => c.batch(sql),
         }
     }
 
@@ -257,9 +274,20 @@ impl Conn {
         })
     }
 
+    /// Whether a transaction is open (what the next statement joins).
+    #[cfg(test)]
+    fn in_transaction(&self) -> bool {
+        match self {
+            Conn::Sqlite(c) => c.in_transaction(),
+            Conn::Postgres(c) => c.in_transaction(),
+        }
+    }
+
     fn end(&self, commit: bool) -> Result<()> {
-        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
-        self.batch(sql)
+        match self {
+            Conn::Sqlite(c) => c.end(commit),
+            Conn::Postgres(c) => c.end(commit),
+        }
     }
 }
 
@@ -521,6 +549,27 @@ pub(crate) fn numbered_placeholders(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_committed_or_dropped_transaction_leaves_the_connection_outside_one() {
+        let pg = crate::testing::postgres();
+        for store in [
+            crate::Store::open_in_memory().unwrap(),
+            crate::Store::connect(pg.url()).unwrap(),
+        ] {
+            let conn = &store.conn;
+            let tx = conn.transaction().unwrap();
+            tx.execute("DELETE FROM state", params![]).unwrap();
+            assert!(conn.in_transaction());
+            tx.commit().unwrap();
+            assert!(!conn.in_transaction(), "{:?}", conn.dialect());
+            drop(conn.snapshot().unwrap());
+            assert!(!conn.in_transaction(), "{:?}", conn.dialect());
+            // A lone statement is its own transaction (on PostgreSQL, with the writers' lock).
+            conn.execute("DELETE FROM state", params![]).unwrap();
+            assert!(!conn.in_transaction(), "{:?}", conn.dialect());
+        }
+    }
 
     #[test]
     fn placeholders_are_numbered_outside_quotes() {

@@ -10,8 +10,10 @@
 //! never wait for it. Group commits keep the writers' turns few.
 //!
 //! The client is the synchronous `postgres` crate: a `Store` is one connection
-//! owned by one thread, as with SQLite. It must not be called from an async
-//! task (the server calls the store from its own threads or `spawn_blocking`).
+//! owned by one thread, as with SQLite. That client drives its socket with a
+//! runtime of its own, which tokio refuses to start on a thread already
+//! running async tasks; every call into it goes through [`off_runtime`], so a
+//! command's `async fn` may use the store as it does the SQLite one.
 
 mod migrations;
 
@@ -41,7 +43,8 @@ type BoxError = Box<dyn StdError + Sync + Send>;
 /// A PostgreSQL connection.
 pub(crate) struct Postgres {
     url: String,
-    client: RefCell<Client>,
+    /// `None` only while dropping (see `Drop`).
+    client: RefCell<Option<Client>>,
     statements: RefCell<HashMap<String, Statement>>,
     in_transaction: RefCell<bool>,
 }
@@ -66,13 +69,13 @@ impl Postgres {
     }
 
     fn connect_only(url: &str) -> Result<Self> {
-        let client = Client::connect(url, NoTls).map_err(|e| Error::Open {
+        let client = off_runtime(|| Client::connect(url, NoTls)).map_err(|e| Error::Open {
             target: redacted(url),
             reason: describe(&e),
         })?;
         Ok(Postgres {
             url: url.to_owned(),
-            client: RefCell::new(client),
+            client: RefCell::new(Some(client)),
             statements: RefCell::new(HashMap::new()),
             in_transaction: RefCell::new(false),
         })
@@ -136,20 +139,26 @@ impl Postgres {
         Ok(out)
     }
 
-    fn client(&self) -> Result<std::cell::RefMut<'_, Client>> {
-        self.client
+    /// Runs `f` on the client, off any async runtime (see the module's text).
+    fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let mut client = self
+            .client
             .try_borrow_mut()
-            .map_err(|_| Error::Query("a query was started inside another query's rows".into()))
+            .map_err(|_| Error::Query("a query was started inside another query's rows".into()))?;
+        let client = client
+            .as_mut()
+            .ok_or_else(|| Error::Query("the connection is closing".into()))?;
+        off_runtime(|| f(client)).map_err(map)
     }
 
     fn prepare(&self, sql: &str) -> Result<Statement> {
         if let Some(stmt) = self.statements.borrow().get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self
-            .client()?
-            .prepare(&numbered_placeholders(sql))
-            .map_err(map)?;
+        let stmt = self.with_client(|c| c.prepare(&numbered_placeholders(sql)))?;
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), stmt.clone());
@@ -174,12 +183,12 @@ impl Postgres {
         let binds: Vec<Bind> = params.iter().map(|p| Bind(p.param())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> =
             binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        let n = self.client()?.execute(&stmt, &refs).map_err(map)?;
+        let n = self.with_client(|c| c.execute(&stmt, &refs))?;
         Ok(n as usize)
     }
 
     pub fn batch(&self, sql: &str) -> Result<()> {
-        self.client()?.batch_execute(sql).map_err(map)
+        self.with_client(|c| c.batch_execute(sql))
     }
 
     pub fn query_each(
@@ -191,15 +200,14 @@ impl Postgres {
         let stmt = self.prepare(sql)?;
         let binds: Vec<Bind> = params.iter().map(|p| Bind(p.param())).collect();
         // Collected before `f` runs: `f` may query the same connection.
-        let rows = {
-            let mut client = self.client()?;
-            let mut it = client.query_raw(&stmt, binds.iter()).map_err(map)?;
+        let rows = self.with_client(|c| {
+            let mut it = c.query_raw(&stmt, binds.iter())?;
             let mut rows = Vec::new();
-            while let Some(row) = it.next().map_err(map)? {
+            while let Some(row) = it.next()? {
                 rows.push(row);
             }
-            rows
-        };
+            Ok(rows)
+        })?;
         for row in &rows {
             f(&Row::Postgres(row))?;
         }
@@ -222,9 +230,38 @@ impl Postgres {
         Ok(())
     }
 
+    #[cfg(test)]
+    pub fn in_transaction(&self) -> bool {
+        *self.in_transaction.borrow()
+    }
+
     pub fn end(&self, commit: bool) -> Result<()> {
         *self.in_transaction.borrow_mut() = false;
         self.batch(if commit { "COMMIT" } else { "ROLLBACK" })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Closing the connection blocks on the client's runtime too.
+        if let Some(client) = self.client.get_mut().take() {
+            off_runtime(move || drop(client));
+        }
+    }
+}
+
+/// Runs `f`, which blocks on the `postgres` client's own runtime, where that
+/// is allowed: as is on a plain thread (the server's store threads,
+/// `spawn_blocking`), through `block_in_place` on a multi-threaded runtime's
+/// worker (a command's `async fn`). A current-thread runtime cannot give its
+/// thread up: the client then says so itself, loudly.
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

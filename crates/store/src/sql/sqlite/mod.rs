@@ -164,6 +164,15 @@ impl Sqlite {
         };
         self.conn.execute_batch(sql).map_err(map)
     }
+
+    #[cfg(test)]
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    pub fn end(&self, commit: bool) -> Result<()> {
+        self.batch(if commit { "COMMIT" } else { "ROLLBACK" })
+    }
 }
 
 fn bind<'p>(params: &'p [&'p dyn ToParam]) -> impl rusqlite::Params + 'p {
