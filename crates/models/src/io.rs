@@ -212,7 +212,9 @@ impl Model {
             ),
             ("reference_ts".to_string(), self.reference_ts.to_string()),
         ]);
-        safetensors::serialize(views, Some(meta)).map_err(|e| Error::Artifact(e.to_string()))
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::Artifact(e.to_string()))?;
+        Ok(canonical_header(bytes))
     }
 
     /// A model from [`Model::to_bytes`]' output.
@@ -467,4 +469,40 @@ impl Model {
             reference_ts,
         })
     }
+}
+
+/// The same safetensors file with its header's keys in sorted order.
+/// `safetensors` writes the metadata from a `HashMap`, in an order that
+/// changes from process to process; sorted, the same model is the same bytes
+/// (a model trained twice on the same data, or on a copied store, compares
+/// equal by checksum). The header keeps its length, so the data's offsets hold.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    use std::collections::BTreeMap;
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return bytes;
+    };
+    let Ok(mut parsed) = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(header)
+    else {
+        return bytes;
+    };
+    if let Some(meta) = parsed.get_mut("__metadata__") {
+        if let Ok(sorted) = serde_json::from_value::<BTreeMap<String, String>>(meta.clone()) {
+            *meta = serde_json::to_value(sorted).expect("strings serialise");
+        }
+    }
+    let Ok(mut sorted) = serde_json::to_vec(&parsed) else {
+        return bytes;
+    };
+    if sorted.len() > len {
+        return bytes;
+    }
+    sorted.resize(len, b' ');
+    bytes[8..8 + len].copy_from_slice(&sorted);
+    bytes
 }

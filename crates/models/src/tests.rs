@@ -308,6 +308,10 @@ fn reloaded_models_score_bit_for_bit_the_same() {
             assert!(model.ease().unwrap().is_sparse(), "above max_items: sparse");
         }
         let bytes = model.to_bytes().unwrap();
+        // The same model is the same bytes (checksums compare models across stores).
+        for _ in 0..4 {
+            assert!(model.to_bytes().unwrap() == bytes, "{kind}: bytes differ");
+        }
         let back = Model::from_bytes(&bytes).unwrap();
         assert!(back == model, "{kind}: reloaded model differs");
         let history = vec![
