@@ -187,6 +187,30 @@ pub enum Command {
     /// events and training interactions in one transaction, and says how many rows
     /// of each table. Example: manirec forget --user ana@example.com
     Forget(ForgetArgs),
+    /// Move the shop between databases (from the embedded SQLite file to
+    /// PostgreSQL, say).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every table of the configured store into another database.
+    ///
+    /// Reads one consistent snapshot of the store MANIREC_DATABASE_URL names
+    /// (serve may keep running), creates the schema in the target when it is
+    /// new, upserts every row by its key (run it again to bring what arrived
+    /// since: nothing doubles), keeps every id, and ends by comparing each
+    /// table's row count on both sides; a target that holds another shop's rows
+    /// fails there. Datasets and models stay in the object store: point the new
+    /// deployment's MANIREC_OBJECT_STORE at the same place.
+    ///
+    /// Example: manirec store copy --to postgres://manirec:secret@db.internal/manirec
+    Copy {
+        /// The target database: postgres://USER:PASSWORD@HOST:PORT/DB or sqlite://PATH.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -163,29 +163,9 @@ impl Settings {
         })
     }
 
-    /// Opens the configured database: `sqlite://PATH` (the default, in the
-    /// data folder) or `postgres://USER:PASSWORD@HOST:PORT/DB`.
+    /// Opens the configured database (see [`open_database`]).
     pub fn open_store(&self) -> Result<Store> {
-        let url = &self.database_url;
-        let url = match url.strip_prefix("sqlite:").filter(|p| !p.starts_with("//")) {
-            Some(path) => format!("sqlite://{path}"),
-            None => url.clone(),
-        };
-        if !(url.starts_with("sqlite://")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
-            bail!(
-                "MANIREC_DATABASE_URL {:?} is neither sqlite://PATH nor postgres://USER:PASSWORD@HOST/DB",
-                self.database_url
-            );
-        }
-        Store::connect(&url).with_context(|| {
-            format!(
-                "opening the database (MANIREC_DATABASE_URL {})",
-                manirec_store::redacted_url(&url)
-            )
-        })
+        open_database(&self.database_url).context("check MANIREC_DATABASE_URL")
     }
 
     /// Opens the configured object store.
@@ -289,4 +269,25 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// Opens a database by URL: `sqlite://PATH` (also `sqlite:PATH`) or
+/// `postgres://USER:PASSWORD@HOST:PORT/DB`, migrating it to this build's schema.
+pub fn open_database(url: &str) -> Result<Store> {
+    let normalised = match url.strip_prefix("sqlite:").filter(|p| !p.starts_with("//")) {
+        Some(path) => format!("sqlite://{path}"),
+        None => url.to_string(),
+    };
+    if !(normalised.starts_with("sqlite://")
+        || normalised.starts_with("postgres://")
+        || normalised.starts_with("postgresql://"))
+    {
+        bail!("database URL {url:?} is neither sqlite://PATH nor postgres://USER:PASSWORD@HOST/DB");
+    }
+    Store::connect(&normalised).with_context(|| {
+        format!(
+            "opening the database {}",
+            manirec_store::redacted_url(&normalised)
+        )
+    })
 }

@@ -106,7 +106,7 @@ fn sound_rows_land_and_every_bad_row_is_counted_with_its_reason() {
         .db()
         .query_row(
             "SELECT attributes FROM shop_base_products WHERE id = '1'",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();

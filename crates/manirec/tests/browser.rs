@@ -79,7 +79,7 @@ fn page_clicks_arrive_and_leaving_the_page_flushes_the_last_batch() {
             .db()
             .prepare("SELECT event_type, product_id, request_id, session_id, device_id FROM behavior_events ORDER BY seq")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_map(&[], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

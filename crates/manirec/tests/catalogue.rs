@@ -118,7 +118,7 @@ fn a_new_design_by_webhook_is_recommended_without_a_retrain() {
             "SELECT category_id, price, (SELECT COUNT(*) FROM webhook_deliveries
                      WHERE delivery_id = 'p-1' AND outcome = 'applied')
              FROM shop_end_products WHERE id = 'e-new'",
-            [],
+            &[],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
@@ -176,7 +176,7 @@ fn a_new_design_by_webhook_is_recommended_without_a_retrain() {
         .db()
         .query_row(
             "SELECT title FROM shop_end_products WHERE id = 'e-new'",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();

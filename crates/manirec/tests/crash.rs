@@ -19,7 +19,7 @@ fn kill_9_during_retrain_run_is_followed_by_a_retrain_run_that_runs() {
         d.db()
             .query_row(
                 "SELECT id FROM job_runs WHERE job = 'retrain' AND status = 'running'",
-                [],
+                &[],
                 |r| r.get(0),
             )
             .ok()
@@ -53,7 +53,7 @@ fn kill_9_during_retrain_run_is_followed_by_a_retrain_run_that_runs() {
         .db()
         .query_row(
             "SELECT status, error FROM job_runs WHERE id = ?1",
-            [killed],
+            &[killed.into()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();

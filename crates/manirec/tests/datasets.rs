@@ -253,7 +253,7 @@ fn rebuilding_gives_the_same_and_versions_follow_the_design() {
         .db()
         .query_row(
             "SELECT COUNT(*) FROM dataset_versions WHERE status = 'ready'",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();

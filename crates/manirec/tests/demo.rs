@@ -69,7 +69,7 @@ fn the_demo_runs_every_stage_and_a_rerun_changes_nothing() {
         .query_row(
             "SELECT COUNT(*) FROM (SELECT user_id FROM training_interactions
               WHERE interaction_type = 'purchase' GROUP BY user_id HAVING COUNT(DISTINCT origin) > 1)",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();
@@ -81,7 +81,7 @@ fn the_demo_runs_every_stage_and_a_rerun_changes_nothing() {
         .query_row(
             "SELECT (SELECT COUNT(*) FROM training_interactions WHERE user_id LIKE '%@%')
                   + (SELECT COUNT(*) FROM behavior_events WHERE user_id LIKE '%@%')",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();

@@ -314,7 +314,7 @@ fn a_user_id_counts_only_with_its_signed_token() {
         let mut stmt = db
             .prepare("SELECT user_id FROM behavior_events ORDER BY event_id")
             .unwrap();
-        stmt.query_map([], |r| r.get(0))
+        stmt.query_map(&[], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()

@@ -95,7 +95,7 @@ fn a_batch_keeps_its_valid_members_and_names_the_invalid_ones() {
         .db()
         .prepare("SELECT user_id FROM behavior_events")
         .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map(&[], |r| r.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -107,7 +107,7 @@ fn a_batch_keeps_its_valid_members_and_names_the_invalid_ones() {
         .db()
         .query_row(
             "SELECT COUNT(*) FROM behavior_events WHERE event_type = 'wishlist_share'",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();
@@ -146,7 +146,7 @@ fn sync_moves_every_event_exactly_once_and_stitches_anonymous_history() {
         .db()
         .query_row(
             "SELECT COUNT(*) FROM training_interactions WHERE user_id = 'session:s9'",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();
@@ -182,7 +182,7 @@ fn sync_moves_every_event_exactly_once_and_stitches_anonymous_history() {
         .db()
         .prepare("SELECT user_id, COUNT(*) FROM training_interactions GROUP BY 1 ORDER BY 1")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map(&[], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -249,7 +249,7 @@ fn kill_9_under_concurrent_load_loses_no_acknowledged_event() {
         .db()
         .prepare("SELECT event_id FROM behavior_events")
         .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map(&[], |r| r.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::{textbook_shop, DataDir};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 fn now() -> i64 {
@@ -60,13 +60,13 @@ fn insert_event(d: &DataDir, id: &str, user: Option<&str>, session: &str, ts_ms:
         .execute(
             "INSERT INTO behavior_events (event_id, event_type, product_id, user_id, session_id,
                  timestamp_ms, received_at) VALUES (?1, 'product_view', 'p1', ?2, ?3, ?4, ?4)",
-            rusqlite::params![id, user, session, ts_ms],
+            &[json!(id), json!(user), json!(session), json!(ts_ms)],
         )
         .unwrap();
 }
 
 fn count(d: &DataDir, sql: &str) -> i64 {
-    d.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    d.db().query_row(sql, &[], |r| r.get(0)).unwrap()
 }
 
 #[test]
@@ -271,7 +271,7 @@ fn forget_deletes_one_customer_everywhere_and_nothing_else() {
         .db()
         .query_row(
             "SELECT user_id FROM training_interactions WHERE origin = 'order:11218-00000001' LIMIT 1",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();

@@ -193,14 +193,14 @@ fn reimporting_an_updated_shop_updates_rows_and_extract_follows() {
     assert_eq!(r["changes"]["base_products"]["updated"], 1);
     let counts: i64 = d
         .db()
-        .query_row("SELECT COUNT(*) FROM shop_orders", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM shop_orders", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(counts, 5, "no duplicated orders");
     let items: i64 = d
         .db()
         .query_row(
             "SELECT COUNT(*) FROM shop_order_items WHERE order_id = '11218-00000003'",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();

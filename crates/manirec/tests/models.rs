@@ -162,7 +162,7 @@ fn train_register_promote_evaluate_and_dump() {
         d.db()
             .query_row(
                 "SELECT value FROM state WHERE key = 'training.last_at'",
-                [],
+                &[],
                 |r| r.get(0),
             )
             .unwrap()

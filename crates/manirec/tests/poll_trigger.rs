@@ -69,7 +69,7 @@ fn the_poll_pages_through_updated_orders_and_repeats_change_nothing() {
         .db()
         .query_row(
             "SELECT COUNT(*) FROM training_interactions WHERE interaction_type = 'purchase'",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();

@@ -128,7 +128,7 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
         .db()
         .query_row(
             "SELECT user_id, items FROM recommendation_log WHERE request_id = ?1",
-            [last["request_id"].as_str().unwrap()],
+            &[last["request_id"].clone()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
@@ -140,7 +140,7 @@ fn customers_get_unbought_items_strangers_get_popular_ones() {
     );
     let answers: i64 = d
         .db()
-        .query_row("SELECT COUNT(*) FROM recommendation_log", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM recommendation_log", &[], |r| r.get(0))
         .unwrap();
     assert!(answers >= 6, "{answers} answers logged");
 }

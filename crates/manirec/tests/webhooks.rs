@@ -61,7 +61,7 @@ fn rows(d: &DataDir) -> Vec<(String, String, String, bool)> {
     d.db()
         .prepare("SELECT user_id, item_id, interaction_type, synthetic FROM training_interactions WHERE source = 'webhook' ORDER BY 1, 2, 3")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_map(&[], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
@@ -94,7 +94,7 @@ fn signed_paid_orders_land_once_whatever_the_redeliveries_and_topics() {
             "SELECT p.timestamp, v.timestamp FROM training_interactions p JOIN training_interactions v
                ON v.item_id = p.item_id AND v.interaction_type = 'view'
              WHERE p.interaction_type = 'purchase' LIMIT 1",
-            [],
+            &[],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
@@ -135,14 +135,14 @@ fn signed_paid_orders_land_once_whatever_the_redeliveries_and_topics() {
         .db()
         .query_row(
             "SELECT financial_status FROM shop_orders WHERE order_id = '11218-00000042'",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();
     assert_eq!(status, "refunded");
     let deliveries: i64 = d
         .db()
-        .query_row("SELECT COUNT(*) FROM webhook_deliveries", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM webhook_deliveries", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(deliveries, 5);
 }
@@ -217,7 +217,7 @@ fn forged_missing_tampered_garbage_and_huge_requests_are_refused_precisely() {
     assert_eq!(health.status(), 200);
     let orders: i64 = d
         .db()
-        .query_row("SELECT COUNT(*) FROM shop_orders", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM shop_orders", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(orders, 0);
     let metrics = Client::new()

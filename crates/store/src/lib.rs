@@ -16,6 +16,7 @@
 //! artifact, metrics and status (candidate, active, retired).
 #![deny(missing_docs)]
 
+mod copy;
 mod datasets;
 mod db;
 mod error;
@@ -35,6 +36,7 @@ mod sync;
 pub mod testing;
 mod webhooks;
 
+pub use copy::{CopyReport, TableCopy};
 pub use datasets::{DatasetVersion, ScanFilter, ScanStats, TrainingRow, REFUNDED_STATUSES};
 pub use db::{Store, TableCounts};
 pub use error::{Error, Result};

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use postgres::{Client, NoTls};
 
+use crate::sql::{OwnedValue, ToParam};
+use crate::{Result, Store};
+
 /// The variable naming the PostgreSQL server tests create their databases on.
 pub const SERVER_VAR: &str = "MANIREC_TEST_POSTGRES_URL";
 
@@ -68,4 +71,40 @@ impl Drop for TestDatabase {
             ));
         }
     }
+}
+
+/// Every row `sql` returns on the store at `url`, each as a JSON array of its
+/// columns (integers, reals, text, null; bytes as an array of numbers): for
+/// tests that look into the database the same way on either engine. `?N`
+/// placeholders take `params` (strings, integers, reals, null).
+pub fn query(url: &str, sql: &str, params: &[serde_json::Value]) -> Result<Vec<serde_json::Value>> {
+    let store = Store::connect(url)?;
+    let owned: Vec<OwnedValue> = params
+        .iter()
+        .map(|p| match p {
+            serde_json::Value::Null => OwnedValue::Null,
+            serde_json::Value::Bool(b) => OwnedValue::Int(i64::from(*b)),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => OwnedValue::Int(i),
+                None => OwnedValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => OwnedValue::Text(s.clone()),
+            other => OwnedValue::Text(other.to_string()),
+        })
+        .collect();
+    let refs: Vec<&dyn ToParam> = owned.iter().map(|v| v as &dyn ToParam).collect();
+    store.conn.query_map(sql, &refs, |row| {
+        let columns = (0..row.len())
+            .map(|i| {
+                Ok(match row.owned(i)? {
+                    OwnedValue::Null => serde_json::Value::Null,
+                    OwnedValue::Int(i) => i.into(),
+                    OwnedValue::Real(r) => r.into(),
+                    OwnedValue::Text(s) => s.into(),
+                    OwnedValue::Blob(b) => b.into(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(serde_json::Value::Array(columns))
+    })
 }

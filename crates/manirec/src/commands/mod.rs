@@ -12,6 +12,7 @@ mod import;
 mod live;
 mod models;
 mod report;
+mod store;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -28,12 +29,23 @@ pub struct Context {
 impl Context {
     /// Prints a command's result: its JSON summary, or the text for a person.
     pub fn print(&self, summary: &impl Serialize, human: impl FnOnce() -> String) -> Result<()> {
-        if self.json {
-            println!("{}", serde_json::to_string(summary)?);
+        let text = if self.json {
+            serde_json::to_string(summary)? + "\n"
         } else {
-            print!("{}", human());
-        }
-        Ok(())
+            human()
+        };
+        emit(&text)
+    }
+}
+
+/// Writes to stdout; a reader that went away (`manirec … | head`) is not an
+/// error worth a panic.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => Ok(written?),
     }
 }
 
@@ -66,5 +78,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Experiment(command) => experiment::run(&ctx, command),
         Command::Rule(command) => experiment::rule(&ctx, command),
         Command::Runs(args) => experiment::runs(&ctx, args),
+        Command::Store(command) => store::run(&ctx, command),
     }
 }

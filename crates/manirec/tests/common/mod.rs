@@ -18,13 +18,39 @@ pub type Row = (String, String, f64, i64, String, String, bool, i64);
 
 pub struct DataDir {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database this data dir's store lives in, when not the
+    /// default SQLite file (dropped with it).
+    pub postgres: Option<manirec_store::testing::TestDatabase>,
 }
 
 impl DataDir {
     pub fn new() -> Self {
         DataDir {
             dir: tempfile::tempdir().unwrap(),
+            postgres: None,
         }
+    }
+
+    /// A data dir whose store is a fresh database on the test PostgreSQL
+    /// server (`MANIREC_TEST_POSTGRES_URL`, which `scripts/test` sets).
+    pub fn on_postgres() -> Self {
+        DataDir {
+            dir: tempfile::tempdir().unwrap(),
+            postgres: Some(manirec_store::testing::postgres()),
+        }
+    }
+
+    /// The store's URL, as MANIREC_DATABASE_URL would name it.
+    pub fn database_url(&self) -> String {
+        match &self.postgres {
+            Some(db) => db.url().to_string(),
+            None => format!("sqlite://{}", self.path().join("data/manirec.db").display()),
+        }
+    }
+
+    /// The store, opened in this process.
+    pub fn store(&self) -> manirec_store::Store {
+        manirec_store::Store::connect(&self.database_url()).unwrap()
     }
 
     pub fn path(&self) -> &Path {
@@ -40,6 +66,9 @@ impl DataDir {
             .env_remove("MANIREC_DATA_DIR")
             .env_remove("MANIREC_DATABASE_URL")
             .env_remove("MANIREC_OBJECT_STORE");
+        if let Some(db) = &self.postgres {
+            cmd.env("MANIREC_DATABASE_URL", db.url());
+        }
         cmd
     }
 
@@ -70,8 +99,11 @@ impl DataDir {
         out
     }
 
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.path().join("data/manirec.db")).unwrap()
+    /// The store's tables, read the same way on SQLite and PostgreSQL.
+    pub fn db(&self) -> TestDb {
+        TestDb {
+            url: self.database_url(),
+        }
     }
 
     /// Every training interaction, sorted, as comparable tuples.
@@ -83,7 +115,7 @@ impl DataDir {
                  FROM training_interactions ORDER BY user_id, item_id, timestamp, interaction_type",
             )
             .unwrap();
-        stmt.query_map([], |r| {
+        stmt.query_map(&[], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -98,6 +130,81 @@ impl DataDir {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+    }
+}
+
+/// A data dir's store, for tests that look into its tables: SQL in the
+/// subset both engines read alike, `?N` placeholders, columns read back by
+/// index as any `Deserialize` type (an integer 0/1 reads as a bool too).
+/// Shaped like rusqlite's API, so a test reads as it would on SQLite.
+pub struct TestDb {
+    url: String,
+}
+
+/// One row of a [`TestDb`] query.
+pub struct TestRow(Vec<Value>);
+
+impl TestRow {
+    pub fn get<T: serde::de::DeserializeOwned>(&self, idx: usize) -> Result<T, serde_json::Error> {
+        let v = self.0.get(idx).cloned().unwrap_or(Value::Null);
+        serde_json::from_value(v.clone()).or_else(|e| match v.as_i64() {
+            Some(b @ (0 | 1)) => serde_json::from_value(Value::Bool(b == 1)).map_err(|_| e),
+            _ => Err(e),
+        })
+    }
+}
+
+/// A prepared query of a [`TestDb`].
+pub struct TestStatement<'a> {
+    db: &'a TestDb,
+    sql: String,
+}
+
+impl TestDb {
+    fn rows(&self, sql: &str, params: &[Value]) -> Result<Vec<TestRow>, String> {
+        manirec_store::testing::query(&self.url, sql, params)
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|r| match r {
+                        Value::Array(columns) => TestRow(columns),
+                        other => TestRow(vec![other]),
+                    })
+                    .collect()
+            })
+            .map_err(|e| format!("{sql}: {e}"))
+    }
+
+    pub fn query_row<T>(
+        &self,
+        sql: &str,
+        params: &[Value],
+        f: impl FnOnce(&TestRow) -> Result<T, serde_json::Error>,
+    ) -> Result<T, String> {
+        let rows = self.rows(sql, params)?;
+        let row = rows.first().ok_or_else(|| format!("{sql}: no row"))?;
+        f(row).map_err(|e| format!("{sql}: {e}"))
+    }
+
+    pub fn execute(&self, sql: &str, params: &[Value]) -> Result<usize, String> {
+        self.rows(sql, params).map(|r| r.len())
+    }
+
+    pub fn prepare(&self, sql: &str) -> Result<TestStatement<'_>, String> {
+        Ok(TestStatement {
+            db: self,
+            sql: sql.to_owned(),
+        })
+    }
+}
+
+impl TestStatement<'_> {
+    pub fn query_map<T>(
+        &mut self,
+        params: &[Value],
+        mut f: impl FnMut(&TestRow) -> Result<T, serde_json::Error>,
+    ) -> Result<std::vec::IntoIter<Result<T, serde_json::Error>>, String> {
+        let rows = self.db.rows(&self.sql, params)?;
+        Ok(rows.iter().map(&mut f).collect::<Vec<_>>().into_iter())
     }
 }
 
