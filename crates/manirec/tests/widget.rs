@@ -106,11 +106,7 @@ fn details_add_title_image_price_and_link_and_a_bad_value_is_a_400() {
                 let id = item["item_id"].as_str().unwrap();
                 let (title, handle) = catalogue[id];
                 assert_eq!(item["title"], title, "{item}");
-                assert_eq!(
-                    item["url"],
-                    format!("/p/{handle}?id={}", id.replace('-', "-")),
-                    "{item}"
-                );
+                assert_eq!(item["url"], format!("/p/{handle}?id={id}"), "{item}");
                 assert!(item["price"].as_f64().unwrap() > 0.0, "{item}");
                 // End products have pictures; base products have none, and say nothing.
                 if id.starts_with("e-") {
@@ -277,8 +273,19 @@ fn a_block_renders_cards_from_the_catalogue_and_a_click_is_attributed() {
              setTimeout(function () { document.querySelector("#recs .manirec-card").click(); }, 300);
            });"##,
     );
+    // Cards drawn by the page: the global hook, and a block's own template.
+    let hook = format!(
+        r##"<!doctype html><html><body>
+        <div id="hooked" data-manirec-block="popular" data-k="2"></div>
+        <div id="templated" data-manirec-block="similar" data-item="e-a" data-k="2"><template data-manirec-card><a class="mine" href="{{{{url}}}}"><b>{{{{title}}}}</b> <i>{{{{price}}}}</i></a></template></div>
+        <script src="{manirec}/sdk.js" data-endpoint="{manirec}"></script>
+        <script>manirec.renderCard = function (item) {{ return '<p class="hooked">' + item.title.toUpperCase() + '</p>'; }};</script>
+        </body></html>"##
+    );
     let shop = Stub::start(move |seen| {
-        if seen.target.starts_with("/p/") {
+        if seen.target.starts_with("/hook") {
+            (200, hook.clone())
+        } else if seen.target.starts_with("/p/") {
             (200, "<!doctype html><p>a product page</p>".to_owned())
         } else if seen.target.contains("click") {
             (200, click.clone())
@@ -309,6 +316,30 @@ fn a_block_renders_cards_from_the_catalogue_and_a_click_is_attributed() {
         "{dom}"
     );
     assert!(dom.contains("Our own shop"));
+
+    // The page's own cards: the hook's for the plain block, the template's for its block.
+    let dom = chromium(&format!("{}/hook.html", shop.base), &["--dump-dom"]);
+    let first = popular[0].as_str();
+    let upper = catalogue[first].0.to_uppercase();
+    assert!(
+        dom.contains(&format!(
+            r#"<p class="hooked" data-manirec-product="{first}" data-manirec-request="r-"#
+        )) && dom.contains(&format!(">{upper}</p>")),
+        "{dom}"
+    );
+    let similar = item_ids(&s.get_json("/v1/items/e-a/similar?k=2").1);
+    assert_eq!(similar.len(), 2);
+    for id in &similar {
+        let (title, handle) = catalogue[id.as_str()];
+        assert!(
+            dom.contains(&format!(
+                r#"<a class="mine" href="/p/{handle}?id={id}" data-manirec-product="{id}""#
+            )) && dom.contains(&format!("<b>{title}</b>")),
+            "{dom}"
+        );
+    }
+    assert!(dom.contains("<template data-manirec-card>"), "{dom}");
+    assert!(!dom.contains(r#"class="manirec-card""#), "{dom}");
 
     // The screenshot: the block's region holds ink and the pictures' red.
     let shot = screenshot(&format!("{}/view.html", shop.base));
