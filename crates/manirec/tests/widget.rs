@@ -277,6 +277,7 @@ fn a_block_renders_cards_from_the_catalogue_and_a_click_is_attributed() {
     let hook = format!(
         r##"<!doctype html><html><body>
         <div id="hooked" data-manirec-block="popular" data-k="2"></div>
+        <div id="foryou" data-manirec-block="for-you" data-k="2"></div>
         <div id="templated" data-manirec-block="popular" data-k="2"><template data-manirec-card><a class="mine" href="{{{{url}}}}"><b>{{{{title}}}}</b> <i>{{{{price}}}}</i></a></template></div>
         <script src="{manirec}/sdk.js" data-endpoint="{manirec}"></script>
         <script>manirec.renderCard = function (item) {{ return '<p class="hooked">' + item.title.toUpperCase() + '</p>'; }};</script>
@@ -338,6 +339,22 @@ fn a_block_renders_cards_from_the_catalogue_and_a_click_is_attributed() {
     }
     assert!(dom.contains(r#"<template data-manirec-card="">"#), "{dom}");
     assert!(!dom.contains(r#"class="manirec-card""#), "{dom}");
+    // for-you asks with the SDK's session id (a fresh visitor: answered all the
+    // same), with details: the hook drew its cards.
+    assert!(
+        dom.contains(&format!(
+            r#"<p class="hooked" data-manirec-product="{first}" data-manirec-request="r-"#
+        ))
+        .then(|| dom
+            .matches(r#"<p class="hooked" data-manirec-product="#)
+            .count())
+            == Some(4),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<div id="foryou" data-manirec-block="for-you" data-k="2" data-manirec-state="rendered""#),
+        "{dom}"
+    );
 
     // The screenshot: the block's region holds ink and the pictures' red.
     let shot = screenshot(&format!("{}/view.html", shop.base));

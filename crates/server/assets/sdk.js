@@ -155,7 +155,7 @@
       if (userId && cfg.userToken) {
         q += "&user_id=" + encodeURIComponent(userId) + "&user_token=" + encodeURIComponent(cfg.userToken);
       }
-      return "/v1/recommendations?" + q;
+      return "/v1/recommendations?" + q + "&";
     },
     similar: function (block) {
       var item = block.getAttribute("data-item");
