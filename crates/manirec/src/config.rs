@@ -11,7 +11,7 @@ use manirec_pipeline::retrain::RetrainConfig;
 use manirec_pipeline::sync::Weights;
 use manirec_pipeline::trigger::TriggerConfig;
 use manirec_server::poll::PollConfig;
-use manirec_server::{Limits, Schedule, ServerConfig};
+use manirec_server::{Limits, Schedule, ServerConfig, Storefront};
 use manirec_store::{Objects, Store};
 use serde::Deserialize;
 
@@ -40,6 +40,8 @@ struct FileSettings {
     schedule: Schedule,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    storefront: Storefront,
 }
 
 /// `[sync]` in manirec.toml.
@@ -80,6 +82,8 @@ pub struct Settings {
     pub experiments: ExperimentConfig,
     pub schedule: Schedule,
     pub limits: Limits,
+    /// `[storefront]`: where the shop's product pages are.
+    pub storefront: Storefront,
     user_key: Option<String>,
     storefront_secret: Option<String>,
 }
@@ -158,6 +162,19 @@ impl Settings {
                     .validate()
                     .map_err(|e| anyhow::anyhow!("{}: {e}", file_path.display()))?;
                 file.limits
+            },
+            storefront: {
+                let mut storefront = file.storefront;
+                if let Some(url) = env("MANIREC_STOREFRONT_PRODUCT_URL") {
+                    storefront.product_url = url;
+                }
+                storefront.validate().map_err(|e| {
+                    anyhow::anyhow!(
+                        "[storefront] in {} or MANIREC_STOREFRONT_PRODUCT_URL: {e}",
+                        file_path.display()
+                    )
+                })?;
+                storefront
             },
             data_dir,
         })
@@ -254,6 +271,7 @@ impl Settings {
         config.experiments = self.experiments.clone();
         config.schedule = self.schedule.clone();
         config.limits = self.limits.clone();
+        config.storefront = self.storefront.clone();
         Ok(config)
     }
 }

@@ -25,6 +25,7 @@ mod routes;
 pub mod scheduler;
 mod serving;
 pub mod shopper;
+pub mod storefront;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,7 @@ pub use limits::Limits;
 pub use metrics::Metrics;
 pub use scheduler::Schedule;
 pub use serving::Serving;
+pub use storefront::Storefront;
 
 /// Everything the service is configured with.
 #[derive(Debug, Clone)]
@@ -83,6 +85,8 @@ pub struct ServerConfig {
     pub schedule: Schedule,
     /// Timeouts, the concurrency cap, the per-client rate limit.
     pub limits: Limits,
+    /// The shop's product pages, for the links of `details=1` answers.
+    pub storefront: Storefront,
 }
 
 impl ServerConfig {
@@ -107,6 +111,7 @@ impl ServerConfig {
             experiments: ExperimentConfig::default(),
             schedule: Schedule::default(),
             limits: Limits::default(),
+            storefront: Storefront::default(),
         }
     }
 }

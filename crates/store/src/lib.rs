@@ -53,8 +53,8 @@ pub use quality::{QualityCounts, SourceCounts, StoredReport};
 pub use retention::{ForgetTarget, RetentionCounts};
 pub use serving::{CatalogRule, RecentEvent, RecommendationLog, RuleKind};
 pub use shop::{
-    Account, BaseProduct, CatalogItem, Category, EndProduct, Image, ItemAttributes, OrderLine,
-    ShopOrder, UpsertCounts,
+    Account, BaseProduct, CatalogItem, Category, EndProduct, Image, ItemAttributes, ItemDetails,
+    OrderLine, ShopOrder, UpsertCounts,
 };
 pub use sql::Dialect;
 pub use sync::Stitched;

@@ -5,6 +5,8 @@
 //! the shop's id, re-importing an unchanged row touches nothing, a changed row is
 //! updated in place, so an import can be repeated at will.
 
+use std::collections::HashMap;
+
 use crate::sql::{params, Conn, OwnedValue as Value, ToParam};
 use serde::Serialize;
 
@@ -170,6 +172,55 @@ pub struct ItemAttributes {
     /// Whether the design arrived live (a `products/*` webhook), rather than
     /// with an import of the shop's database.
     pub live: bool,
+}
+
+/// What a storefront shows of a product: its title, picture, price and the
+/// handle of its page. Any of them may be unknown to the mirror.
+///
+/// Where each comes from (the mirror has no column for a handle or an image
+/// URL: they arrive in the `attributes` JSON of the row that carries them):
+/// - `title`, `price`: an end product's own, else its base product's (as the
+///   models' features read the price); a base product's own.
+/// - `handle`: `handle` in the end product's attributes (a `products/*`
+///   webhook keeps Shoplazza's handle there; an imported `handle` column lands
+///   there too), else in its base product's.
+/// - `image`: `image` (or `image_url`) in the product's attributes (the
+///   webhook's first image), else one of the shop's images of the product
+///   (`shop_images.entity_id`): a mockup before a design before any other kind
+///   (avatars never), the most viewed first, then the smallest id; its URL is
+///   the `url` (or `src`) column kept in the image's attributes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ItemDetails {
+    /// Title as the shop shows it.
+    pub title: Option<String>,
+    /// URL of the product's picture.
+    pub image: Option<String>,
+    /// Price.
+    pub price: Option<f64>,
+    /// The product page's handle (its URL slug in the shop).
+    pub handle: Option<String>,
+}
+
+/// A text field of a row's `attributes` JSON: the first of `keys` that holds a
+/// non-empty string (or a number, written as text).
+fn attribute(attributes: Option<&str>, keys: &[&str]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(attributes?).ok()?;
+    keys.iter().find_map(|k| match json.get(*k)? {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// How well an image kind shows a product on a card: lower is better; `None`
+/// is never shown.
+fn image_rank(kind: Option<&str>) -> Option<u8> {
+    match kind.map(str::to_ascii_lowercase).as_deref() {
+        Some("mockup") => Some(0),
+        Some("design") => Some(1),
+        Some("avatar") => None,
+        _ => Some(2),
+    }
 }
 
 /// A mirror table's row: its table, key and columns, in one place.
@@ -559,6 +610,104 @@ impl Store {
         )
     }
 
+    /// What a storefront card shows of each of `ids` (see [`ItemDetails`] for
+    /// where each field comes from), in one statement of neutral SQL. Ids the
+    /// mirror does not know are absent from the map.
+    pub fn item_details(&self, ids: &[String]) -> Result<HashMap<String, ItemDetails>> {
+        let mut out = HashMap::new();
+        // Far under both engines' limits on parameters; an answer is at most 100 items.
+        for chunk in ids.chunks(500) {
+            self.item_details_of(chunk, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn item_details_of(
+        &self,
+        ids: &[String],
+        out: &mut HashMap<String, ItemDetails>,
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = (1..=ids.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params: Vec<&dyn ToParam> = ids.iter().map(|s| s as &dyn ToParam).collect();
+        // Typed NULLs: PostgreSQL types a UNION's columns pairwise, and two
+        // bare NULLs would become text before meeting a number.
+        let sql = format!(
+            "SELECT 'end', e.id, COALESCE(e.title, b.title), COALESCE(e.price, b.price),
+                    e.attributes, b.attributes, CAST(NULL AS TEXT), CAST(NULL AS BIGINT)
+               FROM shop_end_products e
+               LEFT JOIN shop_base_products b ON b.id = e.base_product_id
+              WHERE e.id IN ({list})
+             UNION ALL
+             SELECT 'base', b.id, b.title, b.price, b.attributes, CAST(NULL AS TEXT),
+                    CAST(NULL AS TEXT), CAST(NULL AS BIGINT)
+               FROM shop_base_products b
+              WHERE b.id IN ({list})
+             UNION ALL
+             SELECT 'image', i.entity_id, i.id, CAST(NULL AS DOUBLE PRECISION), i.attributes,
+                    CAST(NULL AS TEXT), i.type, i.view_count
+               FROM shop_images i
+              WHERE i.entity_id IN ({list})"
+        );
+        // The best image of each item so far: (rank, -views, image id, url).
+        let mut images: HashMap<String, (u8, i64, String, String)> = HashMap::new();
+        let mut products: HashMap<String, (bool, ItemDetails, Option<String>)> = HashMap::new();
+        self.conn.query_each(&sql, &params, |r| {
+            let item: String = r.get(1)?;
+            match r.text(0)? {
+                "image" => {
+                    let kind: Option<String> = r.get(6)?;
+                    let attributes: Option<String> = r.get(4)?;
+                    let (Some(rank), Some(url)) = (
+                        image_rank(kind.as_deref()),
+                        attribute(attributes.as_deref(), &["url", "src"]),
+                    ) else {
+                        return Ok(());
+                    };
+                    let key = (rank, -r.get::<Option<i64>>(7)?.unwrap_or(0), r.get(2)?);
+                    let better = images
+                        .get(&item)
+                        .is_none_or(|(a, b, c, _)| key < (*a, *b, c.clone()));
+                    if better {
+                        images.insert(item, (key.0, key.1, key.2, url));
+                    }
+                }
+                kind => {
+                    let is_end = kind == "end";
+                    // An id that is both an end and a base product: the end product's row wins.
+                    if products
+                        .get(&item)
+                        .is_some_and(|(end, _, _)| *end && !is_end)
+                    {
+                        return Ok(());
+                    }
+                    let own: Option<String> = r.get(4)?;
+                    let base: Option<String> = r.get(5)?;
+                    let details = ItemDetails {
+                        title: r.get(2)?,
+                        price: r.get(3)?,
+                        handle: attribute(own.as_deref(), &["handle"])
+                            .or_else(|| attribute(base.as_deref(), &["handle"])),
+                        image: None,
+                    };
+                    let image = attribute(own.as_deref(), &["image", "image_url"]);
+                    products.insert(item, (is_end, details, image));
+                }
+            }
+            Ok(())
+        })?;
+        for (item, (_, mut details, image)) in products {
+            details.image = image.or_else(|| images.remove(&item).map(|(_, _, _, url)| url));
+            out.insert(item, details);
+        }
+        Ok(())
+    }
+
     /// Design images of a product that were viewed, by image id.
     pub fn viewed_design_images(&self) -> Result<Vec<Image>> {
         self.conn.query_map(
@@ -604,6 +753,140 @@ mod tests {
                 .collect(),
             attributes: None,
             source: "import".into(),
+        }
+    }
+
+    fn image(id: &str, kind: &str, entity: &str, views: i64, url: Option<&str>) -> Image {
+        Image {
+            id: id.into(),
+            kind: Some(kind.into()),
+            entity_id: Some(entity.into()),
+            view_count: views,
+            created_at: None,
+            attributes: url.map(|u| serde_json::json!({ "url": u }).to_string()),
+        }
+    }
+
+    fn details_of(store: &mut Store) -> HashMap<String, ItemDetails> {
+        store
+            .upsert_base_products(&[
+                BaseProduct {
+                    id: "1".into(),
+                    title: Some("Tee".into()),
+                    category_id: Some("7".into()),
+                    price: Some(19.5),
+                    attributes: Some(r#"{"handle":"plain-tee"}"#.into()),
+                },
+                BaseProduct {
+                    id: "2".into(),
+                    title: None,
+                    category_id: None,
+                    price: None,
+                    attributes: None,
+                },
+            ])
+            .unwrap();
+        let end = |id: &str, title: Option<&str>, price: Option<f64>, attributes: Option<&str>| {
+            EndProduct {
+                id: id.into(),
+                base_product_id: Some("1".into()),
+                designer_id: None,
+                title: title.map(Into::into),
+                category_id: None,
+                price,
+                attributes: attributes.map(Into::into),
+            }
+        };
+        store
+            .upsert_end_products(&[
+                // A webhook's design: its own handle and image.
+                end(
+                    "e-live",
+                    Some("Cat tee"),
+                    Some(25.0),
+                    Some(r#"{"handle":"cat-tee","image":"https://cdn.example/cat.png","source":"webhook"}"#),
+                ),
+                // An imported design: the base product's title, price and handle; the mirror's images.
+                end("e-old", None, None, Some(r#"{"status":"active"}"#)),
+            ])
+            .unwrap();
+        store
+            .upsert_images(&[
+                image(
+                    "10",
+                    "design",
+                    "e-old",
+                    500,
+                    Some("https://cdn.example/d10.png"),
+                ),
+                image(
+                    "11",
+                    "mockup",
+                    "e-old",
+                    3,
+                    Some("https://cdn.example/m11.png"),
+                ),
+                image(
+                    "12",
+                    "mockup",
+                    "e-old",
+                    9,
+                    Some("https://cdn.example/m12.png"),
+                ),
+                image("13", "mockup", "e-old", 99, None),
+                image("14", "avatar", "2", 9, Some("https://cdn.example/a.png")),
+                image(
+                    "15",
+                    "design",
+                    "e-live",
+                    9,
+                    Some("https://cdn.example/ignored.png"),
+                ),
+            ])
+            .unwrap();
+        let ids: Vec<String> = ["e-live", "e-old", "1", "2", "unknown"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        store.item_details(&ids).unwrap()
+    }
+
+    #[test]
+    fn item_details_read_titles_prices_handles_and_images_on_both_engines() {
+        let pg = crate::testing::postgres();
+        for mut store in [
+            Store::open_in_memory().unwrap(),
+            Store::connect(pg.url()).unwrap(),
+        ] {
+            let engine = store.dialect();
+            let details = details_of(&mut store);
+            assert_eq!(details.len(), 4, "{engine:?}: {details:?}");
+            assert!(!details.contains_key("unknown"));
+            assert_eq!(
+                details["e-live"],
+                ItemDetails {
+                    title: Some("Cat tee".into()),
+                    image: Some("https://cdn.example/cat.png".into()),
+                    price: Some(25.0),
+                    handle: Some("cat-tee".into()),
+                },
+                "{engine:?}"
+            );
+            // The most viewed mockup that has a URL, before a more viewed design.
+            assert_eq!(
+                details["e-old"],
+                ItemDetails {
+                    title: Some("Tee".into()),
+                    image: Some("https://cdn.example/m12.png".into()),
+                    price: Some(19.5),
+                    handle: Some("plain-tee".into()),
+                },
+                "{engine:?}"
+            );
+            assert_eq!(details["1"].handle.as_deref(), Some("plain-tee"));
+            // Nothing known but the id; an avatar is never a product's picture.
+            assert_eq!(details["2"], ItemDetails::default(), "{engine:?}");
+            assert!(store.item_details(&[]).unwrap().is_empty());
         }
     }
 

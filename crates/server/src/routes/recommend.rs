@@ -1,16 +1,20 @@
 //! `GET /v1/recommendations`, `GET /v1/items/{id}/similar`, `GET /v1/popular`:
 //! answers from the serving snapshot (active model, experiment arms, catalogue
 //! rules), each with a `request_id` that impressions and clicks carry back, and
-//! each logged for attribution.
+//! each logged for attribution. With `details=1` each item also carries what a
+//! storefront card shows (title, image, price, product page), read from the
+//! shop mirror in one query per answer; without it the answer is unchanged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use manirec_models::Scored;
 use manirec_pipeline::experiments::Variant;
 use manirec_pipeline::serving::{self, past, training_user, Ask, LiveModel, Past};
-use manirec_store::RecommendationLog;
+use manirec_store::{ItemDetails, RecommendationLog};
 use serde::{Deserialize, Serialize};
 
 use crate::{ApiError, AppState};
@@ -27,21 +31,77 @@ pub struct RecommendParams {
     category: Option<String>,
     /// Comma-separated item ids to leave out.
     exclude: Option<String>,
+    /// `1`/`true`: each item with its title, image, price and link.
+    details: Option<String>,
 }
 
 #[derive(Serialize)]
-pub struct Recommendations {
+pub struct Recommendations<I> {
     request_id: String,
     model_version: String,
     variant: &'static str,
-    items: Vec<Scored>,
+    items: Vec<I>,
 }
 
 #[derive(Serialize)]
-pub struct Items {
+pub struct Items<I> {
     request_id: String,
     model_version: String,
-    items: Vec<Scored>,
+    items: Vec<I>,
+}
+
+/// An item of a `details=1` answer: the scored item and what the mirror knows
+/// of it; an unknown field is left out, not `null`.
+#[derive(Serialize)]
+pub struct Detailed {
+    item_id: String,
+    score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+/// Whether `?details=` asks for details: `1`/`true` yes, absent/`0`/`false`
+/// no, anything else a 400.
+fn details(asked: Option<&str>) -> Result<bool, ApiError> {
+    match asked {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_details",
+            format!("details must be 0, 1, true or false; got {other:?}"),
+        )),
+    }
+}
+
+/// The items with their details, read in one query on a reader connection.
+async fn with_details(state: &AppState, items: Vec<Scored>) -> Result<Vec<Detailed>, ApiError> {
+    let ids: Vec<String> = items.iter().map(|s| s.item_id.clone()).collect();
+    let mut known: HashMap<String, ItemDetails> = state
+        .db()
+        .read(move |store| store.item_details(&ids))
+        .await?
+        .map_err(ApiError::internal)?;
+    let storefront = &state.config().storefront;
+    Ok(items
+        .into_iter()
+        .map(|s| {
+            let d = known.remove(&s.item_id).unwrap_or_default();
+            Detailed {
+                url: storefront.product_url(&s.item_id, d.handle.as_deref()),
+                title: d.title,
+                image: d.image,
+                price: d.price,
+                item_id: s.item_id,
+                score: s.score,
+            }
+        })
+        .collect())
 }
 
 /// How many items to answer: 10 unless asked; 1 to 100, anything else is a 400
@@ -66,8 +126,9 @@ pub async fn recommendations(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     Query(p): Query<RecommendParams>,
-) -> Result<Json<Recommendations>, ApiError> {
+) -> Result<Response, ApiError> {
     let k = k(p.k)?;
+    let details = details(p.details.as_deref())?;
     let serving = state.serving();
     if serving.active.is_none() && serving.experiment.is_none() {
         return Err(no_model());
@@ -118,6 +179,11 @@ pub async fn recommendations(
         &serving.rules,
         &serving.catalogue,
     );
+    // Details are read before the answer is logged: a failed read logs nothing.
+    let detailed = match details {
+        true => Some(with_details(&state, items.clone()).await?),
+        false => None,
+    };
     let request_id = log(
         &state,
         "recommendations",
@@ -127,38 +193,54 @@ pub async fn recommendations(
         variant,
         &items,
     );
-    Ok(Json(Recommendations {
-        request_id,
-        model_version: live.version.clone(),
-        variant: variant.as_str(),
-        items,
-    }))
+    let (model_version, variant) = (live.version.clone(), variant.as_str());
+    Ok(match detailed {
+        Some(items) => Json(Recommendations {
+            request_id,
+            model_version,
+            variant,
+            items,
+        })
+        .into_response(),
+        None => Json(Recommendations {
+            request_id,
+            model_version,
+            variant,
+            items,
+        })
+        .into_response(),
+    })
 }
 
 #[derive(Deserialize)]
 pub struct ListParams {
     k: Option<usize>,
     category: Option<String>,
+    /// `1`/`true`: each item with its title, image, price and link.
+    details: Option<String>,
 }
 
 pub async fn similar(
     State(state): State<AppState>,
     Path(item): Path<String>,
     Query(p): Query<ListParams>,
-) -> Result<Json<Items>, ApiError> {
+) -> Result<Response, ApiError> {
     let k = k(p.k)?;
-    list(&state, "similar", |live, serving| {
+    let details = details(p.details.as_deref())?;
+    list(&state, "similar", details, |live, serving| {
         serving::similar(live, &item, k, &serving.rules, &serving.catalogue)
     })
+    .await
 }
 
 pub async fn popular(
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
-) -> Result<Json<Items>, ApiError> {
+) -> Result<Response, ApiError> {
     let category = category(&state.serving(), p.category.as_deref())?;
     let k = k(p.k)?;
-    list(&state, "popular", |live, serving| {
+    let details = details(p.details.as_deref())?;
+    list(&state, "popular", details, |live, serving| {
         serving::popular(
             live,
             k,
@@ -167,6 +249,7 @@ pub async fn popular(
             &serving.catalogue,
         )
     })
+    .await
 }
 
 /// The category id of `?category=`, given by id or by name (`Mugs`, `mugs`);
@@ -183,20 +266,36 @@ fn category(serving: &crate::Serving, asked: Option<&str>) -> Result<Option<Stri
 }
 
 /// A list answered by the active model, outside any experiment, and logged.
-fn list(
+async fn list(
     state: &AppState,
     endpoint: &'static str,
+    details: bool,
     answer: impl FnOnce(&LiveModel, &crate::Serving) -> Vec<Scored>,
-) -> Result<Json<Items>, ApiError> {
+) -> Result<Response, ApiError> {
     let serving = state.serving();
     let live = serving.active.clone().ok_or_else(no_model)?;
     let items = answer(&live, &serving);
+    drop(serving);
+    let detailed = match details {
+        true => Some(with_details(state, items.clone()).await?),
+        false => None,
+    };
     let request_id = log(state, endpoint, None, &live, None, Variant::Control, &items);
-    Ok(Json(Items {
-        request_id,
-        model_version: live.version.clone(),
-        items,
-    }))
+    let model_version = live.version.clone();
+    Ok(match detailed {
+        Some(items) => Json(Items {
+            request_id,
+            model_version,
+            items,
+        })
+        .into_response(),
+        None => Json(Items {
+            request_id,
+            model_version,
+            items,
+        })
+        .into_response(),
+    })
 }
 
 /// Queues the answer for the log and returns its request id.
