@@ -396,7 +396,7 @@ fn a_block_renders_cards_from_the_catalogue_and_a_click_is_attributed() {
             .db()
             .prepare("SELECT event_type, product_id, request_id FROM behavior_events ORDER BY seq")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map(&[], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -430,7 +430,7 @@ fn a_block_renders_cards_from_the_catalogue_and_a_click_is_attributed() {
             .db()
             .query_row(
                 "SELECT COUNT(*), MAX(items) FROM recommendation_log WHERE request_id = ?1 AND endpoint = 'popular'",
-                [&request],
+                &[request.clone().into()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
