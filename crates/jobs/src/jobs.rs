@@ -14,7 +14,24 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::runtime::Handle;
 
-use crate::{Error, Jobs, Result};
+use crate::{Db, Error, Jobs, Result};
+
+/// While a job runs, renews the heartbeat of the leases (running `job_runs`
+/// rows) this process holds, so that another replica takes one over only
+/// when its holder stopped renewing it (see `manirec_store`'s `jobs.rs`).
+async fn heartbeat(db: Db) {
+    let every = std::time::Duration::from_millis(manirec_store::HEARTBEAT_EVERY_MS as u64);
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match db.call(|s| s.renew_job_leases()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not renew a job's lease"),
+            Err(_) => return,
+        }
+    }
+}
 
 impl Jobs {
     /// Runs `f` on a second connection to the store, on a blocking thread (with a
@@ -26,9 +43,11 @@ impl Jobs {
         let mut store = self.db().call(|s| s.reopen()).await??;
         let objects = self.objects().clone();
         let handle = Handle::current();
-        tokio::task::spawn_blocking(move || f(&mut store, &objects, &handle))
-            .await
-            .map_err(|e| Error::Panicked(e.to_string()))
+        let heartbeat = tokio::spawn(heartbeat(self.db().clone()));
+        let out = tokio::task::spawn_blocking(move || f(&mut store, &objects, &handle)).await;
+        heartbeat.abort();
+        let _ = heartbeat.await;
+        out.map_err(|e| Error::Panicked(e.to_string()))
     }
 
     /// Sync: the events not yet turned into interactions, on the store's thread.

@@ -235,6 +235,11 @@ fn periodic<F, Fut>(
             }
             match run(jobs.clone()).await {
                 Ok(summary) => tracing::info!(job, %summary, "scheduled job done"),
+                // Another replica holds its lease (a run whose heartbeat is fresh).
+                Err(crate::Error::Store(manirec_store::Error::Conflict(e)))
+                | Err(crate::Error::Pipeline(manirec_pipeline::Error::Store(
+                    manirec_store::Error::Conflict(e),
+                ))) => tracing::info!(job, reason = %e, "scheduled job left to its lease holder"),
                 Err(e) => tracing::error!(job, error = %e, "scheduled job failed"),
             }
         }
