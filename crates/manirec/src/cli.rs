@@ -509,9 +509,10 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
-    /// Delete what is older than this many days.
-    #[arg(long, value_name = "DAYS", default_value_t = manirec_pipeline::retention::DEFAULT_RETENTION_DAYS)]
-    pub older_than: u32,
+    /// Delete what is older than this many days (default: `[schedule]
+    /// retention_days`, 365 unless set).
+    #[arg(long, value_name = "DAYS")]
+    pub older_than: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use manirec_jobs::{JobsConfig, PollConfig, Schedule};
 use manirec_pipeline::experiments::ExperimentConfig;
 use manirec_pipeline::identity::UserKey;
 use manirec_pipeline::retrain::RetrainConfig;
 use manirec_pipeline::sync::Weights;
 use manirec_pipeline::trigger::TriggerConfig;
-use manirec_server::poll::PollConfig;
-use manirec_server::{Limits, Schedule, ServerConfig, Storefront};
+use manirec_server::{Limits, ServerConfig, Storefront};
 use manirec_store::{Objects, Store};
 use serde::Deserialize;
 
@@ -256,20 +256,27 @@ impl Settings {
         std::time::Duration::from_secs(self.sync.interval_minutes.max(1) * 60)
     }
 
-    /// What `serve` (and the commands that share its jobs) run with.
-    pub fn server_config(&self) -> Result<ServerConfig> {
-        let mut config = ServerConfig::new(self.user_key()?);
-        config.shoplazza_secret = self.shoplazza_secret.clone();
+    /// What the jobs run with (`serve`'s scheduler, and the commands that run
+    /// a job: sync, retrain --run, poll, report, cleanup).
+    pub fn jobs_config(&self) -> Result<JobsConfig> {
+        let mut config = JobsConfig::new(self.user_key()?);
         config.notify_url = self.notify_url.clone();
         config.weights = self.sync.weights.clone();
         config.trigger = self.trigger.clone();
         config.sync_interval = self.sync_interval();
         config.poll = self.poll_config();
-        config.admin_token = self.admin_token.clone();
-        config.storefront_secret = self.storefront_secret()?;
         config.retrain = self.retrain.clone();
         config.experiments = self.experiments.clone();
         config.schedule = self.schedule.clone();
+        Ok(config)
+    }
+
+    /// What `serve` runs with.
+    pub fn server_config(&self) -> Result<ServerConfig> {
+        let mut config = ServerConfig::new(self.jobs_config()?);
+        config.shoplazza_secret = self.shoplazza_secret.clone();
+        config.admin_token = self.admin_token.clone();
+        config.storefront_secret = self.storefront_secret()?;
         config.limits = self.limits.clone();
         config.storefront = self.storefront.clone();
         Ok(config)

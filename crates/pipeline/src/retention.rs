@@ -29,11 +29,17 @@ pub struct Cleanup {
     pub deleted: BTreeMap<String, u64>,
 }
 
-/// Deletes training interactions and behaviour events older than `days` days
-/// before `now` (Unix seconds).
+/// Deletes training interactions, behaviour events and logged recommendation
+/// answers (`recommendation_log`) older than `days` days before `now` (Unix
+/// seconds). `manirec cleanup` and scheduled retention both come here (through
+/// `manirec_jobs::Jobs::retention`, which journals the run).
 pub fn cleanup(store: &mut Store, days: u32, now: i64) -> Result<Cleanup> {
     let cutoff = now - i64::from(days) * 86_400;
-    let deleted = store.delete_older_than(cutoff)?;
+    let mut deleted = store.delete_older_than(cutoff)?;
+    deleted.insert(
+        "recommendation_log".into(),
+        store.delete_recommendation_log_before(cutoff.saturating_mul(1000))?,
+    );
     // Remembered so that `extract` does not derive again what retention deleted.
     if retention_cutoff(store)?.is_none_or(|previous| cutoff > previous) {
         store.state_set(RETENTION_CUTOFF, &cutoff.to_string())?;

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use manirec_jobs::{Db, JobsConfig};
 use manirec_pipeline::identity::UserKey;
-use manirec_server::{AppState, Db, ServerConfig};
+use manirec_server::{AppState, ServerConfig};
 use manirec_store::{BehaviorEvent, Objects, Store};
 use serde_json::{json, Value};
 
@@ -35,7 +36,11 @@ async fn over_http(size: usize, seconds: u64) -> (f64, f64) {
     let store = Store::open(&dir.path().join("manirec.db")).unwrap();
     let (db, thread) = Db::start(store);
     let objects = Objects::from_url(&format!("file://{}/objects", dir.path().display())).unwrap();
-    let state = AppState::new(ServerConfig::new(UserKey::from_bytes([7; 32])), db, objects);
+    let state = AppState::new(
+        ServerConfig::new(JobsConfig::new(UserKey::from_bytes([7; 32]))),
+        db,
+        objects,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -88,6 +88,24 @@ impl ApiError {
     }
 }
 
+impl From<manirec_jobs::Error> for ApiError {
+    /// Each cause of a job's failure, once: the store stopping is a 503 (try
+    /// again), the orders API a 503, the pipeline's errors keep their meaning
+    /// ([`ApiError::from_pipeline`]), the rest is internal.
+    fn from(e: manirec_jobs::Error) -> Self {
+        use manirec_jobs::Error as J;
+        match e {
+            J::ShuttingDown => ApiError::unavailable("the store is shutting down"),
+            J::OrdersApi(m) => ApiError::unavailable(m),
+            J::Pipeline(e) => ApiError::from_pipeline(e),
+            J::Store(e) => ApiError::from_pipeline(manirec_pipeline::Error::Store(e)),
+            e @ (J::StoreStopped | J::EventWrite(_) | J::Http(_) | J::Panicked(_)) => {
+                ApiError::internal(e)
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});

@@ -3,86 +3,59 @@
 //! - [`app`] builds the router: `POST /webhooks/shoplazza` (signed order
 //!   webhooks), `POST /v1/events` and `GET /sdk.js` (storefront tracking),
 //!   `GET /healthz`, `GET /metrics`.
-//! - [`Db`] is the one thread that touches the store: requests queue their work on
-//!   it, and event batches that queue together are written in one transaction
-//!   (group commit), so a 2xx always means "on disk" and throughput stays high.
-//! - [`scheduler`] runs the hourly sync, the retrain trigger and the
-//!   reconciliation poll inside `serve`; [`notify`] and [`poll`] are the outgoing
-//!   HTTP (the retrain notice, Shoplazza's orders API).
+//! - [`AppState`] holds the configuration, the jobs (`manirec_jobs::Jobs`, whose
+//!   store thread every request queues its work on), the serving snapshot and
+//!   the metrics; it is the jobs' `Observer`, so a promotion made by a job
+//!   reloads what serves.
+//! - [`serve`] runs the router and, beside it, the jobs' scheduler, the
+//!   recommendation log's writer and the serving reloader.
 //!
-//! Only this crate knows HTTP and JSON wire shapes; it calls the pipeline for
-//! everything else.
+//! Only this crate knows HTTP and JSON wire shapes (`views.rs` holds the ones
+//! built from store rows); it calls the jobs and the pipeline for everything else.
 #![deny(missing_docs)]
 
-mod db;
 mod error;
-pub mod jobs;
 mod limits;
 mod metrics;
-pub mod notify;
-pub mod poll;
 mod routes;
-pub mod scheduler;
 mod serving;
 pub mod shopper;
 pub mod storefront;
+mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use manirec_pipeline::experiments::ExperimentConfig;
-use manirec_pipeline::identity::UserKey;
-use manirec_pipeline::retrain::RetrainConfig;
+use manirec_jobs::{Db, Jobs, JobsConfig, Observer, Pending};
 use manirec_pipeline::serving::LiveModel;
-use manirec_pipeline::sync::Weights;
-use manirec_pipeline::trigger::TriggerConfig;
 use manirec_store::Objects;
 
-pub use db::Db;
 pub use error::ApiError;
 pub use limits::Limits;
 pub use metrics::Metrics;
-pub use scheduler::Schedule;
 pub use serving::Serving;
 pub use storefront::Storefront;
 
 /// Everything the service is configured with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Key of the user-id hash (emails in events are hashed on arrival).
-    pub user_key: UserKey,
+    /// What the jobs run with (the user key, sync's weights, the schedule, …);
+    /// the server's own handlers read the key, the seed and the weights here.
+    pub jobs: JobsConfig,
     /// The app secret that signs webhooks; without it webhooks are refused.
     pub shoplazza_secret: Option<String>,
-    /// Seed of the simulated pre-purchase views of webhook orders.
-    pub simulation_seed: u64,
     /// Largest webhook body accepted, bytes.
     pub webhook_body_limit: usize,
     /// Largest event batch body accepted, bytes.
     pub events_body_limit: usize,
     /// Most events in one batch.
     pub max_batch_events: usize,
-    /// Event weights of sync.
-    pub weights: Weights,
-    /// Retrain trigger thresholds.
-    pub trigger: TriggerConfig,
-    /// Where retrain notices are POSTed.
-    pub notify_url: Option<String>,
-    /// How often the scheduler syncs (and checks the trigger).
-    pub sync_interval: Duration,
-    /// The reconciliation poll, when the shop's API is configured.
-    pub poll: Option<poll::PollConfig>,
     /// Key of the shoppers' user tokens: a `user_id` from a browser counts
     /// only with a token made with it (see [`shopper`]).
     pub storefront_secret: String,
     /// Bearer token of `/admin/*`; without it the admin API is off.
     pub admin_token: Option<String>,
-    /// How the weekly loop trains and decides.
-    pub retrain: RetrainConfig,
-    /// A/B evidence and attribution.
-    pub experiments: ExperimentConfig,
-    /// How often the scheduled jobs run.
-    pub schedule: Schedule,
     /// Timeouts, the concurrency cap, the per-client rate limit.
     pub limits: Limits,
     /// The shop's product pages, for the links of `details=1` answers.
@@ -90,26 +63,17 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Defaults for everything but the key.
-    pub fn new(user_key: UserKey) -> Self {
+    /// Defaults for everything but the jobs' configuration.
+    pub fn new(jobs: JobsConfig) -> Self {
         ServerConfig {
-            user_key,
+            jobs,
             shoplazza_secret: None,
-            simulation_seed: 42,
             webhook_body_limit: 2 << 20,
             events_body_limit: 2 << 20,
             max_batch_events: 1000,
-            weights: Weights::default(),
-            trigger: TriggerConfig::default(),
-            notify_url: None,
-            sync_interval: Duration::from_secs(3600),
-            poll: None,
             // Random unless configured: no token verifies until one is set.
             storefront_secret: hex::encode(rand::random::<[u8; 32]>()),
             admin_token: None,
-            retrain: RetrainConfig::default(),
-            experiments: ExperimentConfig::default(),
-            schedule: Schedule::default(),
             limits: Limits::default(),
             storefront: Storefront::default(),
         }
@@ -124,8 +88,7 @@ pub struct AppState {
 
 struct Inner {
     config: ServerConfig,
-    db: Db,
-    objects: Objects,
+    jobs: Jobs,
     metrics: Metrics,
     /// What answers recommendations; swapped whole when the registry, the
     /// running experiment or the catalogue rules change.
@@ -137,19 +100,29 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over a running [`Db`].
+    /// State over a running [`Db`]; the jobs made here report to this state
+    /// (a promotion reloads what serves).
     pub fn new(config: ServerConfig, db: Db, objects: Objects) -> Self {
-        AppState {
+        let jobs = Jobs::new(config.jobs.clone(), db, objects);
+        let state = AppState {
             inner: Arc::new(Inner {
                 rate_limiter: limits::RateLimiter::new(&config.limits),
                 config,
-                db,
-                objects,
+                jobs,
                 metrics: Metrics::default(),
                 serving: std::sync::RwLock::new(Arc::new(Serving::default())),
                 log: serving::LogBuffer::default(),
             }),
-        }
+        };
+        state.inner.jobs.observe(Arc::new(Reloader {
+            state: Arc::downgrade(&state.inner),
+        }));
+        state
+    }
+
+    /// The jobs (sync, the weekly loop, the report, retention, the poll).
+    pub fn jobs(&self) -> &Jobs {
+        &self.inner.jobs
     }
 
     /// The configuration.
@@ -159,12 +132,12 @@ impl AppState {
 
     /// The store's thread.
     pub fn db(&self) -> &Db {
-        &self.inner.db
+        self.inner.jobs.db()
     }
 
     /// The object store.
     pub fn objects(&self) -> &Objects {
-        &self.inner.objects
+        self.inner.jobs.objects()
     }
 
     /// What answers recommendations now.
@@ -238,6 +211,30 @@ impl AppState {
     }
 }
 
+/// How the jobs tell serving that what it serves changed. Weak: the state
+/// owns the jobs, not the other way round.
+struct Reloader {
+    state: std::sync::Weak<Inner>,
+}
+
+impl Observer for Reloader {
+    fn serving_changed(&self) -> Pending<'_> {
+        Box::pin(async move {
+            if let Some(inner) = self.state.upgrade() {
+                if let Err(e) = (AppState { inner }).refresh_model().await {
+                    tracing::warn!(error = %e, "could not reload serving after a job");
+                }
+            }
+        })
+    }
+
+    fn synced(&self, events: u64) {
+        if let Some(inner) = self.state.upgrade() {
+            inner.metrics.synced(events);
+        }
+    }
+}
+
 /// The router, for `serve` and for tests.
 pub fn app(state: AppState) -> Router {
     routes::router(state)
@@ -260,7 +257,15 @@ pub async fn serve(
     if let Err(e) = state.refresh_model().await {
         tracing::warn!(error = %e, "no model loaded; recommendations answer 503 until one is promoted");
     }
-    let scheduler = tokio::spawn(scheduler::run(state.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let jobs = state.jobs().clone();
+    let scheduler = tokio::spawn(async move {
+        jobs.run_scheduler(async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let background = tokio::spawn(background(state.clone()));
     let router = app(state.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -308,10 +313,29 @@ pub async fn serve(
         tracing::warn!("connections still open 30 s after shutdown; closing them");
     }
     // Its background tasks go with it; then the last log entries are written.
-    scheduler.abort();
+    let _ = stop.send(());
     let _ = scheduler.await;
+    background.abort();
+    let _ = background.await;
     if let Err(e) = state.flush_log().await {
         tracing::warn!(error = %e, "the last recommendation log entries were not written");
     }
     result
+}
+
+/// What runs beside the router: the recommendation log's writer and the
+/// serving reloader (a promotion made elsewhere is noticed within half a
+/// minute, without a restart).
+async fn background(state: AppState) {
+    let flush = serving::flush_forever(state.clone(), Duration::from_millis(250));
+    let reload = async {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            if let Err(e) = state.refresh_model().await {
+                tracing::warn!(error = %e, "could not load the active model");
+            }
+        }
+    };
+    tokio::join!(flush, reload);
 }

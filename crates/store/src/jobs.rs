@@ -1,7 +1,10 @@
 //! The journal of jobs (the retrain loop, scheduled sync, report, retention):
 //! one row per run with its steps, so the dashboard and the admin API can show
 //! what happened and why a run failed. A running row is also the job's lease:
-//! one run of a job at a time, across processes.
+//! one run of a job at a time, across processes and hosts (replicas of `serve`
+//! on one PostgreSQL). Its holder renews `heartbeat_at` while it runs
+//! ([`Store::renew_job_leases`]); a lease whose heartbeat is older than
+//! [`HEARTBEAT_STALE_MS`] is taken over by whoever asks next.
 
 use crate::sql::{params, Row, ToParam};
 use serde::Serialize;
@@ -9,8 +12,15 @@ use serde::Serialize;
 use crate::{now_ms, Error, Result, Store};
 
 /// A run left `running` longer than this is taken to have died with its process
-/// (the fallback when its owner cannot be checked: another host).
+/// (the fallback for a row without a heartbeat, written before heartbeats).
 const LEASE_MS: i64 = 6 * 3600 * 1000;
+
+/// A running row whose heartbeat is older than this has lost its lease: its
+/// holder renews it every [`HEARTBEAT_EVERY_MS`].
+pub const HEARTBEAT_STALE_MS: i64 = 60_000;
+
+/// How often a lease's holder renews its heartbeat.
+pub const HEARTBEAT_EVERY_MS: i64 = 10_000;
 
 /// This process as a lease owner: `host/pid/start`, where `start` is the
 /// process's start time in clock ticks since boot (so a reused pid is another
@@ -98,14 +108,19 @@ impl Store {
         // so only one of them finds no running row.
         let tx = self.conn.transaction_exclusive()?;
         let now = now_ms();
-        let running: Vec<(i64, i64, Option<String>)> = tx.query_map(
-            "SELECT id, started_at, owner FROM job_runs WHERE job = ?1 AND status = 'running'",
+        let running: Vec<(i64, i64, Option<String>, Option<i64>)> = tx.query_map(
+            "SELECT id, started_at, owner, heartbeat_at FROM job_runs
+             WHERE job = ?1 AND status = 'running'",
             params![job],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
-        for (id, started_at, owner) in running {
+        for (id, started_at, owner, heartbeat_at) in running {
             let dead = owner.as_deref().is_some_and(owner_is_dead);
-            if dead || started_at < now - LEASE_MS {
+            let stale = match heartbeat_at {
+                Some(at) => at < now - HEARTBEAT_STALE_MS,
+                None => started_at < now - LEASE_MS,
+            };
+            if dead || stale {
                 tx.execute(
                     "UPDATE job_runs SET status = 'failed', finished_at = ?2,
                          error = 'interrupted: its process stopped before the run finished'
@@ -119,8 +134,8 @@ impl Store {
             }
         }
         let id: i64 = tx.query_row(
-            "INSERT INTO job_runs (job, started_by, status, started_at, owner)
-             VALUES (?1, ?2, 'running', ?3, ?4) RETURNING id",
+            "INSERT INTO job_runs (job, started_by, status, started_at, owner, heartbeat_at)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?3) RETURNING id",
             params![job, started_by, now, this_owner()],
             |r| r.get(0),
         )?;
@@ -160,6 +175,15 @@ impl Store {
             params![id, status, error, now_ms()],
         )?;
         Ok(())
+    }
+
+    /// Renews the heartbeat of every run this process holds (its running rows);
+    /// returns how many. Called every [`HEARTBEAT_EVERY_MS`] while a job runs.
+    pub fn renew_job_leases(&self) -> Result<u64> {
+        Ok(self.conn.execute(
+            "UPDATE job_runs SET heartbeat_at = ?1 WHERE status = 'running' AND owner = ?2",
+            params![now_ms(), this_owner()],
+        )? as u64)
     }
 
     /// One run.
@@ -245,7 +269,7 @@ mod tests {
         store
             .conn
             .execute(
-                "UPDATE job_runs SET started_at = 0 WHERE id = ?1",
+                "UPDATE job_runs SET started_at = 0, heartbeat_at = NULL WHERE id = ?1",
                 params![id],
             )
             .unwrap();
@@ -288,5 +312,89 @@ mod tests {
             )
             .unwrap();
         assert!(store.start_job_run("retrain", "cli").is_err());
+    }
+
+    /// Two connections (two replicas) on one database, SQLite file and PostgreSQL.
+    fn both_backends(f: impl Fn(Store, Store)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manirec.db");
+        f(Store::open(&path).unwrap(), Store::open(&path).unwrap());
+        let pg = crate::testing::postgres();
+        f(
+            Store::connect(pg.url()).unwrap(),
+            Store::connect(pg.url()).unwrap(),
+        );
+    }
+
+    #[test]
+    fn replicas_racing_for_a_job_run_it_once() {
+        both_backends(|a, b| {
+            let barrier = std::sync::Barrier::new(2);
+            let barrier = &barrier;
+            let ((a, x), (b, y)) = std::thread::scope(|scope| {
+                let x = scope.spawn(move || {
+                    barrier.wait();
+                    let r = a.start_job_run("retention", "schedule");
+                    (a, r)
+                });
+                let y = scope.spawn(move || {
+                    barrier.wait();
+                    let r = b.start_job_run("retention", "schedule");
+                    (b, r)
+                });
+                (x.join().unwrap(), y.join().unwrap())
+            });
+            assert!(
+                x.is_ok() != y.is_ok(),
+                "exactly one replica runs the job: {x:?} {y:?}"
+            );
+            let (winner, id, loser) = match (x, y) {
+                (Ok(id), loser) => (a, id, loser),
+                (loser, Ok(id)) => (b, id, loser),
+                _ => unreachable!(),
+            };
+            assert!(matches!(loser, Err(Error::Conflict(_))), "{loser:?}");
+            let run = winner.job_run(id).unwrap().unwrap();
+            assert_eq!(
+                (run.job.as_str(), run.status.as_str()),
+                ("retention", "running")
+            );
+        });
+    }
+
+    #[test]
+    fn a_lease_with_a_stale_heartbeat_is_taken_over_from_any_host() {
+        both_backends(|a, b| {
+            let id = a.start_job_run("retrain", "schedule").unwrap();
+            // Held by a replica on another host: our /proc cannot judge it.
+            a.conn
+                .execute(
+                    "UPDATE job_runs SET owner = 'elsewhere/1/1' WHERE id = ?1",
+                    params![id],
+                )
+                .unwrap();
+            // Its heartbeat is fresh: the lease holds.
+            assert!(matches!(
+                b.start_job_run("retrain", "schedule"),
+                Err(Error::Conflict(_))
+            ));
+            // Renewing is per holder: ours renews nothing of theirs, and the
+            // lease holds for as long as theirs is renewed.
+            assert_eq!(b.renew_job_leases().unwrap(), 0);
+            let stale = now_ms() - HEARTBEAT_STALE_MS - 1_000;
+            a.conn
+                .execute(
+                    "UPDATE job_runs SET heartbeat_at = ?2 WHERE id = ?1",
+                    params![id, stale],
+                )
+                .unwrap();
+            let next = b.start_job_run("retrain", "schedule").unwrap();
+            let old = b.job_run(id).unwrap().unwrap();
+            assert_eq!(old.status, "failed");
+            assert!(old.error.unwrap().contains("interrupted"));
+            // The new holder renews its own heartbeat.
+            assert_eq!(b.renew_job_leases().unwrap(), 1);
+            assert_eq!(b.job_run(next).unwrap().unwrap().status, "running");
+        });
     }
 }

@@ -46,7 +46,7 @@ pub use interactions::{
     is_anonymous, Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
     ANONYMOUS_PREFIX,
 };
-pub use jobs::JobRun;
+pub use jobs::{JobRun, HEARTBEAT_EVERY_MS, HEARTBEAT_STALE_MS};
 pub use models::ModelVersion;
 pub use objects::{ObjectInfo, Objects};
 pub use quality::{QualityCounts, SourceCounts, StoredReport};

@@ -1,13 +1,18 @@
 use anyhow::Result;
-use manirec_pipeline::retention::cleanup;
 
+use super::live::{finish, start_jobs};
 use super::Context;
 use crate::cli::CleanupArgs;
 
-pub fn run(ctx: &Context, args: CleanupArgs) -> Result<()> {
-    let mut store = ctx.settings.open_store()?;
-    let now = manirec_store::now_ms() / 1000;
-    let s = cleanup(&mut store, args.older_than, now)?;
+/// Retention now, the same job (and journal entry) as the scheduled one.
+pub async fn run(ctx: &Context, args: CleanupArgs) -> Result<()> {
+    let days = args
+        .older_than
+        .unwrap_or(ctx.settings.schedule.retention_days);
+    let (jobs, thread) = start_jobs(ctx, false)?;
+    let s = jobs.retention(days, "cli").await;
+    finish(jobs, thread);
+    let s = s?;
     ctx.print(&s, || {
         let mut out = format!("Deleted what is older than {}:\n", s.cutoff_time);
         for (table, n) in &s.deleted {

@@ -1,37 +1,32 @@
-//! The live-data commands: `serve`, `sync`, `retrain --check`, `poll`. They share
-//! the server crate's store thread and jobs, so the command line and the
+//! The live-data commands: `serve`, `sync`, `retrain`, `poll`. `serve` runs the
+//! server crate over the jobs crate; the others run the same jobs
+//! (`manirec_jobs::Jobs`) without a server, so the command line and the
 //! scheduler inside `serve` run exactly the same code.
 
 use anyhow::{bail, Context as _, Result};
+use manirec_jobs::{Db, Jobs};
 use manirec_pipeline::trigger;
-use manirec_server::{scheduler, AppState, Db};
+use manirec_server::AppState;
 use serde_json::json;
 
 use super::Context;
 use crate::cli::{RecommendArgs, RetrainArgs, ServeArgs};
 
-/// Starts the store thread and the shared state; the thread ends when the
-/// returned state (and every clone) is dropped.
-fn start(ctx: &Context) -> Result<(AppState, std::thread::JoinHandle<()>)> {
-    start_with(ctx, None)
-}
-
-fn start_with(
-    ctx: &Context,
-    admin_token: Option<String>,
-) -> Result<(AppState, std::thread::JoinHandle<()>)> {
+/// Starts the store thread and the jobs over it, with the reconciliation poll
+/// only when `poll` (and configured). The thread ends in [`finish`].
+pub(super) fn start_jobs(ctx: &Context, poll: bool) -> Result<(Jobs, std::thread::JoinHandle<()>)> {
     let store = ctx.settings.open_store()?;
     let (db, thread) = Db::start(store);
-    let mut config = ctx.settings.server_config()?;
-    if admin_token.is_some() {
-        config.admin_token = admin_token;
+    let mut config = ctx.settings.jobs_config()?;
+    if !poll {
+        config.poll = None;
     }
-    let state = AppState::new(config, db, ctx.settings.objects()?);
-    Ok((state, thread))
+    Ok((Jobs::new(config, db, ctx.settings.objects()?), thread))
 }
 
-fn finish(state: AppState, thread: std::thread::JoinHandle<()>) {
-    drop(state);
+/// Drops the jobs and waits for the store thread to finish its queued work.
+pub(super) fn finish(jobs: Jobs, thread: std::thread::JoinHandle<()>) {
+    drop(jobs);
     let _ = thread.join();
 }
 
@@ -47,7 +42,13 @@ pub async fn serve_then(
     admin_token: Option<String>,
     listening: impl FnOnce(std::net::SocketAddr),
 ) -> Result<()> {
-    let (state, thread) = start_with(ctx, admin_token)?;
+    let store = ctx.settings.open_store()?;
+    let (db, thread) = Db::start(store);
+    let mut config = ctx.settings.server_config()?;
+    if admin_token.is_some() {
+        config.admin_token = admin_token;
+    }
+    let state = AppState::new(config, db, ctx.settings.objects()?);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}; pick another with --addr"))?;
@@ -62,7 +63,8 @@ pub async fn serve_then(
     listening(addr);
     manirec_server::serve(state.clone(), listener, shutdown_signal()).await?;
     eprintln!("manirec stopped");
-    finish(state, thread);
+    drop(state);
+    let _ = thread.join();
     Ok(())
 }
 
@@ -85,17 +87,10 @@ async fn shutdown_signal() {
 }
 
 pub async fn sync(ctx: &Context) -> Result<()> {
-    let (state, thread) = start(ctx)?;
-    let mut config_without_poll = state.config().clone();
-    config_without_poll.poll = None;
-    let tick_state = AppState::new(
-        config_without_poll,
-        state.db().clone(),
-        state.objects().clone(),
-    );
-    let tick = scheduler::tick(&tick_state).await?;
-    drop(tick_state);
-    finish(state, thread);
+    let (jobs, thread) = start_jobs(ctx, false)?;
+    let tick = jobs.tick().await;
+    finish(jobs, thread);
+    let tick = tick?;
     let summary = json!({
         "synced": tick.sync.synced,
         "inserted": tick.sync.inserted,
@@ -140,8 +135,7 @@ pub async fn retrain(ctx: &Context, args: RetrainArgs) -> Result<()> {
         let notice = json!({"event": "retrain_triggered", "reasons": check.reasons,
             "new_interactions": check.new_interactions, "days_since_last": check.days_since_last,
             "export": increment});
-        if let Some(handle) = manirec_server::notify::spawn(ctx.settings.notify_url.clone(), notice)
-        {
+        if let Some(handle) = manirec_jobs::notify::spawn(ctx.settings.notify_url.clone(), notice) {
             // A command ends here: wait for the notifier (it gives up on its own).
             let _ = handle.await;
         }
@@ -156,9 +150,9 @@ pub async fn retrain(ctx: &Context, args: RetrainArgs) -> Result<()> {
 
 /// The weekly loop once, on the same jobs `serve` schedules.
 async fn retrain_run(ctx: &Context, force: bool) -> Result<()> {
-    let (state, thread) = start(ctx)?;
-    let run = manirec_server::jobs::retrain(&state, force, "cli").await;
-    finish(state, thread);
+    let (jobs, thread) = start_jobs(ctx, false)?;
+    let run = jobs.retrain(force, "cli").await;
+    finish(jobs, thread);
     let run = run?;
     let failed = run.status == "failed";
     ctx.print(&run, || {
@@ -224,20 +218,15 @@ fn render_trigger(
 }
 
 pub async fn poll(ctx: &Context) -> Result<()> {
-    let Some(poll) = ctx.settings.poll_config() else {
+    if ctx.settings.poll_config().is_none() {
         bail!("set MANIREC_SHOPLAZZA_API (the shop's API base, e.g. https://SHOP.myshoplaza.com) and MANIREC_SHOPLAZZA_TOKEN");
+    }
+    let (jobs, thread) = start_jobs(ctx, true)?;
+    let summary = jobs.poll().await;
+    finish(jobs, thread);
+    let Some(summary) = summary? else {
+        bail!("the reconciliation poll is not configured");
     };
-    let (state, thread) = start(ctx)?;
-    let config = state.config().clone();
-    let summary = manirec_server::poll::poll_orders(
-        state.db(),
-        &poll,
-        &config.user_key,
-        config.simulation_seed,
-    )
-    .await;
-    finish(state, thread);
-    let summary = summary?;
     ctx.print(&summary, || {
         format!(
             "Polled {} pages: {} orders, {} applied, {} already known, {} rejected\n",

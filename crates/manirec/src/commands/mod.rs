@@ -73,7 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Models(command) => models::registry(&ctx, command),
         Command::Export(args) => runtime.block_on(export::run(&ctx, args)),
         Command::Report => runtime.block_on(report::run(&ctx)),
-        Command::Cleanup(args) => cleanup::run(&ctx, args),
+        Command::Cleanup(args) => runtime.block_on(cleanup::run(&ctx, args)),
         Command::Forget(args) => forget::run(&ctx, args),
         Command::Experiment(command) => experiment::run(&ctx, command),
         Command::Rule(command) => experiment::rule(&ctx, command),

@@ -1,12 +1,15 @@
 use anyhow::Result;
-use manirec_pipeline::quality::{report, QualityReport, SliceReport};
+use manirec_pipeline::quality::{QualityReport, SliceReport};
 
+use super::live::{finish, start_jobs};
 use super::Context;
 
+/// The data-quality report now, the same job (and journal entry) as the scheduled one.
 pub async fn run(ctx: &Context) -> Result<()> {
-    let store = ctx.settings.open_store()?;
-    let objects = ctx.settings.objects()?;
-    let r = report(&store, &objects).await?;
+    let (jobs, thread) = start_jobs(ctx, false)?;
+    let r = jobs.report("cli").await;
+    finish(jobs, thread);
+    let r = r?;
     ctx.print(&r, || render(&r))
 }
 

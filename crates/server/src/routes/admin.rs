@@ -22,8 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::jobs::{self, on_own_connection};
-use crate::{ApiError, AppState};
+use crate::{views, ApiError, AppState};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -103,7 +102,7 @@ async fn overview(State(state): State<AppState>) -> Answer {
     let serving = state.serving();
     let active = serving.active.as_ref().map(|m| m.version.clone());
     let experiment = serving.experiment.as_ref().map(|e| e.experiment.id);
-    let config = state.config().experiments.clone();
+    let config = state.config().jobs.experiments.clone();
     let store_view = state
         .db()
         .call(move |s| -> manirec_pipeline::Result<Value> {
@@ -117,7 +116,7 @@ async fn overview(State(state): State<AppState>) -> Answer {
                 "models": training::list(s)?.models,
                 "datasets": dataset::list(s)?.versions,
                 "experiment": experiment,
-                "runs": s.job_runs(None, 10)?,
+                "runs": views::job_runs(&s.job_runs(None, 10)?),
                 "recommendations_logged": s.count_recommendation_log(None)?,
                 "last_quality_report": s.last_quality_report()?.map(|r| r.created_at),
             }))
@@ -137,8 +136,8 @@ async fn overview(State(state): State<AppState>) -> Answer {
 }
 
 async fn sync(State(state): State<AppState>) -> Answer {
-    let tick = crate::scheduler::tick(&state).await?;
-    to_json(tick)
+    let tick = state.jobs().tick().await?;
+    to_json(views::TickView::from(&tick))
 }
 
 #[derive(Deserialize, Default)]
@@ -150,16 +149,18 @@ struct ExtractBody {
 
 async fn run_extract(State(state): State<AppState>, body: Option<Json<ExtractBody>>) -> Answer {
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let key = state.config().user_key.clone();
+    let key = state.config().jobs.user_key.clone();
     let options = ExtractOptions {
         simulate: !body.no_simulated,
         seed: body.seed.unwrap_or(ExtractOptions::default().seed),
     };
-    let summary = on_own_connection(&state, move |store, objects, handle| {
-        handle.block_on(extract(store, objects, &key, options, &NoProgress))
-    })
-    .await?
-    .map_err(ApiError::from_pipeline)?;
+    let summary = state
+        .jobs()
+        .on_own_connection(move |store, objects, handle| {
+            handle.block_on(extract(store, objects, &key, options, &NoProgress))
+        })
+        .await?
+        .map_err(ApiError::from_pipeline)?;
     to_json(summary)
 }
 
@@ -175,20 +176,22 @@ struct DatasetBody {
 
 async fn build_dataset(State(state): State<AppState>, body: Option<Json<DatasetBody>>) -> Answer {
     let full = body.map(|Json(b)| b.full).unwrap_or(false);
-    let built = on_own_connection(&state, move |store, objects, handle| {
-        handle.block_on(dataset::build(
-            store,
-            objects,
-            BuildOptions {
-                full,
-                csv: false,
-                include_public: false,
-            },
-            &NoProgress,
-        ))
-    })
-    .await?
-    .map_err(ApiError::from_pipeline)?;
+    let built = state
+        .jobs()
+        .on_own_connection(move |store, objects, handle| {
+            handle.block_on(dataset::build(
+                store,
+                objects,
+                BuildOptions {
+                    full,
+                    csv: false,
+                    include_public: false,
+                },
+                &NoProgress,
+            ))
+        })
+        .await?
+        .map_err(ApiError::from_pipeline)?;
     to_json(built)
 }
 
@@ -219,11 +222,13 @@ async fn train(State(state): State<AppState>, Json(body): Json<TrainBody>) -> An
         warm_start: body.warm_start,
         tune: None,
     };
-    let summary = on_own_connection(&state, move |store, objects, handle| {
-        handle.block_on(training::train(store, objects, &request))
-    })
-    .await?
-    .map_err(ApiError::from_pipeline)?;
+    let summary = state
+        .jobs()
+        .on_own_connection(move |store, objects, handle| {
+            handle.block_on(training::train(store, objects, &request))
+        })
+        .await?
+        .map_err(ApiError::from_pipeline)?;
     to_json(summary)
 }
 
@@ -235,7 +240,7 @@ struct RetrainBody {
 
 async fn retrain(State(state): State<AppState>, body: Option<Json<RetrainBody>>) -> Answer {
     let force = body.map(|Json(b)| b.force).unwrap_or(false);
-    to_json(jobs::retrain(&state, force, "admin").await?)
+    to_json(state.jobs().retrain(force, "admin").await?)
 }
 
 async fn models(State(state): State<AppState>) -> Answer {
@@ -249,7 +254,10 @@ async fn promote(State(state): State<AppState>, Path(version): Path<String>) -> 
 }
 
 async fn list_experiments(State(state): State<AppState>) -> Answer {
-    on_db(&state, |s| Ok(json!({"experiments": s.experiments()?}))).await
+    on_db(&state, |s| {
+        Ok(json!({"experiments": views::experiments(&s.experiments()?)}))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -268,7 +276,7 @@ fn half() -> u8 {
 async fn start_experiment(State(state): State<AppState>, Json(b): Json<StartBody>) -> Answer {
     let answer = on_db(&state, move |s| {
         let e = experiments::start(s, &b.control, &b.treatment, b.traffic, "admin")?;
-        Ok(json!({"experiment_id": e.id, "experiment": e}))
+        Ok(json!({"experiment_id": e.id, "experiment": views::ExperimentView::from(&e)}))
     })
     .await?;
     state.refresh_model().await?;
@@ -276,7 +284,7 @@ async fn start_experiment(State(state): State<AppState>, Json(b): Json<StartBody
 }
 
 async fn experiment_status(State(state): State<AppState>, Path(id): Path<i64>) -> Answer {
-    let config = state.config().experiments.clone();
+    let config = state.config().jobs.experiments.clone();
     on_db(&state, move |s| experiments::status(s, Some(id), &config)).await
 }
 
@@ -306,7 +314,7 @@ async fn stop_experiment(
         (_, true) => Outcome::RolledBack,
         _ => Outcome::Stopped,
     };
-    let config = state.config().experiments.clone();
+    let config = state.config().jobs.experiments.clone();
     let answer = on_db(&state, move |s| {
         let e = experiments::stop_checked(s, Some(id), outcome, b.force, &config)?;
         experiments::status(s, Some(e.id), &config)
@@ -318,7 +326,7 @@ async fn stop_experiment(
 
 async fn rules(State(state): State<AppState>) -> Answer {
     on_db(&state, |s| {
-        Ok(json!({"rules": s.catalog_rules()?, "hidden": s.hidden_items()?}))
+        Ok(json!({"rules": views::catalog_rules(&s.catalog_rules()?), "hidden": s.hidden_items()?}))
     })
     .await
 }
@@ -349,7 +357,7 @@ async fn set_rule(
     };
     let answer = on_db(&state, move |s| {
         s.set_catalog_rule(&item, kind, b.value)?;
-        Ok(json!({"rules": s.catalog_rules()?}))
+        Ok(json!({"rules": views::catalog_rules(&s.catalog_rules()?)}))
     })
     .await?;
     state.refresh_model().await?;
@@ -358,7 +366,8 @@ async fn set_rule(
 
 async fn clear_rule(State(state): State<AppState>, Path(item): Path<String>) -> Answer {
     let answer = on_db(&state, move |s| {
-        Ok(json!({"removed": s.remove_catalog_rule(&item)?, "rules": s.catalog_rules()?}))
+        Ok(json!({"removed": s.remove_catalog_rule(&item)?,
+                  "rules": views::catalog_rules(&s.catalog_rules()?)}))
     })
     .await?;
     state.refresh_model().await?;
@@ -384,7 +393,7 @@ async fn last_report(State(state): State<AppState>) -> Answer {
 }
 
 async fn run_report(State(state): State<AppState>) -> Answer {
-    Ok(Json(jobs::quality_report(&state, "admin").await?))
+    to_json(state.jobs().report("admin").await?)
 }
 
 #[derive(Deserialize)]
@@ -396,7 +405,7 @@ struct RunsQuery {
 async fn runs(State(state): State<AppState>, Query(q): Query<RunsQuery>) -> Answer {
     let limit = q.limit.unwrap_or(20).clamp(1, 500);
     on_db(&state, move |s| {
-        Ok(json!({"runs": s.job_runs(q.job.as_deref(), limit)?}))
+        Ok(json!({"runs": views::job_runs(&s.job_runs(q.job.as_deref(), limit)?)}))
     })
     .await
 }

@@ -66,7 +66,7 @@ pub async fn post_events(
         )));
     }
     let now = manirec_store::now_ms();
-    let key = &state.config().user_key;
+    let key = &state.config().jobs.user_key;
     let mut valid = Vec::with_capacity(members.len());
     let mut rejected = Vec::new();
     let mut unsigned = 0u64;

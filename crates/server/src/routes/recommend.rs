@@ -137,8 +137,8 @@ pub async fn recommendations(
         state.shopper(user, p.user_token.as_deref(), &headers)?;
     }
     let category = category(&serving, p.category.as_deref())?;
-    let key = state.config().user_key.clone();
-    let weights = state.config().weights.clone();
+    let key = state.config().jobs.user_key.clone();
+    let weights = state.config().jobs.weights.clone();
     let (user_id, session_id) = (p.user_id.clone(), p.session_id.clone());
     let snapshot = serving.clone();
     // Reads run on the read-only connections, beside the writer.

@@ -115,11 +115,17 @@ async fn handle(
     state
         .db()
         .apply_delivery(
-            state.config().user_key.clone(),
-            state.config().simulation_seed,
+            state.config().jobs.user_key.clone(),
+            state.config().jobs.simulation_seed,
             delivery,
         )
-        .await?
+        .await
+        .map_err(|e| match e {
+            // A delivery that failed to apply is ours (500: Shoplazza retries),
+            // never the sender's.
+            manirec_jobs::Error::Pipeline(e) => ApiError::internal(e),
+            e => e.into(),
+        })?
         .map_err(|r| {
             let mut message = r.reason;
             if let Some(d) = r.detail {

@@ -277,4 +277,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX behavior_events_user_seq ON behavior_events(user_id, seq) WHERE user_id IS NOT NULL;
     CREATE INDEX behavior_events_session_seq ON behavior_events(session_id, seq) WHERE session_id IS NOT NULL;
     "#,
+    // 9: a running job's heartbeat (Unix ms), renewed by its holder every few
+    // seconds: a lease whose heartbeat is older than a minute is taken over
+    // by whichever replica asks next, on any host.
+    r#"
+    ALTER TABLE job_runs ADD COLUMN heartbeat_at BIGINT;
+    "#,
 ];

@@ -13,7 +13,7 @@ use manirec_store::DeliveryOutcome;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{ApiError, Db};
+use crate::{Db, Error, Result};
 
 /// Orders per page (Shoplazza's maximum).
 const PAGE_SIZE: usize = 250;
@@ -57,15 +57,14 @@ pub async fn poll_orders(
     config: &PollConfig,
     key: &UserKey,
     seed: u64,
-) -> Result<PollSummary, ApiError> {
+) -> Result<PollSummary> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
-        .map_err(ApiError::internal)?;
+        .map_err(|e| Error::Http(e.to_string()))?;
     let since: Option<i64> = db
         .call(|s| s.state_get(WATERMARK))
-        .await?
-        .map_err(ApiError::internal)?
+        .await??
         .and_then(|v| v.parse().ok());
     let mut summary = PollSummary {
         updated_at_min: since,
@@ -88,9 +87,9 @@ pub async fn poll_orders(
         let response = request
             .send()
             .await
-            .map_err(|e| ApiError::unavailable(format!("the orders API is unreachable: {e}")))?;
+            .map_err(|e| Error::OrdersApi(format!("the orders API is unreachable: {e}")))?;
         if !response.status().is_success() {
-            return Err(ApiError::unavailable(format!(
+            return Err(Error::OrdersApi(format!(
                 "the orders API answered {} on page {page}",
                 response.status()
             )));
@@ -98,7 +97,7 @@ pub async fn poll_orders(
         let body: Value = response
             .json()
             .await
-            .map_err(|e| ApiError::unavailable(format!("the orders API sent no JSON: {e}")))?;
+            .map_err(|e| Error::OrdersApi(format!("the orders API sent no JSON: {e}")))?;
         let orders = match body
             .get("orders")
             .or_else(|| body.get("data").and_then(|d| d.get("orders")))
@@ -147,8 +146,7 @@ pub async fn poll_orders(
     }
     if let Some(newest) = newest.filter(|n| Some(*n) != since) {
         db.call(move |s| s.state_set(WATERMARK, &newest.to_string()))
-            .await?
-            .map_err(ApiError::internal)?;
+            .await??;
     }
     summary.updated_at_min = newest;
     Ok(summary)

@@ -17,7 +17,7 @@ use manirec_pipeline::Rejection;
 use manirec_store::{BehaviorEvent, DeliveryOutcome, Store};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ApiError;
+use crate::{Error, Result};
 
 /// Most events written in one group commit.
 const GROUP_EVENTS: usize = 50_000;
@@ -93,7 +93,7 @@ impl Db {
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T> {
         let Some(reads) = &self.reads else {
             return self.call(move |store| f(store)).await;
         };
@@ -106,27 +106,21 @@ impl Db {
                 let _ = reply.send(Err(e));
             }
         });
-        reads
-            .send(job)
-            .await
-            .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        answer
-            .await
-            .map_err(|_| ApiError::internal("a store reader stopped"))?
-            .map_err(ApiError::internal)
+        reads.send(job).await.map_err(|_| Error::ShuttingDown)?;
+        Ok(answer.await.map_err(|_| Error::StoreStopped)??)
     }
 
     /// Stores a batch of events; answers `(accepted, duplicates)` once they are durable.
-    pub async fn insert_events(&self, events: Vec<BehaviorEvent>) -> Result<(u64, u64), ApiError> {
+    pub async fn insert_events(&self, events: Vec<BehaviorEvent>) -> Result<(u64, u64)> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Events(events, reply))
             .await
-            .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
+            .map_err(|_| Error::ShuttingDown)?;
         answer
             .await
-            .map_err(|_| ApiError::unavailable("the store is shutting down"))?
-            .map_err(ApiError::internal)
+            .map_err(|_| Error::ShuttingDown)?
+            .map_err(Error::EventWrite)
     }
 
     /// Applies a Shoplazza delivery (webhook or polled order) in one transaction.
@@ -136,17 +130,17 @@ impl Db {
         key: UserKey,
         seed: u64,
         delivery: Delivery,
-    ) -> Result<Result<DeliveryOutcome, Rejection>, ApiError> {
-        self.call(move |store| apply(store, &key, seed, &delivery))
-            .await?
-            .map_err(ApiError::internal)
+    ) -> Result<Result<DeliveryOutcome, Rejection>> {
+        Ok(self
+            .call(move |store| apply(store, &key, seed, &delivery))
+            .await??)
     }
 
     /// Runs `f` on the store's thread and returns its result.
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         let job: Call = Box::new(move |store| {
             let _ = reply.send(f(store));
@@ -154,15 +148,13 @@ impl Db {
         self.jobs
             .send(Job::Call(job))
             .await
-            .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        answer
-            .await
-            .map_err(|_| ApiError::internal("the store thread stopped"))
+            .map_err(|_| Error::ShuttingDown)?;
+        answer.await.map_err(|_| Error::StoreStopped)
     }
 }
 
 /// A reader: takes the next read from the shared queue until every [`Db`] is gone.
-/// A read that panics loses its answer (the caller gets a 500), not the reader.
+/// A read that panics loses its answer (the caller gets [`Error::StoreStopped`]), not the reader.
 fn run_reader(store: Store, rx: Arc<Mutex<mpsc::Receiver<Read>>>) {
     loop {
         let job = {
