@@ -68,7 +68,7 @@ fn the_demo_runs_every_stage_and_a_rerun_changes_nothing() {
         .db()
         .query_row(
             "SELECT COUNT(*) FROM (SELECT user_id FROM training_interactions
-              WHERE interaction_type = 'purchase' GROUP BY user_id HAVING COUNT(DISTINCT origin) > 1)",
+              WHERE interaction_type = 'purchase' GROUP BY user_id HAVING COUNT(DISTINCT origin) > 1) AS repeat_buyers",
             &[],
             |r| r.get(0),
         )

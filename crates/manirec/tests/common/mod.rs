@@ -24,7 +24,13 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// A data dir on the default store, or, when `MANIREC_TEST_BACKEND` is
+    /// `postgres` (the second pass of `scripts/test`), on a fresh PostgreSQL
+    /// database: every integration test runs on both engines.
     pub fn new() -> Self {
+        if std::env::var("MANIREC_TEST_BACKEND").as_deref() == Ok("postgres") {
+            return Self::on_postgres();
+        }
         DataDir {
             dir: tempfile::tempdir().unwrap(),
             postgres: None,
