@@ -28,6 +28,7 @@ struct FileSettings {
     notify_url: Option<String>,
     shoplazza_api: Option<String>,
     shoplazza_token: Option<String>,
+    reload_seconds: Option<u64>,
     #[serde(default)]
     sync: SyncSettings,
     #[serde(default)]
@@ -76,6 +77,9 @@ pub struct Settings {
     /// The shop's API base (`https://SHOP.myshoplaza.com`), for the reconciliation poll.
     pub shoplazza_api: Option<String>,
     pub shoplazza_token: Option<String>,
+    /// How often `serve` reloads what it serves from the store (a promotion
+    /// made by another replica or by the command line reaches it this soon).
+    pub reload_seconds: u64,
     pub sync: SyncSettings,
     pub trigger: TriggerConfig,
     pub retrain: RetrainConfig,
@@ -162,6 +166,16 @@ impl Settings {
                     .validate()
                     .map_err(|e| anyhow::anyhow!("{}: {e}", file_path.display()))?;
                 file.limits
+            },
+            reload_seconds: match env("MANIREC_RELOAD_SECONDS") {
+                Some(v) => v.parse().ok().filter(|&n| n > 0).with_context(|| {
+                    format!("MANIREC_RELOAD_SECONDS {v:?} is not a number of seconds above 0")
+                })?,
+                None => match file.reload_seconds {
+                    Some(0) => bail!("reload_seconds in {} must be above 0", file_path.display()),
+                    Some(n) => n,
+                    None => 30,
+                },
             },
             storefront: {
                 let mut storefront = file.storefront;
@@ -279,6 +293,7 @@ impl Settings {
         config.storefront_secret = self.storefront_secret()?;
         config.limits = self.limits.clone();
         config.storefront = self.storefront.clone();
+        config.reload_interval = std::time::Duration::from_secs(self.reload_seconds);
         Ok(config)
     }
 }

@@ -60,6 +60,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// The shop's product pages, for the links of `details=1` answers.
     pub storefront: Storefront,
+    /// How often what serves is reloaded from the store: a promotion, an
+    /// experiment or a catalogue rule made by another process (a replica,
+    /// the command line) reaches this one within it.
+    pub reload_interval: Duration,
 }
 
 impl ServerConfig {
@@ -76,6 +80,7 @@ impl ServerConfig {
             admin_token: None,
             limits: Limits::default(),
             storefront: Storefront::default(),
+            reload_interval: Duration::from_secs(30),
         }
     }
 }
@@ -324,12 +329,12 @@ pub async fn serve(
 }
 
 /// What runs beside the router: the recommendation log's writer and the
-/// serving reloader (a promotion made elsewhere is noticed within half a
-/// minute, without a restart).
+/// serving reloader (a promotion made elsewhere is noticed within
+/// `reload_interval`, 30 s by default, without a restart).
 async fn background(state: AppState) {
     let flush = serving::flush_forever(state.clone(), Duration::from_millis(250));
     let reload = async {
-        let mut every = tokio::time::interval(Duration::from_secs(30));
+        let mut every = tokio::time::interval(state.config().reload_interval);
         loop {
             every.tick().await;
             if let Err(e) = state.refresh_model().await {
