@@ -1,6 +1,6 @@
 //! Storefront behaviour events, stored in arrival order.
 
-use crate::sql::params;
+use crate::sql::{params, ToParam};
 
 use crate::{now_ms, Result, Store};
 
@@ -37,6 +37,10 @@ pub fn device_user(device_id: &str) -> String {
     format!("device:{device_id}")
 }
 
+/// Events per INSERT: 9 parameters each stays far below SQLite's (32,766)
+/// and PostgreSQL's (65,535) limits.
+const EVENTS_PER_STATEMENT: usize = 200;
+
 impl Store {
     /// Stores events in one transaction; an `event_id` already stored is a duplicate.
     /// Returns `(accepted, duplicates)`.
@@ -57,27 +61,61 @@ impl Store {
         let mut out = Vec::with_capacity(batches.len());
         for events in batches {
             let mut accepted = 0;
-            for e in events.iter() {
-                let new = tx.execute(
-                    "INSERT INTO behavior_events (event_id, event_type, product_id, user_id, session_id,
-                        device_id, timestamp_ms, request_id, properties, received_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                     ON CONFLICT (event_id) DO NOTHING",
-                    params![
-                        e.event_id,
-                        e.event_type,
-                        e.product_id,
-                        e.user_id,
-                        e.session_id,
-                        e.device_id,
-                        e.timestamp_ms,
-                        e.request_id,
-                        e.properties,
-                        received_at
-                    ],
+            for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+                // One statement per chunk (a round trip per event is what a
+                // database server's ingestion rate is bounded by); RETURNING
+                // names the ones that were new, in order.
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let p = i * 9;
+                        format!(
+                            "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?1)",
+                            p + 2,
+                            p + 3,
+                            p + 4,
+                            p + 5,
+                            p + 6,
+                            p + 7,
+                            p + 8,
+                            p + 9,
+                            p + 10
+                        )
+                    })
+                    .collect();
+                let mut values: Vec<&dyn ToParam> = Vec::with_capacity(1 + chunk.len() * 9);
+                values.push(&received_at);
+                for e in chunk {
+                    values.extend([
+                        &e.event_id as &dyn ToParam,
+                        &e.event_type,
+                        &e.product_id,
+                        &e.user_id,
+                        &e.session_id,
+                        &e.device_id,
+                        &e.timestamp_ms,
+                        &e.request_id,
+                        &e.properties,
+                    ]);
+                }
+                let new: Vec<String> = tx.query_map(
+                    &format!(
+                        "INSERT INTO behavior_events (event_id, event_type, product_id, user_id,
+                            session_id, device_id, timestamp_ms, request_id, properties, received_at)
+                         VALUES {}
+                         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                        rows.join(", ")
+                    ),
+                    &values,
+                    |r| r.get(0),
                 )?;
-                accepted += new as u64;
-                if let (1, Some(user)) = (new, &e.user_id) {
+                accepted += new.len() as u64;
+                let mut new: std::collections::HashSet<String> = new.into_iter().collect();
+                for e in chunk {
+                    // An id repeated in one request was stored once: its first copy.
+                    if !new.remove(&e.event_id) {
+                        continue;
+                    }
+                    let Some(user) = &e.user_id else { continue };
                     let anonymous = e
                         .session_id
                         .as_deref()
