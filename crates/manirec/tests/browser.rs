@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::browser::chromium;
 use common::server::{Server, Stub};
 use common::DataDir;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// `(event_type, product_id, request_id, session_id, device_id)` of a stored event.
 type Seen = (
@@ -24,10 +22,6 @@ type Seen = (
 
 #[test]
 fn page_clicks_arrive_and_leaving_the_page_flushes_the_last_batch() {
-    assert!(
-        std::path::Path::new(CHROMIUM).exists(),
-        "this test needs Debian's chromium (apt-get install chromium); .ci/run installs it"
-    );
     let d = DataDir::new();
     let s = Server::start(&d, &[]);
     let manirec = s.base.clone();
@@ -49,18 +43,7 @@ fn page_clicks_arrive_and_leaving_the_page_flushes_the_last_batch() {
     let shop = Stub::start(move |_| (200, page.clone()));
     let profile = tempfile::tempdir().unwrap();
     // Headless Chromium keeps running after the page; it is killed once the events are in.
-    let mut browser = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+    let mut browser = chromium(profile.path())
         .arg(format!("{}/product.html", shop.base))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -107,10 +90,6 @@ fn page_clicks_arrive_and_leaving_the_page_flushes_the_last_batch() {
 
 #[test]
 fn the_dashboard_shows_serving_models_and_job_runs() {
-    assert!(
-        std::path::Path::new(CHROMIUM).exists(),
-        "this test needs Debian's chromium (apt-get install chromium); .ci/run installs it"
-    );
     let d = DataDir::new();
     let demo = d.json(&["demo", "--no-serve", "--seed", "3", "--as-of", "2026-06-30"]);
     let active = demo["stages"]["promoted"].as_str().unwrap().to_owned();
@@ -121,17 +100,8 @@ fn the_dashboard_shows_serving_models_and_job_runs() {
         assert_eq!(popular.status(), 200);
     }
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+    let out = chromium(profile.path())
+        .args(["--virtual-time-budget=8000", "--dump-dom"])
         .arg(s.url("/dashboard#token=dash-token-0123456789"))
         .output()
         .unwrap();

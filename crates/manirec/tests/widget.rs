@@ -8,15 +8,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::server::{item_ids, Server, Stub};
 use common::{textbook_shop, DataDir};
 use serde_json::Value;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The product pages of the test's shop: `{handle}` and `{id}`, percent-encoded.
 const PRODUCT_URL: &str = "/p/{handle}?id={id}";
@@ -130,28 +127,15 @@ fn details_add_title_image_price_and_link_and_a_bad_value_is_a_400() {
 
 /// Runs headless Chromium on `url` with `extra` flags and returns its stdout.
 fn chromium(url: &str, extra: &[&str]) -> String {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "this test needs Debian's chromium (apt-get install chromium); .ci/run installs it"
-    );
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(CHROMIUM)
+    let out = common::browser::chromium(profile.path())
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
             "--hide-scrollbars",
             "--force-device-scale-factor=1",
             "--window-size=800,600",
             "--virtual-time-budget=10000",
         ])
         .args(extra)
-        .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .stderr(Stdio::null())
         .output()
@@ -369,22 +353,9 @@ fn a_block_renders_cards_from_the_catalogue_and_a_click_is_attributed() {
 
     // A click on a card: a rec_click with the answer's request id, which the
     // server logged (so attribution counts it), beside the block's impressions.
-    let mut browser = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=800,600",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            tempfile::tempdir().unwrap().keep().display()
-        ))
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = common::browser::chromium(profile.path())
+        .arg("--window-size=800,600")
         .arg(format!("{}/click.html", shop.base))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

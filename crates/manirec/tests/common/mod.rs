@@ -2,6 +2,7 @@
 //! the tests write themselves (as a SQLite file and as a D1 dump of the same SQL).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod server;
 
 use std::path::{Path, PathBuf};
