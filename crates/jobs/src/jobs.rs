@@ -9,7 +9,7 @@ use manirec_pipeline::retention::Cleanup;
 use manirec_pipeline::retrain::{self, RetrainContext, RetrainRun};
 use manirec_pipeline::sync::SyncSummary;
 use manirec_pipeline::NoProgress;
-use manirec_store::{Objects, Store};
+use manirec_store::{Job, JobStart, JobStatus, Objects, Store};
 use serde::Serialize;
 use serde_json::json;
 use tokio::runtime::Handle;
@@ -64,7 +64,8 @@ impl Jobs {
     /// The weekly loop, once: sync the events first (so they count), then
     /// [`retrain::run`]. The observer hears of a promotion or a new experiment
     /// before this returns; a run that did something is notified.
-    pub async fn retrain(&self, force: bool, started_by: &'static str) -> Result<RetrainRun> {
+    pub async fn retrain(&self, force: bool, start: impl Into<JobStart>) -> Result<RetrainRun> {
+        let start = start.into();
         self.sync().await?;
         let config = self.config().clone();
         let run = self
@@ -76,12 +77,12 @@ impl Jobs {
                     retrain: &config.retrain,
                     experiments: &config.experiments,
                     force,
-                    started_by,
+                    start,
                 }))
             })
             .await??;
         self.observer().serving_changed().await;
-        if run.status != "skipped" {
+        if run.status != JobStatus::Skipped {
             // Awaited (the notifier gives up on its own): a command that ends here
             // must not drop the notice.
             if let Some(sent) = crate::notify::spawn(
@@ -95,8 +96,8 @@ impl Jobs {
     }
 
     /// The data-quality report, written to the object store and journaled.
-    pub async fn report(&self, started_by: &'static str) -> Result<QualityReport> {
-        self.journaled("quality", started_by, |store, objects, handle| {
+    pub async fn report(&self, start: impl Into<JobStart>) -> Result<QualityReport> {
+        self.journaled(Job::Quality, start.into(), |store, objects, handle| {
             handle.block_on(manirec_pipeline::quality::report(store, objects))
         })
         .await
@@ -105,8 +106,8 @@ impl Jobs {
     /// Retention: interactions, behaviour events and logged recommendation
     /// answers older than `days` days are deleted, journaled as a `retention`
     /// run. The scheduler and `manirec cleanup` both call this.
-    pub async fn retention(&self, days: u32, started_by: &'static str) -> Result<Cleanup> {
-        self.journaled("retention", started_by, move |store, _, _| {
+    pub async fn retention(&self, days: u32, start: impl Into<JobStart>) -> Result<Cleanup> {
+        self.journaled(Job::Retention, start.into(), move |store, _, _| {
             manirec_pipeline::retention::cleanup(store, days, manirec_store::now_ms() / 1000)
         })
         .await
@@ -116,20 +117,20 @@ impl Jobs {
     /// step holding its summary, then `ok`, or `failed` with the error.
     async fn journaled<T: Serialize + Send + 'static>(
         &self,
-        job: &'static str,
-        started_by: &'static str,
+        job: Job,
+        start: JobStart,
         f: impl FnOnce(&mut Store, &Objects, &Handle) -> manirec_pipeline::Result<T> + Send + 'static,
     ) -> Result<T> {
         self.on_own_connection(move |store, objects, handle| -> Result<T> {
-            let id = store.start_job_run(job, started_by)?;
+            let id = store.start_job_run(job, start)?;
             let result = f(store, objects, handle);
             match &result {
                 Ok(summary) => {
                     let summary = serde_json::to_value(summary).unwrap_or_default();
-                    store.add_job_step(id, job, &summary)?;
-                    store.finish_job_run(id, "ok", None)?;
+                    store.add_job_step(id, job.as_str(), &summary)?;
+                    store.finish_job_run(id, JobStatus::Ok, None)?;
                 }
-                Err(e) => store.finish_job_run(id, "failed", Some(&e.to_string()))?,
+                Err(e) => store.finish_job_run(id, JobStatus::Failed, Some(&e.to_string()))?,
             }
             Ok(result?)
         })

@@ -12,6 +12,7 @@ use manirec_pipeline::export::ExportSummary;
 use manirec_pipeline::sync::SyncSummary;
 use manirec_pipeline::training;
 use manirec_pipeline::trigger::{self, TriggerCheck};
+use manirec_store::{Job, JobStart, JobStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -72,10 +73,10 @@ impl Jobs {
         periodic(
             &mut tasks,
             self,
-            "retrain",
+            Job::Retrain,
             schedule.retrain_minutes * 60,
-            |jobs| async move {
-                jobs.retrain(false, "schedule")
+            |jobs, start| async move {
+                jobs.retrain(false, start)
                     .await
                     .map(|r| json!({"status": r.status, "outcome": r.outcome}))
             },
@@ -83,20 +84,20 @@ impl Jobs {
         periodic(
             &mut tasks,
             self,
-            "quality",
+            Job::Quality,
             schedule.report_hours * 3600,
-            |jobs| async move {
-                let report = jobs.report("schedule").await?;
+            |jobs, start| async move {
+                let report = jobs.report(start).await?;
                 Ok(json!({"date": report.date}))
             },
         );
         periodic(
             &mut tasks,
             self,
-            "retention",
+            Job::Retention,
             schedule.retention_hours * 3600,
-            move |jobs| async move {
-                let cleanup = jobs.retention(schedule.retention_days, "schedule").await?;
+            move |jobs, start| async move {
+                let cleanup = jobs.retention(schedule.retention_days, start).await?;
                 Ok(json!(cleanup.deleted))
             },
         );
@@ -201,14 +202,17 @@ impl Jobs {
 
 /// Runs `job` whenever its last finished run is older than `period_s`
 /// (checked every `check_seconds` at most); `period_s == 0` turns it off.
+/// The run itself starts only if it is still due when it takes the job's
+/// lease ([`JobStart::scheduled`]): of several replicas that find it due
+/// together, one runs it.
 fn periodic<F, Fut>(
     tasks: &mut tokio::task::JoinSet<()>,
     jobs: &Jobs,
-    job: &'static str,
+    job: Job,
     period_s: u64,
     run: F,
 ) where
-    F: Fn(Jobs) -> Fut + Send + 'static,
+    F: Fn(Jobs, JobStart) -> Fut + Send + 'static,
     Fut: Future<Output = Result<serde_json::Value>> + Send,
 {
     if period_s == 0 {
@@ -223,7 +227,9 @@ fn periodic<F, Fut>(
             tokio::time::sleep(check).await;
             let last = jobs
                 .db()
-                .call(move |s| s.last_job_finish(job, &["ok", "skipped", "failed"]))
+                .call(move |s| {
+                    s.last_job_finish(job, &[JobStatus::Ok, JobStatus::Skipped, JobStatus::Failed])
+                })
                 .await;
             let due = match last {
                 Ok(Ok(Some(at))) => manirec_store::now_ms() - at >= period_ms,
@@ -233,14 +239,15 @@ fn periodic<F, Fut>(
             if !due {
                 continue;
             }
-            match run(jobs.clone()).await {
-                Ok(summary) => tracing::info!(job, %summary, "scheduled job done"),
-                // Another replica holds its lease (a run whose heartbeat is fresh).
+            match run(jobs.clone(), JobStart::scheduled(period_ms)).await {
+                Ok(summary) => tracing::info!(%job, %summary, "scheduled job done"),
+                // Another replica holds its lease (a run whose heartbeat is
+                // fresh) or has just run it.
                 Err(crate::Error::Store(manirec_store::Error::Conflict(e)))
                 | Err(crate::Error::Pipeline(manirec_pipeline::Error::Store(
                     manirec_store::Error::Conflict(e),
-                ))) => tracing::info!(job, reason = %e, "scheduled job left to its lease holder"),
-                Err(e) => tracing::error!(job, error = %e, "scheduled job failed"),
+                ))) => tracing::info!(%job, reason = %e, "scheduled job left to another replica"),
+                Err(e) => tracing::error!(%job, error = %e, "scheduled job failed"),
             }
         }
     });

@@ -326,7 +326,7 @@ pub enum RuleCommand {
 pub struct RunsArgs {
     /// Only this job: retrain, quality, retention.
     #[arg(long)]
-    pub job: Option<String>,
+    pub job: Option<manirec_store::Job>,
     /// How many runs, newest first.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,

@@ -2,7 +2,8 @@
 //! `scripts/test` runs this on PostgreSQL, the first pass on one SQLite file):
 //! both take events at once, a promotion made elsewhere reaches both without
 //! a restart, and `kill -9` of one under load loses nothing it acknowledged
-//! while the other keeps answering.
+//! while the other keeps answering; the same webhook delivered to both at once
+//! lands once, and a scheduled job due on both runs once.
 
 mod common;
 
@@ -112,4 +113,100 @@ fn two_replicas_ingest_together_see_a_promotion_and_survive_the_loss_of_one() {
         .filter(|id| !stored.contains(*id))
         .collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+}
+
+fn signed_order(base: &str, client: &reqwest::blocking::Client, n: usize) -> u16 {
+    use base64::Engine;
+    use hmac::Mac;
+    let body = serde_json::to_vec(&json!({"order": {
+        "id": format!("11218-{n:08}"), "number": format!("{n:08}"),
+        "financial_status": "paid", "status": "opened",
+        "created_at": "2026-11-01T09:00:00Z", "placed_at": "2026-11-01T09:02:00Z",
+        "updated_at": "2026-11-01T09:03:00Z",
+        "customer": {"id": format!("c-{n}"), "email": format!("shopper{n}@example.com")},
+        "line_items": [
+            {"id": format!("li-{n}"), "product_id": format!("p-{}", n % 7), "variant_id": "v-1",
+             "quantity": 1, "price": "16.99"}
+        ]
+    }}))
+    .unwrap();
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(common::server::SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    client
+        .post(format!("{base}/webhooks/shoplazza"))
+        .header("X-Shoplazza-Topic", "orders/paid")
+        .header("X-Shoplazza-Deduplication-ID", format!("dedup-{n}"))
+        .header("X-Shoplazza-Hmac-Sha256", signature)
+        .body(body)
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_replicas_take_the_same_webhooks_at_once_and_run_a_scheduled_job_once() {
+    let d = DataDir::new();
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    // Retention due at once and looked at every second; the rest off.
+    std::fs::write(
+        d.path().join("data/manirec.toml"),
+        "[schedule]\nretrain_minutes = 0\nreport_hours = 0\nretention_hours = 1\n\
+         check_seconds = 1\n",
+    )
+    .unwrap();
+    let a = Server::start(&d, RELOAD);
+    let b = Server::start(&d, RELOAD);
+
+    // Shoplazza retries a delivery it thinks failed, and a load balancer may
+    // send the retry to the other replica while the first is still at work:
+    // every order goes to both at once.
+    const ORDERS: usize = 40;
+    let answers: Vec<u16> = std::thread::scope(|scope| {
+        let sends: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|s| {
+                let base = s.base.clone();
+                scope.spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    (0..ORDERS)
+                        .map(|n| signed_order(&base, &client, n))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        sends.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    let count = |sql: &str| -> i64 { d.db().query_row(sql, &[], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM shop_orders"), ORDERS as i64);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM webhook_deliveries"),
+        ORDERS as i64
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM training_interactions
+             WHERE source = 'webhook' AND interaction_type = 'purchase'"
+        ),
+        ORDERS as i64,
+        "one purchase per order, whichever replica applied it"
+    );
+
+    // Both schedulers found retention due within the first second; one ran it.
+    let since = Instant::now();
+    while count("SELECT COUNT(*) FROM job_runs WHERE job = 'retention' AND status = 'ok'") == 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "retention never ran"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        count("SELECT COUNT(*) FROM job_runs WHERE job = 'retention'"),
+        1,
+        "a scheduled job runs once across the replicas"
+    );
 }

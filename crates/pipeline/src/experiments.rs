@@ -10,7 +10,7 @@
 //! comes with a 95 % interval (log of the ratio, delta method) and the p-value
 //! of a pooled two-proportion z-test.
 
-use manirec_store::{ArmCounts, Experiment, Outcome, Store};
+use manirec_store::{Actor, ArmCounts, Experiment, Outcome, Store};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -147,10 +147,10 @@ pub struct ExperimentStatus {
     pub treatment: String,
     /// % of shoppers in the treatment.
     pub traffic: u8,
-    /// `running` or `stopped`.
-    pub status: String,
+    /// Whether it still splits traffic.
+    pub status: manirec_store::ExperimentStatus,
     /// How it ended.
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     /// RFC 3339.
     pub started_at: String,
     /// RFC 3339.
@@ -230,7 +230,7 @@ pub fn start(
     control: &str,
     treatment: &str,
     traffic: u8,
-    started_by: &str,
+    started_by: Actor,
 ) -> Result<Experiment> {
     Ok(store.start_experiment(control, treatment, traffic, started_by)?)
 }
@@ -470,11 +470,11 @@ mod tests {
             control: "m1".into(),
             treatment: "m2".into(),
             traffic,
-            status: "running".into(),
+            status: manirec_store::ExperimentStatus::Running,
             started_at: 0,
             stopped_at: None,
             outcome: None,
-            started_by: "cli".into(),
+            started_by: Actor::Cli,
         }
     }
 
@@ -529,7 +529,7 @@ mod tests {
             versions.push(v);
         }
         store.promote_model_version(&versions[0]).unwrap();
-        let e = start(&store, &versions[0], &versions[1], 50, "cli").unwrap();
+        let e = start(&store, &versions[0], &versions[1], 50, Actor::Cli).unwrap();
         let t0 = e.started_at + 1;
         let (mut logs, mut events) = (Vec::new(), Vec::new());
         for n in 0..400 {

@@ -14,7 +14,7 @@
 
 use manirec_models::evaluate::{self, EvalOptions, Protocol, RankedList};
 use manirec_models::{ModelKind, ModelSpec};
-use manirec_store::{Objects, Outcome, Store};
+use manirec_store::{Actor, Job, JobStart, JobStatus, Objects, Outcome, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -63,8 +63,8 @@ impl Default for RetrainConfig {
 pub struct RetrainRun {
     /// Its journal id (`job_runs`).
     pub run_id: i64,
-    /// `ok`, `skipped` or `failed`.
-    pub status: String,
+    /// How it finished.
+    pub status: JobStatus,
     /// In a sentence.
     pub outcome: String,
     /// The steps, as journaled.
@@ -93,14 +93,14 @@ pub struct RetrainContext<'a> {
     pub experiments: &'a ExperimentConfig,
     /// Train even when the trigger says no.
     pub force: bool,
-    /// `cli`, `admin` or `schedule`.
-    pub started_by: &'a str,
+    /// Who started it (a scheduled start runs only when due).
+    pub start: JobStart,
 }
 
 /// Runs the loop once.
 pub async fn run(ctx: &RetrainContext<'_>) -> Result<RetrainRun> {
     let store = ctx.store;
-    let run_id = store.start_job_run("retrain", ctx.started_by)?;
+    let run_id = store.start_job_run(Job::Retrain, ctx.start)?;
     let mut journal = Journal {
         store,
         run_id,
@@ -114,7 +114,7 @@ pub async fn run(ctx: &RetrainContext<'_>) -> Result<RetrainRun> {
             let message = e.to_string();
             tracing::error!(run = run_id, error = %message, "retrain run failed; the active model keeps serving");
             (
-                "failed",
+                JobStatus::Failed,
                 "failed; the active model keeps serving".to_owned(),
                 Some(message),
             )
@@ -124,7 +124,7 @@ pub async fn run(ctx: &RetrainContext<'_>) -> Result<RetrainRun> {
     let steps = store.job_run(run_id)?.map(|r| r.steps).unwrap_or_default();
     Ok(RetrainRun {
         run_id,
-        status: status.to_owned(),
+        status,
         outcome,
         steps,
         error,
@@ -148,10 +148,7 @@ impl Journal<'_> {
     }
 }
 
-async fn steps(
-    ctx: &RetrainContext<'_>,
-    journal: &mut Journal<'_>,
-) -> Result<(&'static str, String)> {
+async fn steps(ctx: &RetrainContext<'_>, journal: &mut Journal<'_>) -> Result<(JobStatus, String)> {
     let (store, objects) = (ctx.store, ctx.objects);
 
     if let Some(running) = store.running_experiment()? {
@@ -164,7 +161,7 @@ async fn steps(
         let outcome = match status.decision {
             Decision::Continue => {
                 return Ok((
-                    "skipped",
+                    JobStatus::Skipped,
                     format!(
                         "experiment {} ({} vs {}) is still collecting evidence: {}",
                         running.id, running.control, running.treatment, status.reason
@@ -188,7 +185,7 @@ async fn steps(
             json!({"experiment_id": running.id, "outcome": outcome.as_str(), "reason": status.reason}),
         )?;
         return Ok((
-            "ok",
+            JobStatus::Ok,
             format!("experiment {}: {verb} ({})", running.id, status.reason),
         ));
     }
@@ -204,7 +201,7 @@ async fn steps(
     journal.step("trigger", serde_json::to_value(&check).map_err(json_error)?)?;
     if !check.should_retrain && !ctx.force {
         return Ok((
-            "skipped",
+            JobStatus::Skipped,
             format!(
                 "no retrain due ({} new interactions since the last training)",
                 check.new_interactions
@@ -243,7 +240,7 @@ async fn steps(
     {
         if !ctx.force {
             return Ok((
-                "skipped",
+                JobStatus::Skipped,
                 format!(
                     "nothing new to learn: {} was trained on {}, which is still the latest data",
                     a.version, built.version
@@ -286,7 +283,7 @@ async fn steps(
             json!({"model_version": trained.model_version, "reason": "no model was active"}),
         )?;
         return Ok((
-            "ok",
+            JobStatus::Ok,
             format!(
                 "{} trained and promoted (no model was active)",
                 trained.model_version
@@ -314,7 +311,7 @@ async fn steps(
     if !not_worse {
         store.retire_model_version(&trained.model_version)?;
         return Ok((
-            "ok",
+            JobStatus::Ok,
             format!(
                 "{} is worse offline (ndcg@10 {candidate_ndcg:.4} < {floor:.4}): retired, {} keeps serving",
                 trained.model_version, active.version
@@ -331,7 +328,7 @@ async fn steps(
                    "reason": "offline score equal to the active model's: nothing to test"}),
         )?;
         return Ok((
-            "ok",
+            JobStatus::Ok,
             format!(
                 "{} scores exactly as {} offline (ndcg@10 {candidate_ndcg:.4}): retired, no A/B test between equals; {} keeps serving",
                 trained.model_version, active.version, active.version
@@ -344,14 +341,14 @@ async fn steps(
             "promote",
             json!({"model_version": trained.model_version, "reason": "not worse offline; A/B tests are off"}),
         )?;
-        return Ok(("ok", format!("{} promoted", trained.model_version)));
+        return Ok((JobStatus::Ok, format!("{} promoted", trained.model_version)));
     }
     let exp = experiments::start(
         store,
         &active.version,
         &trained.model_version,
         ctx.retrain.traffic,
-        "retrain",
+        Actor::Retrain,
     )?;
     journal.experiment_id = Some(exp.id);
     journal.step(
@@ -360,7 +357,7 @@ async fn steps(
                "traffic": exp.traffic}),
     )?;
     Ok((
-        "ok",
+        JobStatus::Ok,
         format!(
             "{} is not worse offline (ndcg@10 {candidate_ndcg:.4} vs {active_ndcg:.4}): A/B test {} started on {} % of shoppers",
             trained.model_version, exp.id, exp.traffic

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use manirec_models::ann::IvfIndex;
 use manirec_models::{Model, Request, Scored};
-use manirec_store::{session_user, RuleKind, Store};
+use manirec_store::{session_user, ModelStatus, RuleKind, Store};
 
 use crate::identity::UserKey;
 use crate::sync::Weights;
@@ -308,7 +308,7 @@ pub fn session_version(store: &Store) -> Result<Option<manirec_store::ModelVersi
         .into_iter()
         .filter(|v| {
             v.dataset_version == active.dataset_version
-                && matches!(v.status.as_str(), "candidate" | "active")
+                && matches!(v.status, ModelStatus::Candidate | ModelStatus::Active)
                 && v.version != active.version
         })
         .filter_map(|v| session_ndcg(&v).map(|n| (n, v)))

@@ -20,7 +20,9 @@ use bytes::Bytes;
 use manirec_models::evaluate::{self, ColdStart, EvalOptions, Protocol, RankedList, Report};
 use manirec_models::tune::{self, TuneOptions};
 use manirec_models::{Interaction, ItemFeatures, Model, ModelKind, ModelSpec};
-use manirec_store::{now_ms, DatasetVersion, ModelVersion, Objects, Store};
+use manirec_store::{
+    now_ms, DatasetStatus, DatasetVersion, ModelStatus, ModelVersion, Objects, Store,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
@@ -129,8 +131,8 @@ pub struct ModelInfo {
     pub model: String,
     /// Dataset version.
     pub dataset: String,
-    /// `training`, `candidate`, `active`, `retired`.
-    pub status: String,
+    /// Where it is in its life.
+    pub status: ModelStatus,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -196,7 +198,7 @@ pub fn dataset_version(store: &Store, version: Option<&str>) -> Result<DatasetVe
             .latest_ready_dataset_version()?
             .ok_or_else(|| data("no dataset version yet: run `manirec dataset build` first"))?,
     };
-    if v.status != "ready" {
+    if v.status != DatasetStatus::Ready {
         return Err(data(format!(
             "dataset version {} is not ready (status {})",
             v.version, v.status
@@ -570,7 +572,7 @@ pub fn model_version(store: &Store, version: Option<&str>) -> Result<ModelVersio
             })?,
         },
     };
-    if v.status == "training" {
+    if v.status == ModelStatus::Training {
         return Err(data(format!(
             "model version {} has not finished training",
             v.version

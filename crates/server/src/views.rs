@@ -7,7 +7,9 @@ use manirec_jobs::{PollSummary, Tick};
 use manirec_pipeline::export::ExportSummary;
 use manirec_pipeline::sync::SyncSummary;
 use manirec_pipeline::trigger::TriggerCheck;
-use manirec_store::{CatalogRule, Experiment, JobRun};
+use manirec_store::{
+    Actor, CatalogRule, Experiment, ExperimentStatus, Job, JobRun, JobStatus, Outcome,
+};
 use serde::Serialize;
 
 /// One run of a job (`/admin/runs`, `/admin/overview`).
@@ -16,11 +18,11 @@ pub struct JobRunView<'a> {
     /// Its number.
     pub id: i64,
     /// `retrain`, `quality`, `retention`.
-    pub job: &'a str,
+    pub job: Job,
     /// `schedule`, `cli` or `admin`.
-    pub started_by: &'a str,
+    pub started_by: Actor,
     /// `running`, `ok`, `skipped` or `failed`.
-    pub status: &'a str,
+    pub status: JobStatus,
     /// Unix ms.
     pub started_at: i64,
     /// Unix ms.
@@ -35,9 +37,9 @@ impl<'a> From<&'a JobRun> for JobRunView<'a> {
     fn from(r: &'a JobRun) -> Self {
         JobRunView {
             id: r.id,
-            job: &r.job,
-            started_by: &r.started_by,
-            status: &r.status,
+            job: r.job,
+            started_by: r.started_by,
+            status: r.status,
             started_at: r.started_at,
             finished_at: r.finished_at,
             steps: &r.steps,
@@ -63,15 +65,15 @@ pub struct ExperimentView<'a> {
     /// Percent of shoppers sent to the treatment.
     pub traffic: u8,
     /// `running` or `stopped`.
-    pub status: &'a str,
+    pub status: ExperimentStatus,
     /// Unix ms.
     pub started_at: i64,
     /// Unix ms.
     pub stopped_at: Option<i64>,
     /// `promoted`, `rolled_back` or `stopped`, once stopped.
-    pub outcome: Option<&'a str>,
+    pub outcome: Option<Outcome>,
     /// `cli`, `admin` or `retrain`.
-    pub started_by: &'a str,
+    pub started_by: Actor,
 }
 
 impl<'a> From<&'a Experiment> for ExperimentView<'a> {
@@ -81,11 +83,11 @@ impl<'a> From<&'a Experiment> for ExperimentView<'a> {
             control: &e.control,
             treatment: &e.treatment,
             traffic: e.traffic,
-            status: &e.status,
+            status: e.status,
             started_at: e.started_at,
             stopped_at: e.stopped_at,
-            outcome: e.outcome.as_deref(),
-            started_by: &e.started_by,
+            outcome: e.outcome,
+            started_by: e.started_by,
         }
     }
 }
@@ -170,9 +172,9 @@ mod tests {
     fn a_job_run_answers_these_fields() {
         let run = JobRun {
             id: 3,
-            job: "retention".into(),
-            started_by: "schedule".into(),
-            status: "ok".into(),
+            job: Job::Retention,
+            started_by: Actor::Schedule,
+            status: JobStatus::Ok,
             started_at: 1,
             finished_at: Some(2),
             steps: json!([{"step": "retention", "at": 2, "detail": {}}]),
@@ -194,11 +196,11 @@ mod tests {
             control: "m1".into(),
             treatment: "m2".into(),
             traffic: 50,
-            status: "running".into(),
+            status: ExperimentStatus::Running,
             started_at: 10,
             stopped_at: None,
             outcome: None,
-            started_by: "admin".into(),
+            started_by: Actor::Admin,
         };
         let v = serde_json::to_value(ExperimentView::from(&e)).unwrap();
         assert_eq!(

@@ -9,7 +9,7 @@
 use crate::sql::{params, Row};
 use serde::Serialize;
 
-use crate::{Error, Result, Store};
+use crate::{DatasetKind, DatasetStatus, Error, Result, Store};
 
 /// Order statuses whose interactions no dataset or export may contain. Partial
 /// refunds (`partially_refunded`) keep their rows.
@@ -84,12 +84,12 @@ pub struct DatasetVersion {
     pub major: i64,
     /// M of vN.M.
     pub minor: i64,
-    /// `full` or `increment`.
-    pub kind: String,
+    /// How it was built.
+    pub kind: DatasetKind,
     /// The version an increment follows.
     pub parent: Option<String>,
-    /// `building` or `ready`.
-    pub status: String,
+    /// Whether it is published.
+    pub status: DatasetStatus,
     /// Unix ms.
     pub created_at: i64,
     /// Rows after deduplication.
@@ -402,9 +402,9 @@ mod tests {
             version: "v1.0".into(),
             major: 1,
             minor: 0,
-            kind: "full".into(),
+            kind: DatasetKind::Full,
             parent: None,
-            status: "building".into(),
+            status: DatasetStatus::Building,
             created_at: 5,
             rows: 0,
             train_rows: 0,
@@ -425,7 +425,7 @@ mod tests {
         v.manifest_key = Some("datasets/v1.0/manifest.json".into());
         store.publish_dataset_version(&v).unwrap();
         let got = store.latest_ready_dataset_version().unwrap().unwrap();
-        assert_eq!((got.rows, got.status.as_str()), (10, "ready"));
+        assert_eq!((got.rows, got.status), (10, DatasetStatus::Ready));
         assert!(store.publish_dataset_version(&v).is_err());
         store.abandon_dataset_version("v1.0").unwrap();
         assert_eq!(store.dataset_versions().unwrap().len(), 1, "ready stays");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::sql::{params, Conn, Row};
 use serde::Serialize;
 
-use crate::{now_ms, Error, Result, Store};
+use crate::{now_ms, Actor, Error, ExperimentStatus, ModelStatus, Outcome, Result, Store};
 
 /// One experiment as the store holds it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,16 +21,16 @@ pub struct Experiment {
     pub treatment: String,
     /// Percent of shoppers sent to the treatment.
     pub traffic: u8,
-    /// `running` or `stopped`.
-    pub status: String,
+    /// Whether it still splits traffic.
+    pub status: ExperimentStatus,
     /// Unix ms.
     pub started_at: i64,
     /// Unix ms.
     pub stopped_at: Option<i64>,
-    /// `promoted`, `rolled_back` or `stopped`, once stopped.
-    pub outcome: Option<String>,
-    /// `cli`, `admin` or `retrain`.
-    pub started_by: String,
+    /// How it ended, once stopped.
+    pub outcome: Option<Outcome>,
+    /// Who started it.
+    pub started_by: Actor,
 }
 
 /// What one arm collected.
@@ -53,28 +53,6 @@ pub struct ArmCounts {
     /// Distinct (shopper, item, second) purchases of an item recommended to that
     /// shopper within the window before.
     pub purchases: u64,
-}
-
-/// How an experiment ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The treatment becomes the active model.
-    Promoted,
-    /// The treatment is retired; the control keeps serving.
-    RolledBack,
-    /// Ended without a decision; nothing changes in the registry.
-    Stopped,
-}
-
-impl Outcome {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Promoted => "promoted",
-            Outcome::RolledBack => "rolled_back",
-            Outcome::Stopped => "stopped",
-        }
-    }
 }
 
 const COLUMNS: &str =
@@ -102,7 +80,7 @@ impl Store {
         control: &str,
         treatment: &str,
         traffic: u8,
-        started_by: &str,
+        started_by: Actor,
     ) -> Result<Experiment> {
         if control == treatment {
             return Err(Error::Invalid(format!(
@@ -116,18 +94,18 @@ impl Store {
         }
         let tx = self.conn.transaction()?;
         for v in [control, treatment] {
-            let status: Option<String> = tx.query_opt(
+            let status: Option<ModelStatus> = tx.query_opt(
                 "SELECT status FROM model_versions WHERE version = ?1",
                 params![v],
                 |r| r.get(0),
             )?;
-            match status.as_deref() {
+            match status {
                 None => {
                     return Err(Error::Invalid(format!(
                         "no model version {v} (see `manirec models list`)"
                     )))
                 }
-                Some("training") => {
+                Some(ModelStatus::Training) => {
                     return Err(Error::Invalid(format!(
                         "model version {v} has not finished training"
                     )))
@@ -191,10 +169,10 @@ impl Store {
                 "no experiment {id} (see `manirec experiment status`)"
             )));
         };
-        if exp.status != "running" {
+        if exp.status != ExperimentStatus::Running {
             return Err(Error::Conflict(format!(
                 "experiment {id} already stopped ({})",
-                exp.outcome.as_deref().unwrap_or("stopped")
+                exp.outcome.unwrap_or(Outcome::Stopped)
             )));
         }
         match outcome {
@@ -212,7 +190,7 @@ impl Store {
         }
         tx.execute(
             "UPDATE experiments SET status = 'stopped', stopped_at = ?2, outcome = ?3 WHERE id = ?1",
-            params![id, now_ms(), outcome.as_str()],
+            params![id, now_ms(), outcome],
         )?;
         tx.commit()?;
         self.experiment(id)?
@@ -384,31 +362,34 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         let (a, b) = (trained(&store), trained(&store));
         store.promote_model_version(&a).unwrap();
-        assert!(store.start_experiment(&a, &a, 50, "cli").is_err());
-        assert!(store.start_experiment(&a, "m9", 50, "cli").is_err());
-        assert!(store.start_experiment(&a, &b, 100, "cli").is_err());
-        let e = store.start_experiment(&a, &b, 50, "cli").unwrap();
+        assert!(store.start_experiment(&a, &a, 50, Actor::Cli).is_err());
+        assert!(store.start_experiment(&a, "m9", 50, Actor::Cli).is_err());
+        assert!(store.start_experiment(&a, &b, 100, Actor::Cli).is_err());
+        let e = store.start_experiment(&a, &b, 50, Actor::Cli).unwrap();
         assert!(matches!(
-            store.start_experiment(&a, &b, 50, "cli"),
+            store.start_experiment(&a, &b, 50, Actor::Cli),
             Err(Error::Conflict(_))
         ));
         assert_eq!(store.running_experiment().unwrap().unwrap().id, e.id);
         let stopped = store.stop_experiment(e.id, Outcome::Promoted).unwrap();
-        assert_eq!(stopped.outcome.as_deref(), Some("promoted"));
+        assert_eq!(stopped.outcome, Some(Outcome::Promoted));
         assert_eq!(store.active_model_version().unwrap().unwrap().version, b);
         assert!(store.stop_experiment(e.id, Outcome::Stopped).is_err());
         let c = trained(&store);
-        let e2 = store.start_experiment(&b, &c, 10, "retrain").unwrap();
+        let e2 = store.start_experiment(&b, &c, 10, Actor::Retrain).unwrap();
         store.stop_experiment(e2.id, Outcome::RolledBack).unwrap();
         assert_eq!(store.active_model_version().unwrap().unwrap().version, b);
-        assert_eq!(store.model_version(&c).unwrap().unwrap().status, "retired");
+        assert_eq!(
+            store.model_version(&c).unwrap().unwrap().status,
+            ModelStatus::Retired
+        );
     }
 
     #[test]
     fn arms_count_feedback_once_and_purchases_within_the_window() {
         let mut store = Store::open_in_memory().unwrap();
         let (a, b) = (trained(&store), trained(&store));
-        let e = store.start_experiment(&a, &b, 50, "cli").unwrap();
+        let e = store.start_experiment(&a, &b, 50, Actor::Cli).unwrap();
         let t0 = e.started_at + 1_000;
         store
             .insert_recommendation_log(&[

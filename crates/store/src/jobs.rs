@@ -9,7 +9,7 @@
 use crate::sql::{params, Row, ToParam};
 use serde::Serialize;
 
-use crate::{now_ms, Error, Result, Store};
+use crate::{now_ms, Actor, Error, Job, JobStatus, Result, Store};
 
 /// A run left `running` longer than this is taken to have died with its process
 /// (the fallback for a row without a heartbeat, written before heartbeats).
@@ -66,12 +66,12 @@ fn owner_is_dead(owner: &str) -> bool {
 pub struct JobRun {
     /// Its number.
     pub id: i64,
-    /// `retrain`, `sync`, `quality`, `retention`.
-    pub job: String,
-    /// `schedule`, `cli` or `admin`.
-    pub started_by: String,
-    /// `running`, `ok`, `skipped` or `failed`.
-    pub status: String,
+    /// Which job.
+    pub job: Job,
+    /// Who started it.
+    pub started_by: Actor,
+    /// Where it is.
+    pub status: JobStatus,
     /// Unix ms.
     pub started_at: i64,
     /// Unix ms.
@@ -98,16 +98,63 @@ fn from_row(r: &Row) -> Result<JobRun> {
 
 const COLUMNS: &str = "id, job, started_by, status, started_at, finished_at, steps, error";
 
+/// Who starts a run, and whether it runs only when due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobStart {
+    /// Journaled as the run's starter.
+    pub by: Actor,
+    /// A scheduled start: the job runs only if no run of it finished within
+    /// this many ms. Checked under the lease, so replicas whose schedulers
+    /// wake together run a periodic job once.
+    pub unless_finished_within_ms: Option<i64>,
+}
+
+impl JobStart {
+    /// A scheduled start of a job that runs every `every_ms`.
+    pub fn scheduled(every_ms: i64) -> JobStart {
+        JobStart {
+            by: Actor::Schedule,
+            unless_finished_within_ms: Some(every_ms),
+        }
+    }
+}
+
+impl From<Actor> for JobStart {
+    /// A start on request: runs whenever the lease is free.
+    fn from(by: Actor) -> JobStart {
+        JobStart {
+            by,
+            unless_finished_within_ms: None,
+        }
+    }
+}
+
 impl Store {
-    /// Starts a run of `job`, unless one is already running. A running row
-    /// whose process died is marked failed first and taken over: at once when
-    /// its owner ran on this host and is gone (`kill -9`, a crash), after the
-    /// lease otherwise.
-    pub fn start_job_run(&self, job: &str, started_by: &str) -> Result<i64> {
+    /// Starts a run of `job`, unless one is already running, or (a scheduled
+    /// start) one finished too recently: both [`Error::Conflict`]. A running
+    /// row whose process died is marked failed first and taken over: at once
+    /// when its owner ran on this host and is gone (`kill -9`, a crash), after
+    /// the lease otherwise.
+    pub fn start_job_run(&self, job: Job, start: impl Into<JobStart>) -> Result<i64> {
+        let start = start.into();
         // Exclusive: two starters (two threads, two replicas) take turns here,
-        // so only one of them finds no running row.
+        // so only one of them finds no running row, and only one a job due.
         let tx = self.conn.transaction_exclusive()?;
         let now = now_ms();
+        if let Some(within) = start.unless_finished_within_ms {
+            let last: Option<i64> = tx.query_row(
+                "SELECT MAX(finished_at) FROM job_runs WHERE job = ?1 AND status <> 'running'",
+                params![job],
+                |r| r.get(0),
+            )?;
+            if let Some(last) = last.filter(|at| now - at < within) {
+                return Err(Error::Conflict(format!(
+                    "{job} last finished {} s ago; not due again before {} s",
+                    (now - last) / 1000,
+                    within / 1000
+                )));
+            }
+        }
         let running: Vec<(i64, i64, Option<String>, Option<i64>)> = tx.query_map(
             "SELECT id, started_at, owner, heartbeat_at FROM job_runs
              WHERE job = ?1 AND status = 'running'",
@@ -136,7 +183,7 @@ impl Store {
         let id: i64 = tx.query_row(
             "INSERT INTO job_runs (job, started_by, status, started_at, owner, heartbeat_at)
              VALUES (?1, ?2, 'running', ?3, ?4, ?3) RETURNING id",
-            params![job, started_by, now, this_owner()],
+            params![job, start.by, now, this_owner()],
             |r| r.get(0),
         )?;
         tx.commit()?;
@@ -169,7 +216,7 @@ impl Store {
     }
 
     /// Ends run `id` as `ok`, `skipped` or `failed` (with the reason).
-    pub fn finish_job_run(&self, id: i64, status: &str, error: Option<&str>) -> Result<()> {
+    pub fn finish_job_run(&self, id: i64, status: JobStatus, error: Option<&str>) -> Result<()> {
         self.conn.execute(
             "UPDATE job_runs SET status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
             params![id, status, error, now_ms()],
@@ -196,7 +243,7 @@ impl Store {
     }
 
     /// The latest `limit` runs, of one job or all, newest first.
-    pub fn job_runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<JobRun>> {
+    pub fn job_runs(&self, job: Option<Job>, limit: usize) -> Result<Vec<JobRun>> {
         self.conn.query_map(
             &format!(
                 "SELECT {COLUMNS} FROM job_runs WHERE CAST(?1 AS TEXT) IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2"
@@ -207,7 +254,7 @@ impl Store {
     }
 
     /// When `job` last finished with one of `statuses` (Unix ms).
-    pub fn last_job_finish(&self, job: &str, statuses: &[&str]) -> Result<Option<i64>> {
+    pub fn last_job_finish(&self, job: Job, statuses: &[JobStatus]) -> Result<Option<i64>> {
         if statuses.is_empty() {
             return Ok(None);
         }
@@ -232,40 +279,45 @@ mod tests {
     #[test]
     fn a_run_is_a_lease_and_keeps_its_steps() {
         let store = Store::open_in_memory().unwrap();
-        let id = store.start_job_run("retrain", "cli").unwrap();
+        let id = store.start_job_run(Job::Retrain, Actor::Cli).unwrap();
         assert!(matches!(
-            store.start_job_run("retrain", "schedule"),
+            store.start_job_run(Job::Retrain, Actor::Schedule),
             Err(Error::Conflict(_))
         ));
         // Another job is not blocked.
-        let other = store.start_job_run("sync", "schedule").unwrap();
-        store.finish_job_run(other, "ok", None).unwrap();
+        let other = store.start_job_run(Job::Quality, Actor::Schedule).unwrap();
+        store.finish_job_run(other, JobStatus::Ok, None).unwrap();
         store
             .add_job_step(id, "trigger", &serde_json::json!({"should_retrain": true}))
             .unwrap();
         store
             .add_job_step(id, "dataset", &serde_json::json!({"version": "v1.1"}))
             .unwrap();
-        store.finish_job_run(id, "failed", Some("boom")).unwrap();
+        store
+            .finish_job_run(id, JobStatus::Failed, Some("boom"))
+            .unwrap();
         let run = store.job_run(id).unwrap().unwrap();
-        assert_eq!(run.status, "failed");
+        assert_eq!(run.status, JobStatus::Failed);
         assert_eq!(run.steps[1]["step"], "dataset");
         assert_eq!(run.steps[0]["detail"]["should_retrain"], true);
         assert_eq!(run.error.as_deref(), Some("boom"));
         assert!(store
-            .last_job_finish("retrain", &["failed"])
+            .last_job_finish(Job::Retrain, &[JobStatus::Failed])
             .unwrap()
             .is_some());
-        assert!(store.last_job_finish("retrain", &["ok"]).unwrap().is_none());
+        assert!(store
+            .last_job_finish(Job::Retrain, &[JobStatus::Ok])
+            .unwrap()
+            .is_none());
         // Finished: the next run may start.
-        store.start_job_run("retrain", "cli").unwrap();
-        assert_eq!(store.job_runs(Some("retrain"), 10).unwrap().len(), 2);
+        store.start_job_run(Job::Retrain, Actor::Cli).unwrap();
+        assert_eq!(store.job_runs(Some(Job::Retrain), 10).unwrap().len(), 2);
     }
 
     #[test]
     fn a_run_whose_process_died_does_not_hold_the_lease_forever() {
         let store = Store::open_in_memory().unwrap();
-        let id = store.start_job_run("retrain", "cli").unwrap();
+        let id = store.start_job_run(Job::Retrain, Actor::Cli).unwrap();
         store
             .conn
             .execute(
@@ -273,8 +325,11 @@ mod tests {
                 params![id],
             )
             .unwrap();
-        store.start_job_run("retrain", "cli").unwrap();
-        assert_eq!(store.job_run(id).unwrap().unwrap().status, "failed");
+        store.start_job_run(Job::Retrain, Actor::Cli).unwrap();
+        assert_eq!(
+            store.job_run(id).unwrap().unwrap().status,
+            JobStatus::Failed
+        );
     }
 
     #[test]
@@ -285,7 +340,7 @@ mod tests {
         let pid = child.id();
         let owner = owner_of(pid).unwrap_or_else(|| format!("{}/{pid}/1", host()));
         child.wait().unwrap();
-        let id = store.start_job_run("retrain", "cli").unwrap();
+        let id = store.start_job_run(Job::Retrain, Actor::Cli).unwrap();
         store
             .conn
             .execute(
@@ -293,16 +348,19 @@ mod tests {
                 params![id, owner],
             )
             .unwrap();
-        let next = store.start_job_run("retrain", "cli").unwrap();
+        let next = store.start_job_run(Job::Retrain, Actor::Cli).unwrap();
         let old = store.job_run(id).unwrap().unwrap();
-        assert_eq!(old.status, "failed");
+        assert_eq!(old.status, JobStatus::Failed);
         assert!(old.error.unwrap().contains("interrupted"));
         // The new run is ours, and we are alive: it holds.
         assert!(matches!(
-            store.start_job_run("retrain", "cli"),
+            store.start_job_run(Job::Retrain, Actor::Cli),
             Err(Error::Conflict(_))
         ));
-        assert_eq!(store.job_run(next).unwrap().unwrap().status, "running");
+        assert_eq!(
+            store.job_run(next).unwrap().unwrap().status,
+            JobStatus::Running
+        );
         // Another host's owner is not judged by our /proc: the time lease decides.
         store
             .conn
@@ -311,7 +369,7 @@ mod tests {
                 params![next],
             )
             .unwrap();
-        assert!(store.start_job_run("retrain", "cli").is_err());
+        assert!(store.start_job_run(Job::Retrain, Actor::Cli).is_err());
     }
 
     /// Two connections (two replicas) on one database, SQLite file and PostgreSQL.
@@ -334,12 +392,12 @@ mod tests {
             let ((a, x), (b, y)) = std::thread::scope(|scope| {
                 let x = scope.spawn(move || {
                     barrier.wait();
-                    let r = a.start_job_run("retention", "schedule");
+                    let r = a.start_job_run(Job::Retention, Actor::Schedule);
                     (a, r)
                 });
                 let y = scope.spawn(move || {
                     barrier.wait();
-                    let r = b.start_job_run("retention", "schedule");
+                    let r = b.start_job_run(Job::Retention, Actor::Schedule);
                     (b, r)
                 });
                 (x.join().unwrap(), y.join().unwrap())
@@ -355,17 +413,38 @@ mod tests {
             };
             assert!(matches!(loser, Err(Error::Conflict(_))), "{loser:?}");
             let run = winner.job_run(id).unwrap().unwrap();
-            assert_eq!(
-                (run.job.as_str(), run.status.as_str()),
-                ("retention", "running")
+            assert_eq!((run.job, run.status), (Job::Retention, JobStatus::Running));
+        });
+    }
+
+    #[test]
+    fn replicas_waking_together_run_a_scheduled_job_once_per_period() {
+        both_backends(|a, b| {
+            let every = JobStart::scheduled(3_600_000);
+            // The first replica runs it and finishes before the second looks.
+            let id = a.start_job_run(Job::Quality, every).unwrap();
+            a.finish_job_run(id, JobStatus::Ok, None).unwrap();
+            let late = b.start_job_run(Job::Quality, every);
+            assert!(
+                matches!(&late, Err(Error::Conflict(m)) if m.contains("not due")),
+                "{late:?}"
             );
+            // On request it runs regardless; a shorter period makes it due again.
+            let asked = b.start_job_run(Job::Quality, Actor::Cli).unwrap();
+            b.finish_job_run(asked, JobStatus::Ok, None).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            b.start_job_run(Job::Quality, JobStart::scheduled(10))
+                .unwrap();
+            let runs = a.job_runs(Some(Job::Quality), 10).unwrap();
+            let by: Vec<Actor> = runs.iter().rev().map(|r| r.started_by).collect();
+            assert_eq!(by, [Actor::Schedule, Actor::Cli, Actor::Schedule]);
         });
     }
 
     #[test]
     fn a_lease_with_a_stale_heartbeat_is_taken_over_from_any_host() {
         both_backends(|a, b| {
-            let id = a.start_job_run("retrain", "schedule").unwrap();
+            let id = a.start_job_run(Job::Retrain, Actor::Schedule).unwrap();
             // Held by a replica on another host: our /proc cannot judge it.
             a.conn
                 .execute(
@@ -375,7 +454,7 @@ mod tests {
                 .unwrap();
             // Its heartbeat is fresh: the lease holds.
             assert!(matches!(
-                b.start_job_run("retrain", "schedule"),
+                b.start_job_run(Job::Retrain, Actor::Schedule),
                 Err(Error::Conflict(_))
             ));
             // Renewing is per holder: ours renews nothing of theirs, and the
@@ -388,13 +467,13 @@ mod tests {
                     params![id, stale],
                 )
                 .unwrap();
-            let next = b.start_job_run("retrain", "schedule").unwrap();
+            let next = b.start_job_run(Job::Retrain, Actor::Schedule).unwrap();
             let old = b.job_run(id).unwrap().unwrap();
-            assert_eq!(old.status, "failed");
+            assert_eq!(old.status, JobStatus::Failed);
             assert!(old.error.unwrap().contains("interrupted"));
             // The new holder renews its own heartbeat.
             assert_eq!(b.renew_job_leases().unwrap(), 1);
-            assert_eq!(b.job_run(next).unwrap().unwrap().status, "running");
+            assert_eq!(b.job_run(next).unwrap().unwrap().status, JobStatus::Running);
         });
     }
 }

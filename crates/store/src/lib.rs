@@ -25,6 +25,7 @@ mod experiments;
 mod interactions;
 mod jobs;
 mod models;
+mod names;
 mod objects;
 mod quality;
 mod retention;
@@ -41,13 +42,16 @@ pub use datasets::{DatasetVersion, ScanFilter, ScanStats, TrainingRow, REFUNDED_
 pub use db::{Store, TableCounts};
 pub use error::{Error, Result};
 pub use events::{device_user, session_user, BehaviorEvent};
-pub use experiments::{ArmCounts, Experiment, Outcome};
+pub use experiments::{ArmCounts, Experiment};
 pub use interactions::{
     is_anonymous, Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
     ANONYMOUS_PREFIX,
 };
-pub use jobs::{JobRun, HEARTBEAT_EVERY_MS, HEARTBEAT_STALE_MS};
+pub use jobs::{JobRun, JobStart, HEARTBEAT_EVERY_MS, HEARTBEAT_STALE_MS};
 pub use models::ModelVersion;
+pub use names::{
+    Actor, DatasetKind, DatasetStatus, ExperimentStatus, Job, JobStatus, ModelStatus, Outcome,
+};
 pub use objects::{ObjectInfo, Objects};
 pub use quality::{QualityCounts, SourceCounts, StoredReport};
 pub use retention::{ForgetTarget, RetentionCounts};

@@ -6,7 +6,7 @@
 use crate::sql::{params, Conn, Row};
 use serde::Serialize;
 
-use crate::{now_ms, Error, Result, Store};
+use crate::{now_ms, Error, ModelStatus, Result, Store};
 
 /// A model version as the registry holds it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,8 +25,8 @@ pub struct ModelVersion {
     pub artifact_key: Option<String>,
     /// SHA-256 of the artifact, hex.
     pub sha256: Option<String>,
-    /// `training`, `candidate`, `active` or `retired`.
-    pub status: String,
+    /// Where it is in its life.
+    pub status: ModelStatus,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms of the promotion.
@@ -179,19 +179,19 @@ impl Store {
 
 /// Promotion inside the caller's transaction (an experiment's end promotes too).
 pub(crate) fn promote_in(tx: &Conn, version: &str) -> Result<Option<String>> {
-    let status: Option<String> = tx.query_opt(
+    let status: Option<ModelStatus> = tx.query_opt(
         "SELECT status FROM model_versions WHERE version = ?1",
         params![version],
         |r| r.get(0),
     )?;
-    match status.as_deref() {
+    match status {
         None => {
             return Err(Error::Invalid(format!(
                 "no model version {version} (see `manirec models list`)"
             )))
         }
-        Some("active") => return Ok(None),
-        Some("training") => {
+        Some(ModelStatus::Active) => return Ok(None),
+        Some(ModelStatus::Training) => {
             return Err(Error::Invalid(format!(
                 "model version {version} has not finished training"
             )))
@@ -242,8 +242,8 @@ mod tests {
         assert_eq!(store.promote_model_version(&a).unwrap(), None);
         assert_eq!(store.promote_model_version(&b).unwrap(), Some(a.clone()));
         let all = store.model_versions().unwrap();
-        assert_eq!(all[0].status, "retired");
-        assert_eq!(all[1].status, "active");
+        assert_eq!(all[0].status, crate::ModelStatus::Retired);
+        assert_eq!(all[1].status, crate::ModelStatus::Active);
         assert!(all[1].promoted_at.is_some());
         assert_eq!(store.active_model_version().unwrap().unwrap().version, b);
         assert!(store.promote_model_version("m9").is_err());

@@ -1,4 +1,5 @@
 use anyhow::Result;
+use manirec_store::Actor;
 
 use super::live::{finish, start_jobs};
 use super::Context;
@@ -10,7 +11,7 @@ pub async fn run(ctx: &Context, args: CleanupArgs) -> Result<()> {
         .older_than
         .unwrap_or(ctx.settings.schedule.retention_days);
     let (jobs, thread) = start_jobs(ctx, false)?;
-    let s = jobs.retention(days, "cli").await;
+    let s = jobs.retention(days, Actor::Cli).await;
     finish(jobs, thread);
     let s = s?;
     ctx.print(&s, || {

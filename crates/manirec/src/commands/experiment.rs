@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use manirec_pipeline::experiments::{self, Arm, ExperimentStatus};
-use manirec_store::{Outcome, RuleKind};
+use manirec_store::{Actor, Outcome, RuleKind};
 use serde_json::json;
 
 use super::Context;
@@ -18,7 +18,7 @@ pub fn run(ctx: &Context, command: ExperimentCommand) -> Result<()> {
             treatment,
             traffic,
         } => {
-            let e = experiments::start(&store, &control, &treatment, traffic, "cli")?;
+            let e = experiments::start(&store, &control, &treatment, traffic, Actor::Cli)?;
             let summary = json!({"experiment_id": e.id, "experiment": e});
             ctx.print(&summary, || {
                 format!(
@@ -71,10 +71,7 @@ pub fn run(ctx: &Context, command: ExperimentCommand) -> Result<()> {
                         e.treatment,
                         e.traffic,
                         e.status,
-                        e.outcome
-                            .as_deref()
-                            .map(|o| format!(" ({o})"))
-                            .unwrap_or_default()
+                        e.outcome.map(|o| format!(" ({o})")).unwrap_or_default()
                     ));
                 }
                 if all.is_empty() {
@@ -104,7 +101,6 @@ fn render(s: &ExperimentStatus) -> String {
         s.experiment_id,
         s.status,
         s.outcome
-            .as_deref()
             .map(|o| format!(", {o}"))
             .unwrap_or_default(),
         s.traffic,
@@ -192,7 +188,7 @@ pub fn rule(ctx: &Context, command: RuleCommand) -> Result<()> {
 
 pub fn runs(ctx: &Context, args: RunsArgs) -> Result<()> {
     let store = ctx.settings.open_store()?;
-    let runs = store.job_runs(args.job.as_deref(), args.limit)?;
+    let runs = store.job_runs(args.job, args.limit)?;
     let summary = json!({"runs": runs});
     ctx.print(&summary, || {
         let mut out = String::new();

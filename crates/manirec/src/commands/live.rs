@@ -7,6 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use manirec_jobs::{Db, Jobs};
 use manirec_pipeline::trigger;
 use manirec_server::AppState;
+use manirec_store::{Actor, JobStatus};
 use serde_json::json;
 
 use super::Context;
@@ -151,10 +152,10 @@ pub async fn retrain(ctx: &Context, args: RetrainArgs) -> Result<()> {
 /// The weekly loop once, on the same jobs `serve` schedules.
 async fn retrain_run(ctx: &Context, force: bool) -> Result<()> {
     let (jobs, thread) = start_jobs(ctx, false)?;
-    let run = jobs.retrain(force, "cli").await;
+    let run = jobs.retrain(force, Actor::Cli).await;
     finish(jobs, thread);
     let run = run?;
-    let failed = run.status == "failed";
+    let failed = run.status == JobStatus::Failed;
     ctx.print(&run, || {
         let mut out = format!("Retrain run {}: {}\n", run.run_id, run.outcome);
         for step in run.steps.as_array().into_iter().flatten() {

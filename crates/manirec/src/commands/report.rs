@@ -1,5 +1,6 @@
 use anyhow::Result;
 use manirec_pipeline::quality::{QualityReport, SliceReport};
+use manirec_store::Actor;
 
 use super::live::{finish, start_jobs};
 use super::Context;
@@ -7,7 +8,7 @@ use super::Context;
 /// The data-quality report now, the same job (and journal entry) as the scheduled one.
 pub async fn run(ctx: &Context) -> Result<()> {
     let (jobs, thread) = start_jobs(ctx, false)?;
-    let r = jobs.report("cli").await;
+    let r = jobs.report(Actor::Cli).await;
     finish(jobs, thread);
     let r = r?;
     ctx.print(&r, || render(&r))

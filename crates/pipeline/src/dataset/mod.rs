@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use manirec_store::{DatasetVersion, Objects, ScanFilter, Store};
+use manirec_store::{DatasetKind, DatasetStatus, DatasetVersion, Objects, ScanFilter, Store};
 use serde::{Deserialize, Serialize};
 
 pub use files::{csv_bytes, encode, parquet_bytes, Format};
@@ -129,8 +129,8 @@ pub struct Manifest {
     pub version: String,
     /// RFC 3339, UTC.
     pub created_at: String,
-    /// `full` or `increment`.
-    pub kind: String,
+    /// How it was built.
+    pub kind: DatasetKind,
     /// The version this one follows.
     pub parent: Option<String>,
     /// Rows after deduplication (train + test + dropped synthetic test rows).
@@ -156,8 +156,8 @@ pub struct DatasetBuild {
     pub version: String,
     /// Whether a new version was written.
     pub created: bool,
-    /// `full` or `increment`.
-    pub kind: String,
+    /// How it was built.
+    pub kind: DatasetKind,
     /// The version it follows.
     pub parent: Option<String>,
     /// Rows after deduplication.
@@ -386,11 +386,11 @@ pub async fn build(
 
     let latest = store.latest_dataset_version()?;
     let (major, minor, kind) = match (&latest, options.full) {
-        (None, _) => (1, 0, "full"),
-        (Some(l), true) => (l.major + 1, 0, "full"),
-        (Some(l), false) => (l.major, l.minor + 1, "increment"),
+        (None, _) => (1, 0, DatasetKind::Full),
+        (Some(l), true) => (l.major + 1, 0, DatasetKind::Full),
+        (Some(l), false) => (l.major, l.minor + 1, DatasetKind::Increment),
     };
-    let parent_name = if kind == "increment" {
+    let parent_name = if kind == DatasetKind::Increment {
         parent.as_ref().map(|p| p.version.clone())
     } else {
         None
@@ -401,9 +401,9 @@ pub async fn build(
         version: version.clone(),
         major,
         minor,
-        kind: kind.into(),
+        kind,
         parent: parent_name.clone(),
-        status: "building".into(),
+        status: DatasetStatus::Building,
         created_at: created_ms,
         rows: built.table.rows.len() as i64,
         train_rows: built.cut as i64,
@@ -432,7 +432,7 @@ pub async fn build(
     let manifest = Manifest {
         version: version.clone(),
         created_at: crate::time::rfc3339_ms(created_ms),
-        kind: kind.into(),
+        kind,
         parent: parent_name.clone(),
         rows: built.table.rows.len() as u64,
         train_rows: built.cut as u64,
@@ -473,7 +473,7 @@ pub async fn build(
     Ok(DatasetBuild {
         version,
         created: true,
-        kind: kind.into(),
+        kind,
         parent: parent_name,
         rows: manifest.rows,
         deduplicated: manifest.counts.deduplicated,
@@ -492,12 +492,12 @@ pub async fn build(
 pub struct VersionInfo {
     /// `v1.0`, …
     pub version: String,
-    /// `full` or `increment`.
-    pub kind: String,
+    /// How it was built.
+    pub kind: DatasetKind,
     /// The version it follows.
     pub parent: Option<String>,
     /// `ready`, or `building` while (or if) a build did not finish.
-    pub status: String,
+    pub status: DatasetStatus,
     /// RFC 3339, UTC.
     pub created_at: String,
     /// Rows after deduplication.

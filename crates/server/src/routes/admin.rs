@@ -17,7 +17,7 @@ use manirec_pipeline::experiments;
 use manirec_pipeline::extract::{extract, ExtractOptions};
 use manirec_pipeline::training::{self, TrainRequest};
 use manirec_pipeline::NoProgress;
-use manirec_store::{Outcome, RuleKind};
+use manirec_store::{Actor, Job, Outcome, RuleKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -240,7 +240,7 @@ struct RetrainBody {
 
 async fn retrain(State(state): State<AppState>, body: Option<Json<RetrainBody>>) -> Answer {
     let force = body.map(|Json(b)| b.force).unwrap_or(false);
-    to_json(state.jobs().retrain(force, "admin").await?)
+    to_json(state.jobs().retrain(force, Actor::Admin).await?)
 }
 
 async fn models(State(state): State<AppState>) -> Answer {
@@ -275,7 +275,7 @@ fn half() -> u8 {
 
 async fn start_experiment(State(state): State<AppState>, Json(b): Json<StartBody>) -> Answer {
     let answer = on_db(&state, move |s| {
-        let e = experiments::start(s, &b.control, &b.treatment, b.traffic, "admin")?;
+        let e = experiments::start(s, &b.control, &b.treatment, b.traffic, Actor::Admin)?;
         Ok(json!({"experiment_id": e.id, "experiment": views::ExperimentView::from(&e)}))
     })
     .await?;
@@ -393,19 +393,19 @@ async fn last_report(State(state): State<AppState>) -> Answer {
 }
 
 async fn run_report(State(state): State<AppState>) -> Answer {
-    to_json(state.jobs().report("admin").await?)
+    to_json(state.jobs().report(Actor::Admin).await?)
 }
 
 #[derive(Deserialize)]
 struct RunsQuery {
-    job: Option<String>,
+    job: Option<Job>,
     limit: Option<usize>,
 }
 
 async fn runs(State(state): State<AppState>, Query(q): Query<RunsQuery>) -> Answer {
     let limit = q.limit.unwrap_or(20).clamp(1, 500);
     on_db(&state, move |s| {
-        Ok(json!({"runs": views::job_runs(&s.job_runs(q.job.as_deref(), limit)?)}))
+        Ok(json!({"runs": views::job_runs(&s.job_runs(q.job, limit)?)}))
     })
     .await
 }
