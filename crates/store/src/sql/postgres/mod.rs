@@ -16,6 +16,7 @@
 //! command's `async fn` may use the store as it does the SQLite one.
 
 mod migrations;
+mod tls;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ use bytes::BytesMut;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
 use super::{numbered_placeholders, Begin, Row, ToParam, Value};
 use crate::{Error, Result};
@@ -69,7 +70,11 @@ impl Postgres {
     }
 
     fn connect_only(url: &str) -> Result<Self> {
-        let client = off_runtime(|| Client::connect(url, NoTls)).map_err(|e| Error::Open {
+        let (config, tls) = tls::prepare(url).map_err(|reason| Error::Open {
+            target: redacted(url),
+            reason,
+        })?;
+        let client = off_runtime(|| config.connect(tls)).map_err(|e| Error::Open {
             target: redacted(url),
             reason: describe(&e),
         })?;
