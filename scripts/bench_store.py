@@ -12,7 +12,8 @@ What it measures, for each (database, replicas):
 wrk runs on the same machine (it shares the cores with the servers and with
 PostgreSQL). The shop is the demo shop (`manirec demo --no-serve`) on SQLite;
 the PostgreSQL one is made from it with `manirec store copy`, so both hold the
-same rows. PostgreSQL is the throwaway server of scripts/test-postgres.
+same rows. PostgreSQL is the throwaway server of scripts/test-postgres (TLS on, as a hosted
+one; manirec connects with its default, sslmode=prefer, so encrypted).
 
 Usage: scripts/bench-store [--duration S] [--label L]
 Results: target/bench-store/<label>.json, and a table on stdout.
@@ -97,8 +98,10 @@ def main():
     if not os.path.exists(os.path.join(lite, "manirec.db")):
         shutil.rmtree(lite, ignore_errors=True)
         bs.manirec(binary, lite, "demo", "--no-serve", env=env)
-    server_url = subprocess.run([os.path.join(HERE, "test-postgres"), "start"], capture_output=True,
-                                text=True, check=True).stdout.strip().split("=", 1)[1]
+    started = subprocess.run([os.path.join(HERE, "test-postgres"), "start"], capture_output=True,
+                             text=True, check=True).stdout
+    server_url = next(line.split("=", 1)[1] for line in started.splitlines()
+                      if line.startswith("export MANIREC_TEST_POSTGRES_URL="))
     subprocess.run(["psql", server_url, "-qc", "DROP DATABASE IF EXISTS manirec_bench_store WITH (FORCE)",
                     "-c", "CREATE DATABASE manirec_bench_store"], check=True)
     pg_url = server_url.rsplit("/", 1)[0] + "/manirec_bench_store"
