@@ -25,6 +25,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+const SSL_MODES: &str = "disable, allow, prefer, require, verify-ca, verify-full";
+
 /// The client settings and the TLS connector that `url` asks for.
 pub(crate) fn prepare(url: &str) -> Result<(postgres::Config, MakeRustlsConnect), String> {
     let mut parsed = url::Url::parse(url).map_err(|e| format!("not a postgres:// URL: {e}"))?;
@@ -43,9 +45,7 @@ pub(crate) fn prepare(url: &str) -> Result<(postgres::Config, MakeRustlsConnect)
         Some("disable") => (SslMode::Disable, false),
         Some("require") => (SslMode::Require, root_cert.is_some()),
         Some("verify-ca") | Some("verify-full") => (SslMode::Require, true),
-        Some(other) => return Err(format!(
-            "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-        )),
+        Some(other) => return Err(format!("sslmode={other} is not one of {SSL_MODES}")),
     };
     if kept.is_empty() {
         parsed.set_query(None);
