@@ -320,22 +320,30 @@ pub fn session_version(store: &Store) -> Result<Option<manirec_store::ModelVersi
     Ok(best.map(|(_, v)| v))
 }
 
-/// Who a request is for, as the training data names them.
+/// Who a request is for, as the training data names them; nobody (a
+/// stranger) for a shopper erased on request, whose factors the model may
+/// still hold until it is retrained.
 pub fn training_user(
     store: &Store,
     key: &UserKey,
     user_id: Option<&str>,
     session_id: Option<&str>,
 ) -> Result<Option<String>> {
-    if let Some(user) = user_id.filter(|u| !u.trim().is_empty()) {
-        return Ok(Some(key.user_id(user)));
-    }
-    let Some(session) = session_id.filter(|s| !s.trim().is_empty()) else {
-        return Ok(None);
+    let user = if let Some(user) = user_id.filter(|u| !u.trim().is_empty()) {
+        key.user_id(user)
+    } else {
+        let Some(session) = session_id.filter(|s| !s.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let anonymous = session_user(session.trim());
+        let linked = store.linked_users(std::slice::from_ref(&anonymous))?;
+        linked.get(&anonymous).cloned().unwrap_or(anonymous)
     };
-    let anonymous = session_user(session.trim());
-    let linked = store.linked_users(std::slice::from_ref(&anonymous))?;
-    Ok(Some(linked.get(&anonymous).cloned().unwrap_or(anonymous)))
+    if store.forgotten_among(&[&user])?.is_empty() {
+        Ok(Some(user))
+    } else {
+        Ok(None)
+    }
 }
 
 /// What a request ranks from: the user's recent history, and everything they

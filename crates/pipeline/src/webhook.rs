@@ -106,7 +106,7 @@ pub fn apply(
         return apply_product(store, record, delivery);
     }
     if !is_order_topic(&delivery.topic) {
-        return Ok(Ok(store.apply_delivery(&record, None, None)?));
+        return Ok(Ok(store.apply_delivery(&record, None, None, &[])?));
     }
     let parsed = match parse_order(&delivery.payload, &delivery.topic, delivery.source) {
         Ok(p) => p,
@@ -119,6 +119,8 @@ pub fn apply(
     record.order_id = Some(order.order_id.clone());
     record.financial_status = Some(order.financial_status.clone());
     record.order_updated_at = parsed.updated_at;
+    // Who the order belongs to: an erased customer's order is not applied.
+    let owner = order.email.as_deref().map(|e| key.user_id_for_email(e));
     let rows = match (&order.email, is_paid(&order.financial_status)) {
         (Some(email), true) => {
             let simulation = Simulation {
@@ -142,5 +144,6 @@ pub fn apply(
         &record,
         Some(&order),
         rows.as_ref(),
+        &owner.as_deref().into_iter().collect::<Vec<_>>(),
     )?))
 }

@@ -51,17 +51,35 @@ impl Store {
     /// Stores several requests' events in one transaction (group commit): one
     /// `(accepted, duplicates)` per batch. An accepted event that carries a user id
     /// and a session or device id links them (first link wins), so that anonymous
-    /// history can join the customer.
+    /// history can join the customer. An event of a shopper erased on request
+    /// (any of its ids in `forgotten_users`) counts as accepted and is dropped.
     pub fn insert_event_batches(
         &mut self,
         batches: &[&[BehaviorEvent]],
     ) -> Result<Vec<(u64, u64)>> {
         let tx = self.conn.transaction()?;
         let received_at = now_ms();
+        let ids: Vec<&str> = batches
+            .iter()
+            .flat_map(|events| events.iter())
+            .flat_map(|e| [&e.user_id, &e.session_id, &e.device_id])
+            .filter_map(|id| id.as_deref())
+            .collect();
+        let forgotten = crate::retention::forgotten_among(&tx, &ids)?;
         let mut out = Vec::with_capacity(batches.len());
         for events in batches {
-            let mut accepted = 0;
-            for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+            let kept: Vec<&BehaviorEvent> = events
+                .iter()
+                .filter(|e| {
+                    ![&e.user_id, &e.session_id, &e.device_id]
+                        .into_iter()
+                        .any(|id| id.as_ref().is_some_and(|id| forgotten.contains(id)))
+                })
+                .collect();
+            // A forgotten shopper's events are answered as taken (the client
+            // did nothing wrong and must not retry them) and never stored.
+            let mut accepted = (events.len() - kept.len()) as u64;
+            for chunk in kept.chunks(EVENTS_PER_STATEMENT) {
                 // One statement per chunk (a round trip per event is what a
                 // database server's ingestion rate is bounded by); RETURNING
                 // names the ones that were new, in order.

@@ -183,11 +183,15 @@ impl Store {
                 )?,
             );
         }
-        for email in &emails {
+        // Every id erased, so that no writer brings the customer back (a
+        // webhook, the poll, a re-import, an event): the hashed id of each
+        // email, never the email itself.
+        let now = crate::now_ms();
+        for id in people.iter().filter(|p| !emails.contains(*p)) {
             tx.execute(
                 "INSERT INTO forgotten_users (user_id, forgotten_at) VALUES (?1, ?2)
                  ON CONFLICT (user_id) DO NOTHING",
-                params![training_id(email), crate::now_ms()],
+                params![id, now],
             )?;
         }
         for table in [
@@ -207,7 +211,8 @@ impl Store {
 }
 
 impl Store {
-    /// Training ids of customers erased on request.
+    /// Every id erased on request: training ids (an email's keyed hash), the
+    /// shop's customer and account ids, session and device ids.
     pub fn forgotten_users(&self) -> Result<std::collections::HashSet<String>> {
         Ok(self
             .conn
@@ -217,6 +222,46 @@ impl Store {
             .into_iter()
             .collect())
     }
+
+    /// Those of `ids` that were erased on request.
+    pub fn forgotten_among(&self, ids: &[&str]) -> Result<std::collections::HashSet<String>> {
+        forgotten_among(&self.conn, ids)
+    }
+}
+
+/// Those of `ids` in `forgotten_users`, inside the caller's transaction (a
+/// writer checks and writes in one).
+pub(crate) fn forgotten_among(
+    conn: &Conn,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>> {
+    let mut found = std::collections::HashSet::new();
+    // Almost always empty: one cheap look spares the writers the lookups.
+    let any: Option<i64> =
+        conn.query_opt("SELECT 1 FROM forgotten_users LIMIT 1", params![], |r| {
+            r.get(0)
+        })?;
+    if any.is_none() {
+        return Ok(found);
+    }
+    let ids: BTreeSet<&str> = ids.iter().copied().filter(|i| !i.is_empty()).collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
+    for chunk in ids.chunks(500) {
+        let slots: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+        let params: Vec<&dyn crate::sql::ToParam> = chunk
+            .iter()
+            .map(|i| i as &dyn crate::sql::ToParam)
+            .collect();
+        found.extend(conn.query_map(
+            &format!(
+                "SELECT user_id FROM forgotten_users WHERE user_id IN ({})",
+                slots.join(", ")
+            ),
+            &params,
+            |r| r.get::<String>(0),
+        )?);
+    }
+    Ok(found)
 }
 
 fn normalize(email: &str) -> String {
@@ -376,6 +421,24 @@ mod tests {
         assert_eq!(left["training_interactions"], 2);
         assert_eq!(left["behavior_events"], 1);
         assert_eq!(left["shop_accounts"], 1);
+
+        // Every id erased is remembered (the email only as its hash), and an
+        // event carrying any of them is answered as taken and not stored.
+        let forgotten = store.forgotten_users().unwrap();
+        for id in ["h(ana@x.com)", "42", "s-ana", "session:s-ana"] {
+            assert!(forgotten.contains(id), "{id} not remembered: {forgotten:?}");
+        }
+        assert!(!forgotten.contains("ana@x.com"));
+        assert!(!forgotten.contains("s-other"));
+        let taken = store
+            .insert_events(&[
+                event("e4", None, "s-ana", 4),
+                event("e5", Some("42"), "s-new", 5),
+                event("e6", None, "s-other", 6),
+            ])
+            .unwrap();
+        assert_eq!(taken, (3, 0));
+        assert_eq!(store.table_counts().unwrap()["behavior_events"], 2);
 
         let again = store
             .forget(

@@ -38,6 +38,9 @@ pub enum DeliveryOutcome {
     Stale,
     /// A topic manirec does not use: recorded and counted.
     Recorded,
+    /// An order of a customer erased on request: recorded (its id only), not
+    /// applied, so the customer does not come back.
+    Forgotten,
     /// The order was mirrored (and its interactions reconciled when it is paid).
     Applied {
         /// Whether the order row was new.
@@ -80,12 +83,15 @@ pub enum ProductChange {
 impl Store {
     /// Records a delivery and applies it: `order` is mirrored (source as given in the
     /// order), and `rows`, when given, become the order's interactions. Everything in
-    /// one transaction; a delivery id seen before changes nothing.
+    /// one transaction; a delivery id seen before changes nothing. `owners` are
+    /// the ids the order belongs to besides its customer id (its email's
+    /// training id): an order of a customer erased on request is not applied.
     pub fn apply_delivery(
         &mut self,
         delivery: &WebhookDelivery,
         order: Option<&ShopOrder>,
         rows: Option<&OriginRows>,
+        owners: &[&str],
     ) -> Result<DeliveryOutcome> {
         let tx = self.conn.transaction()?;
         if !record_delivery(&tx, delivery)? {
@@ -95,6 +101,13 @@ impl Store {
             tx.commit()?;
             return Ok(DeliveryOutcome::Recorded);
         };
+        let mut people = owners.to_vec();
+        people.extend(order.customer_id.as_deref());
+        if !crate::retention::forgotten_among(&tx, &people)?.is_empty() {
+            set_outcome(&tx, &delivery.delivery_id, "forgotten")?;
+            tx.commit()?;
+            return Ok(DeliveryOutcome::Forgotten);
+        }
         if is_stale(&tx, &order.order_id, delivery.order_updated_at)? {
             set_outcome(&tx, &delivery.delivery_id, "stale")?;
             tx.commit()?;

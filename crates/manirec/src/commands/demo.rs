@@ -79,7 +79,12 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
     // 2. Import the shop file into the mirror.
     let started = Instant::now();
     let mut store = ctx.settings.open_store()?;
-    let imported = import_shop(&mut store, &shop_file, &Bars::default())?;
+    let imported = import_shop(
+        &mut store,
+        &shop_file,
+        &ctx.settings.user_key()?,
+        &Bars::default(),
+    )?;
     let _ = writeln!(human, "\n2. Import");
     human.push_str(&indent(&super::import::render_shop(
         &shop_file.display().to_string(),

@@ -16,7 +16,8 @@ use crate::progress::Bars;
 pub fn run(ctx: &Context, args: ImportArgs) -> Result<()> {
     let mut store = ctx.settings.open_store()?;
     if let Some(path) = &args.store {
-        let report = import_shop(&mut store, path, &Bars::default())?;
+        let key = ctx.settings.user_key()?;
+        let report = import_shop(&mut store, path, &key, &Bars::default())?;
         ctx.print(&report, || {
             render_shop(&path.display().to_string(), &report)
         })

@@ -169,6 +169,8 @@ pub fn import_interactions(
         ..CsvImport::default()
     };
     let mut batch = Vec::with_capacity(BATCH);
+    // Customers erased on request do not come back through a file either.
+    let forgotten = store.forgotten_users()?;
     progress.begin("importing interactions", text.lines().count() as u64);
     for record in records {
         summary.rows += 1;
@@ -181,7 +183,16 @@ pub fn import_interactions(
         match record
             .map_err(|e| Rejection::new("unreadable CSV", e.to_string()))
             .and_then(|r| parse_record(&r, layout, key, options))
-        {
+            .and_then(|row| {
+                if forgotten.contains(&row.key.user_id) {
+                    Err(Rejection::new(
+                        "the customer asked to be forgotten",
+                        row.key.user_id.clone(),
+                    ))
+                } else {
+                    Ok(row)
+                }
+            }) {
             Ok(row) => batch.push(row),
             Err(r) => {
                 summary.rejected += 1;

@@ -19,6 +19,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
+use crate::identity::UserKey;
 use crate::import::dump;
 use crate::report::{Problems, Rejection};
 use crate::time::{parse_timestamp, seconds_from_number};
@@ -71,7 +72,14 @@ pub struct ShopImport {
 }
 
 /// Imports the shop at `path` (a SQLite file or a D1 SQL dump) into the mirror.
-pub fn import_shop(store: &mut Store, path: &Path, progress: &dyn Progress) -> Result<ShopImport> {
+/// Accounts and orders of customers erased on request (`forget`) are left
+/// out, reported as rejected: `key` names their emails as `forget` recorded them.
+pub fn import_shop(
+    store: &mut Store,
+    path: &Path,
+    key: &UserKey,
+    progress: &dyn Progress,
+) -> Result<ShopImport> {
     let input_error = |message: String| Error::Input {
         path: path.display().to_string(),
         message,
@@ -109,17 +117,51 @@ pub fn import_shop(store: &mut Store, path: &Path, progress: &dyn Progress) -> R
         Some(_) => reader.read("categories", category_from_row)?,
         None => None,
     };
-    let accounts = reader.read("accounts", account_from_row)?;
+    let mut accounts = reader.read("accounts", account_from_row)?;
     let base = reader.read("base_products", base_product_from_row)?;
     let end = reader.read("end_products", end_product_from_row)?;
     let images = reader.read("images", image_from_row)?;
-    let orders = reader.read("orders", order_from_row)?;
+    let mut orders = reader.read("orders", order_from_row)?;
 
     if report.missing_tables.len() == SHOP_TABLES.len() {
         return Err(input_error(format!(
             "no shop tables found (expected {}); is this the shop's database?",
             SHOP_TABLES.join(", ")
         )));
+    }
+    let forgotten = store.forgotten_users()?;
+    if !forgotten.is_empty() {
+        let erased = |id: Option<&str>, email: Option<&str>| {
+            id.is_some_and(|id| forgotten.contains(id))
+                || email.is_some_and(|e| forgotten.contains(&key.user_id_for_email(e)))
+        };
+        const WHY: &str = "the customer asked to be forgotten";
+        if let Some(rows) = accounts.as_mut() {
+            rows.retain(|a| {
+                let keep = !erased(Some(&a.id), a.email.as_deref());
+                if !keep {
+                    report
+                        .rejected
+                        .entry("accounts".into())
+                        .or_default()
+                        .add(format!("account {}", a.id), WHY);
+                }
+                keep
+            });
+        }
+        if let Some(rows) = orders.as_mut() {
+            rows.retain(|o| {
+                let keep = !erased(o.customer_id.as_deref(), o.email.as_deref());
+                if !keep {
+                    report
+                        .rejected
+                        .entry("orders".into())
+                        .or_default()
+                        .add(format!("order {}", o.order_id), WHY);
+                }
+                keep
+            });
+        }
     }
     let mut record = |table: &str, counts: UpsertCounts| {
         report.tables.insert(table.to_owned(), counts.total());

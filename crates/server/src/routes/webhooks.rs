@@ -70,6 +70,7 @@ fn outcome_name(o: &DeliveryOutcome) -> &'static str {
         DeliveryOutcome::Duplicate => "duplicate",
         DeliveryOutcome::Stale => "stale",
         DeliveryOutcome::Recorded => "recorded",
+        DeliveryOutcome::Forgotten => "forgotten",
         DeliveryOutcome::Applied { .. } | DeliveryOutcome::Product { .. } => "applied",
     }
 }
