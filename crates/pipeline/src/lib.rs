@@ -63,3 +63,18 @@ pub enum Error {
 
 /// Result of a pipeline stage.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Sweeps the reservations of builds and trainings whose process died
+/// ([`manirec_store::Store::sweep_orphans`]) before a new one reserves its
+/// number, and says what it swept.
+pub(crate) fn sweep_orphans(store: &manirec_store::Store) -> Result<()> {
+    let swept = store.sweep_orphans()?;
+    if !swept.datasets.is_empty() || !swept.models.is_empty() {
+        tracing::warn!(
+            datasets = ?swept.datasets,
+            models = ?swept.models,
+            "removed reservations whose build or training process died"
+        );
+    }
+    Ok(())
+}

@@ -452,6 +452,7 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
         None
     };
     let params = serde_json::to_string(&spec).map_err(data)?;
+    crate::sweep_orphans(store)?;
     let version = store.reserve_model_version(spec.kind.as_str(), &dv.version, &params)?;
     let result = train_reserved(store, objects, &version, &spec, &rows, &features, previous).await;
     match result {

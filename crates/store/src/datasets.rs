@@ -230,10 +230,19 @@ impl Store {
     /// another build took that version first.
     pub fn reserve_dataset_version(&self, v: &DatasetVersion) -> Result<()> {
         let inserted = self.conn.execute(
-            "INSERT INTO dataset_versions (version, major, minor, kind, parent, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6)
+            "INSERT INTO dataset_versions (version, major, minor, kind, parent, status, created_at,
+                 owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6, ?7)
              ON CONFLICT DO NOTHING",
-            params![v.version, v.major, v.minor, v.kind, v.parent, v.created_at],
+            params![
+                v.version,
+                v.major,
+                v.minor,
+                v.kind,
+                v.parent,
+                v.created_at,
+                crate::owner::this_owner()
+            ],
         )?;
         if inserted == 0 {
             return Err(Error::Conflict(format!(

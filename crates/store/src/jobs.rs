@@ -9,6 +9,7 @@
 use crate::sql::{params, Row, ToParam};
 use serde::Serialize;
 
+use crate::owner::{owner_is_dead, this_owner};
 use crate::{now_ms, Actor, Error, Job, JobStatus, Result, Store};
 
 /// A run left `running` longer than this is taken to have died with its process
@@ -21,45 +22,6 @@ pub const HEARTBEAT_STALE_MS: i64 = 60_000;
 
 /// How often a lease's holder renews its heartbeat.
 pub const HEARTBEAT_EVERY_MS: i64 = 10_000;
-
-/// This process as a lease owner: `host/pid/start`, where `start` is the
-/// process's start time in clock ticks since boot (so a reused pid is another
-/// owner).
-fn this_owner() -> String {
-    owner_of(std::process::id()).unwrap_or_else(|| format!("{}/{}/?", host(), std::process::id()))
-}
-
-fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// The owner string of a live process `pid` on this host, if it is alive.
-fn owner_of(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22 (starttime), counted after the parenthesised command name.
-    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
-    Some(format!("{}/{pid}/{start}", host()))
-}
-
-/// Whether the process that wrote `owner` is known to be gone: it ran on this
-/// host, and its pid is no longer that process. Unknown (another host, no
-/// /proc): not known dead, so the time lease decides.
-fn owner_is_dead(owner: &str) -> bool {
-    let mut parts = owner.rsplitn(3, '/');
-    let (Some(start), Some(pid), Some(owner_host)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
-    };
-    if start == "?" || owner_host != host() || !std::path::Path::new("/proc/self").exists() {
-        return false;
-    }
-    owner_of(pid).as_deref() != Some(owner)
-}
 
 /// One run of a job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -275,6 +237,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::owner::{host, owner_of};
 
     #[test]
     fn a_run_is_a_lease_and_keeps_its_steps() {

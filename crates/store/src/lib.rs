@@ -27,6 +27,7 @@ mod jobs;
 mod models;
 mod names;
 mod objects;
+mod owner;
 mod quality;
 mod retention;
 mod serving;
@@ -53,6 +54,7 @@ pub use names::{
     Actor, DatasetKind, DatasetStatus, ExperimentStatus, Job, JobStatus, ModelStatus, Outcome,
 };
 pub use objects::{ObjectInfo, Objects};
+pub use owner::Orphans;
 pub use quality::{QualityCounts, SourceCounts, StoredReport};
 pub use retention::{ForgetTarget, RetentionCounts};
 pub use serving::{CatalogRule, RecentEvent, RecommendationLog, RuleKind};

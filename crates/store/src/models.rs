@@ -72,9 +72,18 @@ impl Store {
         )?;
         let version = format!("m{next}");
         tx.execute(
-            "INSERT INTO model_versions (seq, version, kind, dataset_version, params, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'training', ?6)",
-            params![next, version, kind, dataset_version, params, now_ms()],
+            "INSERT INTO model_versions (seq, version, kind, dataset_version, params, status,
+                 created_at, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'training', ?6, ?7)",
+            params![
+                next,
+                version,
+                kind,
+                dataset_version,
+                params,
+                now_ms(),
+                crate::owner::this_owner()
+            ],
         )?;
         tx.commit()?;
         Ok(version)

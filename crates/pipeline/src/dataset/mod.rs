@@ -384,6 +384,7 @@ pub async fn build(
         }
     }
 
+    crate::sweep_orphans(store)?;
     let latest = store.latest_dataset_version()?;
     let (major, minor, kind) = match (&latest, options.full) {
         (None, _) => (1, 0, DatasetKind::Full),

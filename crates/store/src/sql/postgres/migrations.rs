@@ -283,4 +283,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE job_runs ADD COLUMN heartbeat_at BIGINT;
     "#,
+    // 10: who is building a dataset version or training a model version, so a
+    // reservation whose process died is swept instead of staying forever.
+    r#"
+    ALTER TABLE dataset_versions ADD COLUMN owner TEXT;
+    ALTER TABLE model_versions ADD COLUMN owner TEXT;
+    "#,
 ];
