@@ -291,6 +291,30 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+impl DatasetVersion {
+    /// A full version `v<major>.<minor>` about to be reserved, for tests.
+    pub(crate) fn reservation(major: i64, minor: i64, created_at: i64) -> DatasetVersion {
+        DatasetVersion {
+            version: format!("v{major}.{minor}"),
+            major,
+            minor,
+            kind: DatasetKind::Full,
+            parent: None,
+            status: DatasetStatus::Building,
+            created_at,
+            rows: 0,
+            train_rows: 0,
+            test_rows: 0,
+            split_timestamp: None,
+            max_interaction_id: 0,
+            fingerprint: None,
+            manifest_key: None,
+            manifest: None,
+        }
+    }
+}
+
 const VERSION_SELECT: &str = "SELECT version, major, minor, kind, parent, status, created_at, rows,
         train_rows, test_rows, split_timestamp, max_interaction_id, fingerprint, manifest_key,
         manifest
@@ -407,23 +431,7 @@ mod tests {
     #[test]
     fn a_version_is_reserved_once_then_published() {
         let store = Store::open_in_memory().unwrap();
-        let mut v = DatasetVersion {
-            version: "v1.0".into(),
-            major: 1,
-            minor: 0,
-            kind: DatasetKind::Full,
-            parent: None,
-            status: DatasetStatus::Building,
-            created_at: 5,
-            rows: 0,
-            train_rows: 0,
-            test_rows: 0,
-            split_timestamp: None,
-            max_interaction_id: 0,
-            fingerprint: None,
-            manifest_key: None,
-            manifest: None,
-        };
+        let mut v = DatasetVersion::reservation(1, 0, 5);
         store.reserve_dataset_version(&v).unwrap();
         assert!(matches!(
             store.reserve_dataset_version(&v),

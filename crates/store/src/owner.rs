@@ -101,30 +101,17 @@ pub(crate) fn owner_is_dead(owner: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DatasetKind, DatasetStatus, DatasetVersion};
+    use crate::DatasetVersion;
 
     #[test]
     fn reservations_of_dead_processes_are_swept_and_live_ones_kept() {
         let store = Store::open_in_memory().unwrap();
-        let dataset = |version: &str| DatasetVersion {
-            version: version.into(),
-            major: 1,
-            minor: version[3..].parse().unwrap(),
-            kind: DatasetKind::Full,
-            parent: None,
-            status: DatasetStatus::Building,
-            created_at: now_ms(),
-            rows: 0,
-            train_rows: 0,
-            test_rows: 0,
-            split_timestamp: None,
-            max_interaction_id: 0,
-            fingerprint: None,
-            manifest_key: None,
-            manifest: None,
-        };
-        store.reserve_dataset_version(&dataset("v1.0")).unwrap();
-        store.reserve_dataset_version(&dataset("v1.1")).unwrap();
+        store
+            .reserve_dataset_version(&DatasetVersion::reservation(1, 0, now_ms()))
+            .unwrap();
+        store
+            .reserve_dataset_version(&DatasetVersion::reservation(1, 1, now_ms()))
+            .unwrap();
         let dead_model = store.reserve_model_version("als", "v1.0", "{}").unwrap();
         let live_model = store.reserve_model_version("ease", "v1.0", "{}").unwrap();
         // A process that has exited held v1.1 and the first model.
