@@ -8,6 +8,7 @@
 
 use std::ffi::CString;
 
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
 
 use crate::report::Problems;
@@ -76,9 +77,13 @@ fn leading_trivia(text: &str) -> usize {
 }
 
 /// Replays `dump` into a fresh in-memory database. Failed statements are recorded
-/// in the returned [`Problems`] under their line number.
+/// in the returned [`Problems`] under their line number. A dump only creates
+/// tables and indexes and inserts rows: any other statement (ATTACH, VACUUM
+/// INTO a file, a trigger, an UPDATE, …) is refused, first by its keyword and
+/// then by SQLite's authorizer, so a dump cannot reach past its scratch database.
 pub fn load(dump: &str) -> rusqlite::Result<(Connection, Problems)> {
     let conn = Connection::open_in_memory()?;
+    conn.authorizer(Some(authorize));
     let mut problems = Problems::default();
     for stmt in statements(dump) {
         if !is_complete(stmt.sql) {
@@ -88,9 +93,19 @@ pub fn load(dump: &str) -> rusqlite::Result<(Connection, Problems)> {
             );
             continue;
         }
+        let head = first_word(stmt.sql).to_ascii_uppercase();
         // Transaction control in a dump would fight our own; D1 exports none that matter.
-        let head = stmt.sql.get(..16).unwrap_or(stmt.sql).to_ascii_uppercase();
-        if head.starts_with("BEGIN") || head.starts_with("COMMIT") || head.starts_with("ROLLBACK") {
+        if matches!(head.as_str(), "BEGIN" | "COMMIT" | "END" | "ROLLBACK") {
+            continue;
+        }
+        if !matches!(
+            head.as_str(),
+            "CREATE" | "INSERT" | "REPLACE" | "PRAGMA" | "DELETE"
+        ) {
+            problems.add(
+                format!("line {}", stmt.line),
+                format!("{head} statement not replayed: a dump may only create tables and indexes and insert rows"),
+            );
             continue;
         }
         if let Err(e) = conn.execute_batch(stmt.sql) {
@@ -103,9 +118,103 @@ pub fn load(dump: &str) -> rusqlite::Result<(Connection, Problems)> {
     Ok((conn, problems))
 }
 
+/// The first keyword of a statement, past whitespace and comments.
+fn first_word(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(line) = rest.strip_prefix("--") {
+            rest = line.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(block) = rest.strip_prefix("/*") {
+            rest = block.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            break;
+        }
+    }
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// What a statement of a dump may do, as SQLite asks while preparing it.
+fn authorize(ctx: AuthContext<'_>) -> Authorization {
+    match ctx.action {
+        AuthAction::CreateTable { .. }
+        | AuthAction::CreateIndex { .. }
+        | AuthAction::Insert { .. }
+        | AuthAction::Read { .. }
+        | AuthAction::Select
+        | AuthAction::Function { .. } => Authorization::Allow,
+        // CREATE TABLE records the table in the schema (a statement cannot
+        // itself: writable_schema is refused below).
+        AuthAction::Update {
+            table_name: "sqlite_master" | "sqlite_schema",
+            ..
+        } => Authorization::Allow,
+        // D1 exports reset AUTOINCREMENT counters before restoring them.
+        AuthAction::Delete {
+            table_name: "sqlite_sequence",
+        } => Authorization::Allow,
+        AuthAction::Pragma { pragma_name, .. }
+            if pragma_name.eq_ignore_ascii_case("defer_foreign_keys")
+                || pragma_name.eq_ignore_ascii_case("foreign_keys") =>
+        {
+            Authorization::Allow
+        }
+        _ => Authorization::Deny,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dump_cannot_reach_past_its_scratch_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let attached = dir.path().join("attached.db");
+        let vacuumed = dir.path().join("vacuumed.db");
+        let dump = format!(
+            "PRAGMA defer_foreign_keys=TRUE;\n\
+             CREATE TABLE t (a TEXT);\n\
+             INSERT INTO t VALUES('kept');\n\
+             ATTACH DATABASE '{}' AS evil;\n\
+             VACUUM INTO '{}';\n\
+             /* hidden */ -- and hidden again\n attach '{}' as evil2;\n\
+             CREATE TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM t; END;\n\
+             CREATE VIEW v AS SELECT a FROM t;\n\
+             UPDATE t SET a = 'changed';\n\
+             DELETE FROM t;\n\
+             PRAGMA writable_schema = ON;\n\
+             INSERT INTO t VALUES('also kept');",
+            attached.display(),
+            vacuumed.display(),
+            attached.display()
+        );
+        let (conn, problems) = load(&dump).unwrap();
+        assert!(
+            !attached.exists() && !vacuumed.exists(),
+            "a file was written"
+        );
+        let rows: Vec<String> = conn
+            .prepare("SELECT a FROM t ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows, ["kept", "also kept"]);
+        assert_eq!(problems.count, 8, "{problems:?}");
+        let objects: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type IN ('trigger', 'view')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(objects, 0);
+    }
 
     #[test]
     fn semicolons_inside_strings_comments_and_triggers_do_not_split() {
