@@ -27,6 +27,8 @@ pub mod identity;
 pub mod import;
 pub mod orders;
 mod progress;
+#[cfg(test)]
+mod properties;
 pub mod quality;
 mod report;
 pub mod retention;

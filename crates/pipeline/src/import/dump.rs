@@ -115,6 +115,8 @@ pub fn load(dump: &str) -> rusqlite::Result<(Connection, Problems)> {
             );
         }
     }
+    // The replay is over: what reads the scratch database afterwards is ours.
+    conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
     Ok((conn, problems))
 }
 

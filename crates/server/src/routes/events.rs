@@ -199,3 +199,77 @@ fn validate(member: &Value, now_ms: i64) -> Result<BehaviorEvent, String> {
         properties,
     })
 }
+
+/// Whatever a storefront posts, `validate` answers an event or a reason, never
+/// a panic, and an event it accepts keeps the contract's limits. CI runs
+/// proptest's default number of cases; `scripts/fuzz` a million.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "event_id",
+        "event_type",
+        "product_id",
+        "user_id",
+        "session_id",
+        "device_id",
+        "timestamp",
+        "request_id",
+        "properties",
+        "user_token",
+    ];
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            (946_684_800_000i64..1_900_000_000_000).prop_map(Value::from),
+            "20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9](Z|[+-][01][0-9]:00)"
+                .prop_map(Value::from),
+            prop::sample::select(&["product_view", "rec_click", "rec_impression", "purchase"][..])
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            "[a-z0-9-]{0,200}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z_]{0,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn event() -> impl Strategy<Value = Value> {
+        prop::collection::btree_map(
+            prop_oneof![4 => prop::sample::select(KEYS).prop_map(str::to_owned), 1 => "[a-z_]{0,8}"],
+            value(),
+            0..10,
+        )
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    proptest! {
+        #[test]
+        fn an_event_is_validated_or_refused_never_a_panic(
+            member in prop_oneof![4 => event(), 1 => value()],
+        ) {
+            let now = 1_800_000_000_000;
+            if let Ok(e) = validate(&member, now) {
+                for id in [&e.event_id, &e.event_type, &e.product_id] {
+                    prop_assert!(!id.is_empty() && id.chars().count() <= MAX_ID);
+                }
+                prop_assert!(e.user_id.is_some() || e.session_id.is_some() || e.device_id.is_some());
+                prop_assert!((EARLIEST_MS..=now + FUTURE_SLACK_MS).contains(&e.timestamp_ms));
+                prop_assert!(e.properties.as_ref().is_none_or(|p| p.len() <= MAX_PROPERTIES));
+                if matches!(e.event_type.as_str(), "rec_impression" | "rec_click") {
+                    prop_assert!(e.request_id.is_some());
+                }
+            }
+        }
+    }
+}
