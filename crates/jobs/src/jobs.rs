@@ -7,8 +7,7 @@
 use manirec_pipeline::quality::QualityReport;
 use manirec_pipeline::retention::Cleanup;
 use manirec_pipeline::retrain::{self, RetrainContext, RetrainRun};
-use manirec_pipeline::sync::SyncSummary;
-use manirec_pipeline::NoProgress;
+use manirec_pipeline::sync::{sync_batch, SyncSummary};
 use manirec_store::{Job, JobStart, JobStatus, Objects, Store};
 use serde::Serialize;
 use serde_json::json;
@@ -50,15 +49,29 @@ impl Jobs {
         out.map_err(|e| Error::Panicked(e.to_string()))
     }
 
-    /// Sync: the events not yet turned into interactions, on the store's thread.
+    /// Sync: the events not yet turned into interactions, on the store's
+    /// thread, one batch per turn: event writes queued meanwhile go in between
+    /// batches, so a long backlog never holds ingestion up.
     pub async fn sync(&self) -> Result<SyncSummary> {
-        let weights = self.config().weights.clone();
-        let synced = self
-            .db()
-            .call(move |s| manirec_pipeline::sync::sync(s, &weights, &NoProgress))
-            .await??;
-        self.observer().synced(synced.synced);
-        Ok(synced)
+        let weights = std::sync::Arc::new(self.config().weights.clone());
+        let mut summary = self.db().call(|s| SyncSummary::from_watermark(s)).await??;
+        loop {
+            let weights = weights.clone();
+            let (next, more) = self
+                .db()
+                .call(move |s| {
+                    let more = sync_batch(s, &weights, &mut summary)?;
+                    Ok::<_, manirec_pipeline::Error>((summary, more))
+                })
+                .await??;
+            summary = next;
+            if !more {
+                break;
+            }
+        }
+        summary.stitched = self.db().call(|s| s.apply_identity_links()).await??;
+        self.observer().synced(summary.synced);
+        Ok(summary)
     }
 
     /// The weekly loop, once: sync the events first (so they count), then

@@ -133,23 +133,20 @@ impl Jobs {
             }
         };
         let quality = self.quality().await;
-        let weights = config.weights.clone();
         let thresholds = config.trigger.clone();
-        let (sync, trigger, pending) = self
+        let sync = self.sync().await?;
+        let (trigger, pending) = self
             .db()
             .call(move |store| -> manirec_pipeline::Result<_> {
-                let sync =
-                    manirec_pipeline::sync::sync(store, &weights, &manirec_pipeline::NoProgress)?;
                 let check = trigger::check(store, &thresholds, quality)?;
                 let pending = if check.should_retrain && !check.already_fired {
                     Some(trigger::increment(store)?)
                 } else {
                     None
                 };
-                Ok((sync, check, pending))
+                Ok((check, pending))
             })
             .await??;
-        self.observer().synced(sync.synced);
         let fired = match pending {
             Some(pending) => {
                 let increment = trigger::publish(self.objects(), &pending).await?;

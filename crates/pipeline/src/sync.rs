@@ -76,16 +76,41 @@ pub struct SyncSummary {
 
 /// Syncs every event stored since the last run.
 pub fn sync(store: &mut Store, weights: &Weights, progress: &dyn Progress) -> Result<SyncSummary> {
-    let mut summary = SyncSummary {
-        watermark: store.sync_watermark()?,
-        ..Default::default()
-    };
+    let mut summary = SyncSummary::from_watermark(store)?;
     let backlog = (store.last_event_seq()? - summary.watermark).max(0) as u64;
     progress.begin("syncing events", backlog);
     loop {
+        let before = summary.synced;
+        if !sync_batch(store, weights, &mut summary)? {
+            break;
+        }
+        progress.advance(summary.synced - before);
+    }
+    progress.end();
+    summary.stitched = store.apply_identity_links()?;
+    Ok(summary)
+}
+
+impl SyncSummary {
+    /// A sync about to start from the stored watermark.
+    pub fn from_watermark(store: &Store) -> Result<SyncSummary> {
+        Ok(SyncSummary {
+            watermark: store.sync_watermark()?,
+            ..Default::default()
+        })
+    }
+}
+
+/// Syncs the next batch of events past `summary.watermark`, in one
+/// transaction, and adds it to `summary`; false when there was none. `serve`
+/// runs one batch per turn on the store's thread, so event writes queued
+/// meanwhile go in between instead of waiting for the whole backlog; finish
+/// with [`Store::apply_identity_links`].
+pub fn sync_batch(store: &mut Store, weights: &Weights, summary: &mut SyncSummary) -> Result<bool> {
+    {
         let events = store.events_after(summary.watermark, BATCH)?;
         let Some(&(last, _)) = events.last() else {
-            break;
+            return Ok(false);
         };
         let anonymous: Vec<String> = events
             .iter()
@@ -134,9 +159,6 @@ pub fn sync(store: &mut Store, weights: &Weights, progress: &dyn Progress) -> Re
         summary.inserted += inserted;
         summary.skipped += events.len() as u64 - inserted;
         summary.watermark = last;
-        progress.advance(events.len() as u64);
     }
-    progress.end();
-    summary.stitched = store.apply_identity_links()?;
-    Ok(summary)
+    Ok(true)
 }

@@ -90,6 +90,16 @@ fn to_json(v: impl serde::Serialize) -> Answer {
 }
 
 /// Runs a store call on the store's thread; pipeline errors keep their meaning.
+/// Runs read-only `f` on a reader connection: the writer's thread, which
+/// ingestion waits on, never waits for a report.
+async fn on_read<T: serde::Serialize + Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&manirec_store::Store) -> manirec_pipeline::Result<T> + Send + 'static,
+) -> Answer {
+    let v = state.db().read(f).await?.map_err(ApiError::from_pipeline)?;
+    to_json(v)
+}
+
 async fn on_db<T: serde::Serialize + Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&mut manirec_store::Store) -> manirec_pipeline::Result<T> + Send + 'static,
@@ -105,7 +115,7 @@ async fn overview(State(state): State<AppState>) -> Answer {
     let config = state.config().jobs.experiments.clone();
     let store_view = state
         .db()
-        .call(move |s| -> manirec_pipeline::Result<Value> {
+        .read(move |s| -> manirec_pipeline::Result<Value> {
             let experiment = match experiment {
                 Some(id) => Some(experiments::status(s, Some(id), &config)?),
                 None => None,
@@ -165,7 +175,7 @@ async fn run_extract(State(state): State<AppState>, body: Option<Json<ExtractBod
 }
 
 async fn datasets(State(state): State<AppState>) -> Answer {
-    on_db(&state, |s| dataset::list(s)).await
+    on_read(&state, dataset::list).await
 }
 
 #[derive(Deserialize, Default)]
@@ -244,7 +254,7 @@ async fn retrain(State(state): State<AppState>, body: Option<Json<RetrainBody>>)
 }
 
 async fn models(State(state): State<AppState>) -> Answer {
-    on_db(&state, |s| training::list(s)).await
+    on_read(&state, training::list).await
 }
 
 async fn promote(State(state): State<AppState>, Path(version): Path<String>) -> Answer {
@@ -254,7 +264,7 @@ async fn promote(State(state): State<AppState>, Path(version): Path<String>) -> 
 }
 
 async fn list_experiments(State(state): State<AppState>) -> Answer {
-    on_db(&state, |s| {
+    on_read(&state, |s| {
         Ok(json!({"experiments": views::experiments(&s.experiments()?)}))
     })
     .await
@@ -285,7 +295,7 @@ async fn start_experiment(State(state): State<AppState>, Json(b): Json<StartBody
 
 async fn experiment_status(State(state): State<AppState>, Path(id): Path<i64>) -> Answer {
     let config = state.config().jobs.experiments.clone();
-    on_db(&state, move |s| experiments::status(s, Some(id), &config)).await
+    on_read(&state, move |s| experiments::status(s, Some(id), &config)).await
 }
 
 #[derive(Deserialize, Default)]
@@ -325,7 +335,7 @@ async fn stop_experiment(
 }
 
 async fn rules(State(state): State<AppState>) -> Answer {
-    on_db(&state, |s| {
+    on_read(&state, |s| {
         Ok(json!({"rules": views::catalog_rules(&s.catalog_rules()?), "hidden": s.hidden_items()?}))
     })
     .await
@@ -377,7 +387,7 @@ async fn clear_rule(State(state): State<AppState>, Path(item): Path<String>) -> 
 async fn last_report(State(state): State<AppState>) -> Answer {
     let report = state
         .db()
-        .call(|s| s.last_quality_report())
+        .read(|s| s.last_quality_report())
         .await?
         .map_err(ApiError::internal)?;
     match report {
@@ -404,7 +414,7 @@ struct RunsQuery {
 
 async fn runs(State(state): State<AppState>, Query(q): Query<RunsQuery>) -> Answer {
     let limit = q.limit.unwrap_or(20).clamp(1, 500);
-    on_db(&state, move |s| {
+    on_read(&state, move |s| {
         Ok(json!({"runs": views::job_runs(&s.job_runs(q.job, limit)?)}))
     })
     .await

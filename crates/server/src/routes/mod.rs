@@ -199,7 +199,7 @@ async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, Api
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let lag = state
         .db()
-        .call(|s| Ok::<_, manirec_store::Error>(s.last_event_seq()? - s.sync_watermark()?))
+        .read(|s| Ok::<_, manirec_store::Error>(s.last_event_seq()? - s.sync_watermark()?))
         .await?
         .map_err(ApiError::internal)?;
     state.metrics().set_sync_lag(lag);
