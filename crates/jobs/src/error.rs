@@ -20,9 +20,9 @@ pub enum Error {
     /// A pipeline stage failed (its variants say whose fault it is).
     #[error(transparent)]
     Pipeline(#[from] manirec_pipeline::Error),
-    /// The shop's orders API could not be used (unreachable, refused, no JSON).
+    /// The shop's API (orders, products) could not be used (unreachable, refused, no JSON).
     #[error("{0}")]
-    OrdersApi(String),
+    ShopApi(String),
     /// An HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(String),

@@ -171,7 +171,7 @@ impl Jobs {
         let config = self.config();
         match &config.poll {
             Some(p) => Ok(Some(
-                poll::poll_orders(self.db(), p, &config.user_key, config.simulation_seed).await?,
+                poll::poll_shop(self.db(), p, &config.user_key, config.simulation_seed).await?,
             )),
             None => Ok(None),
         }

@@ -1,9 +1,11 @@
 //! The reconciliation poll Shoplazza recommends as a backstop for missed
 //! webhooks: `GET /openapi/2022-01/orders?updated_at_min=…&limit=250&page=N`
-//! with the shop's access token. Every order goes through the same path as a
-//! webhook (delivery id `poll:<order>:<updated_at>`), so what a webhook already
-//! brought changes nothing. The `updated_at` watermark is kept in the store and
-//! re-read with an overlap: repeats cost nothing, gaps would lose orders.
+//! with the shop's access token, then the same for `products`, so that a
+//! design added while its webhook was lost still reaches the catalogue. Every
+//! order or product goes through the same path as a webhook (delivery id
+//! `poll:<id>:<updated_at>`, or `poll-product:…`), so what a webhook already
+//! brought changes nothing. Each resource keeps its `updated_at` watermark in
+//! the store, re-read with an overlap: repeats cost nothing, gaps would lose rows.
 
 use std::time::Duration;
 
@@ -15,13 +17,38 @@ use serde_json::Value;
 
 use crate::{Db, Error, Result};
 
-/// Orders per page (Shoplazza's maximum).
+/// Rows per page (Shoplazza's maximum).
 const PAGE_SIZE: usize = 250;
 /// Pages per run, a guard against a misbehaving API.
 const MAX_PAGES: u32 = 1000;
 /// Re-read this much before the watermark.
 const OVERLAP_SECS: i64 = 600;
-const WATERMARK: &str = "poll.updated_at_min";
+
+/// One of the shop's resources the poll reads.
+struct Resource {
+    /// Its path under `/openapi/2022-01/`, and the key of its list in the answer.
+    name: &'static str,
+    /// The webhook topic its rows are applied as.
+    topic: &'static str,
+    /// Delivery ids: `<prefix>:<id>:<updated_at>`.
+    prefix: &'static str,
+    /// The state key of its watermark.
+    watermark: &'static str,
+}
+
+const ORDERS: Resource = Resource {
+    name: "orders",
+    topic: "orders/poll",
+    prefix: "poll",
+    watermark: "poll.updated_at_min",
+};
+
+const PRODUCTS: Resource = Resource {
+    name: "products",
+    topic: "products/update",
+    prefix: "poll-product",
+    watermark: "poll.products.updated_at_min",
+};
 
 /// Where the shop's API is.
 #[derive(Debug, Clone)]
@@ -34,10 +61,11 @@ pub struct PollConfig {
     pub interval: Duration,
 }
 
-/// What a poll run did.
+/// What a poll run did: orders (the fields kept from before products were
+/// polled) and products.
 #[derive(Debug, Default, Serialize)]
 pub struct PollSummary {
-    /// Pages fetched.
+    /// Pages of orders fetched.
     pub pages: u32,
     /// Orders seen.
     pub orders: u64,
@@ -47,26 +75,67 @@ pub struct PollSummary {
     pub unchanged: u64,
     /// Orders that could not be read.
     pub rejected: u64,
+    /// The orders' new watermark (Unix s).
+    pub updated_at_min: Option<i64>,
+    /// The same counts for products.
+    pub products: Polled,
+}
+
+/// What the poll did with one resource.
+#[derive(Debug, Default, Serialize)]
+pub struct Polled {
+    /// Pages fetched.
+    pub pages: u32,
+    /// Rows seen.
+    pub seen: u64,
+    /// Rows applied (new or changed).
+    pub applied: u64,
+    /// Rows already known in this state.
+    pub unchanged: u64,
+    /// Rows that could not be read.
+    pub rejected: u64,
     /// The new watermark (Unix s).
     pub updated_at_min: Option<i64>,
 }
 
-/// Fetches every order updated since the watermark and applies it.
-pub async fn poll_orders(
+/// Polls orders, then products.
+pub async fn poll_shop(
     db: &Db,
     config: &PollConfig,
     key: &UserKey,
     seed: u64,
 ) -> Result<PollSummary> {
+    let orders = poll(db, config, key, seed, &ORDERS).await?;
+    let products = poll(db, config, key, seed, &PRODUCTS).await?;
+    Ok(PollSummary {
+        pages: orders.pages,
+        orders: orders.seen,
+        applied: orders.applied,
+        unchanged: orders.unchanged,
+        rejected: orders.rejected,
+        updated_at_min: orders.updated_at_min,
+        products,
+    })
+}
+
+/// Fetches every row of `resource` updated since its watermark and applies it.
+async fn poll(
+    db: &Db,
+    config: &PollConfig,
+    key: &UserKey,
+    seed: u64,
+    resource: &Resource,
+) -> Result<Polled> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| Error::Http(e.to_string()))?;
+    let watermark = resource.watermark;
     let since: Option<i64> = db
-        .call(|s| s.state_get(WATERMARK))
+        .call(move |s| s.state_get(watermark))
         .await??
         .and_then(|v| v.parse().ok());
-    let mut summary = PollSummary {
+    let mut summary = Polled {
         updated_at_min: since,
         ..Default::default()
     };
@@ -74,8 +143,9 @@ pub async fn poll_orders(
     for page in 1..=MAX_PAGES {
         let mut request = client
             .get(format!(
-                "{}/openapi/2022-01/orders",
-                config.base_url.trim_end_matches('/')
+                "{}/openapi/2022-01/{}",
+                config.base_url.trim_end_matches('/'),
+                resource.name
             ))
             .header("Access-Token", &config.access_token)
             .query(&[("limit", PAGE_SIZE.to_string()), ("page", page.to_string())]);
@@ -84,47 +154,52 @@ pub async fn poll_orders(
                 chrono::DateTime::from_timestamp(since - OVERLAP_SECS, 0).unwrap_or_default();
             request = request.query(&[("updated_at_min", from.to_rfc3339())]);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Error::OrdersApi(format!("the orders API is unreachable: {e}")))?;
+        let response = request.send().await.map_err(|e| {
+            Error::ShopApi(format!("the {} API is unreachable: {e}", resource.name))
+        })?;
         if !response.status().is_success() {
-            return Err(Error::OrdersApi(format!(
-                "the orders API answered {} on page {page}",
+            return Err(Error::ShopApi(format!(
+                "the {} API answered {} on page {page}",
+                resource.name,
                 response.status()
             )));
         }
         let body: Value = response
             .json()
             .await
-            .map_err(|e| Error::OrdersApi(format!("the orders API sent no JSON: {e}")))?;
-        let orders = match body
-            .get("orders")
-            .or_else(|| body.get("data").and_then(|d| d.get("orders")))
+            .map_err(|e| Error::ShopApi(format!("the {} API sent no JSON: {e}", resource.name)))?;
+        let rows = match body
+            .get(resource.name)
+            .or_else(|| body.get("data").and_then(|d| d.get(resource.name)))
         {
-            Some(Value::Array(orders)) => orders.clone(),
+            Some(Value::Array(rows)) => rows.clone(),
             _ => Vec::new(),
         };
         summary.pages = page;
-        let count = orders.len();
-        for order in orders {
-            summary.orders += 1;
-            let updated = order
+        let count = rows.len();
+        for row in rows {
+            summary.seen += 1;
+            let updated = row
                 .get("updated_at")
                 .and_then(Value::as_str)
                 .and_then(manirec_pipeline::time::parse_timestamp);
             newest = newest.max(updated);
-            let id = order.get("id").map(|v| v.to_string()).unwrap_or_default();
-            let delivery_id = format!("poll:{}:{}", id.trim_matches('"'), updated.unwrap_or(0));
+            let id = row.get("id").map(|v| v.to_string()).unwrap_or_default();
+            let delivery_id = format!(
+                "{}:{}:{}",
+                resource.prefix,
+                id.trim_matches('"'),
+                updated.unwrap_or(0)
+            );
             let outcome = db
                 .apply_delivery(
                     key.clone(),
                     seed,
                     Delivery {
                         delivery_id,
-                        topic: "orders/poll".into(),
+                        topic: resource.topic.into(),
                         shop_domain: None,
-                        payload: order,
+                        payload: row,
                         source: "poll",
                     },
                 )
@@ -136,7 +211,7 @@ pub async fn poll_orders(
                 Ok(_) => summary.unchanged += 1,
                 Err(r) => {
                     summary.rejected += 1;
-                    tracing::warn!(reason = %r.reason, "polled order rejected");
+                    tracing::warn!(resource = resource.name, reason = %r.reason, "polled row rejected");
                 }
             }
         }
@@ -145,7 +220,7 @@ pub async fn poll_orders(
         }
     }
     if let Some(newest) = newest.filter(|n| Some(*n) != since) {
-        db.call(move |s| s.state_set(WATERMARK, &newest.to_string()))
+        db.call(move |s| s.state_set(watermark, &newest.to_string()))
             .await??;
     }
     summary.updated_at_min = newest;

@@ -20,6 +20,9 @@ fn shoplazza_order(n: usize, status: &str, updated_at: &str) -> Value {
 fn the_poll_pages_through_updated_orders_and_repeats_change_nothing() {
     // Page 1 is full (250 orders), page 2 has 3: the poll must fetch both and stop.
     let stub = Stub::start(|req| {
+        if req.target.starts_with("/openapi/2022-01/products") {
+            return (200, json!({"products": []}).to_string());
+        }
         let page = if req.target.contains("page=2") { 2 } else { 1 };
         let orders: Vec<Value> = match page {
             1 => (1..=250)
@@ -54,7 +57,13 @@ fn the_poll_pages_through_updated_orders_and_repeats_change_nothing() {
     assert_eq!(first["pages"], 2);
     assert_eq!(first["orders"], 253);
     assert_eq!(first["applied"], 253);
-    let requests = stub.requests();
+    let orders_requests = || -> Vec<_> {
+        stub.requests()
+            .into_iter()
+            .filter(|r| r.target.starts_with("/openapi/2022-01/orders"))
+            .collect()
+    };
+    let requests = orders_requests();
     assert_eq!(requests.len(), 2);
     assert!(requests
         .iter()
@@ -85,11 +94,62 @@ fn the_poll_pages_through_updated_orders_and_repeats_change_nothing() {
         (second["applied"].as_u64(), second["unchanged"].as_u64()),
         (Some(0), Some(253))
     );
-    let since = &stub.requests()[2].target;
+    let since = &orders_requests()[2].target;
     assert!(
         since.contains("updated_at_min=2026-10-03T11%3A50%3A00"),
         "watermark minus overlap: {since}"
     );
+}
+
+#[test]
+fn the_poll_brings_a_design_whose_webhook_was_lost_into_the_catalogue() {
+    let stub = Stub::start(|req| {
+        if req.target.starts_with("/openapi/2022-01/products") {
+            let product = json!({
+                "id": "design-lost-webhook", "title": "Cat astronaut mug", "product_type": "Mugs",
+                "vendor": "studio-7", "published_at": "2026-10-01T08:00:00Z",
+                "updated_at": "2026-10-02T00:00:00Z",
+                "variants": [{"id": "v-1", "price": "14.50"}]
+            });
+            return (200, json!({"products": [product]}).to_string());
+        }
+        (200, json!({"orders": []}).to_string())
+    });
+    let d = DataDir::new();
+    let env = [
+        ("MANIREC_SHOPLAZZA_API", stub.base.as_str()),
+        ("MANIREC_SHOPLAZZA_TOKEN", "tok-123"),
+    ];
+    let poll = || -> Value {
+        let out = d.command(&["--json", "poll"]).envs(env).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = poll();
+    assert_eq!(first["products"]["seen"], 1, "{first}");
+    assert_eq!(first["products"]["applied"], 1, "{first}");
+    let (title, price): (String, f64) = d
+        .db()
+        .query_row(
+            "SELECT title, price FROM shop_end_products WHERE id = 'design-lost-webhook'",
+            &[],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((title.as_str(), price), ("Cat astronaut mug", 14.5));
+    // Polled again: known, nothing changes; the watermark moved on.
+    let second = poll();
+    assert_eq!(second["products"]["unchanged"], 1, "{second}");
+    assert!(stub
+        .requests()
+        .iter()
+        .filter(|r| r.target.starts_with("/openapi/2022-01/products"))
+        .nth(1)
+        .is_some_and(|r| r.target.contains("updated_at_min=")));
 }
 
 #[test]

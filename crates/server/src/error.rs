@@ -96,7 +96,7 @@ impl From<manirec_jobs::Error> for ApiError {
         use manirec_jobs::Error as J;
         match e {
             J::ShuttingDown => ApiError::unavailable("the store is shutting down"),
-            J::OrdersApi(m) => ApiError::unavailable(m),
+            J::ShopApi(m) => ApiError::unavailable(m),
             J::Pipeline(e) => ApiError::from_pipeline(e),
             J::Store(e) => ApiError::from_pipeline(manirec_pipeline::Error::Store(e)),
             e @ (J::StoreStopped | J::EventWrite(_) | J::Http(_) | J::Panicked(_)) => {

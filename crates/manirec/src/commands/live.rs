@@ -230,8 +230,18 @@ pub async fn poll(ctx: &Context) -> Result<()> {
     };
     ctx.print(&summary, || {
         format!(
-            "Polled {} pages: {} orders, {} applied, {} already known, {} rejected\n",
-            summary.pages, summary.orders, summary.applied, summary.unchanged, summary.rejected
+            "Polled {} pages: {} orders, {} applied, {} already known, {} rejected\n\
+             Polled {} pages: {} products, {} applied, {} already known, {} rejected\n",
+            summary.pages,
+            summary.orders,
+            summary.applied,
+            summary.unchanged,
+            summary.rejected,
+            summary.products.pages,
+            summary.products.seen,
+            summary.products.applied,
+            summary.products.unchanged,
+            summary.products.rejected
         )
     })
 }
