@@ -96,9 +96,14 @@ pub struct Polled {
     pub rejected: u64,
     /// The new watermark (Unix s).
     pub updated_at_min: Option<i64>,
+    /// Why this resource could not be polled (the products of a token
+    /// without their scope), when the rest was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
-/// Polls orders, then products.
+/// Polls orders, then products. The shop's refusal of products (a token
+/// without that scope) is reported and does not fail the orders' poll.
 pub async fn poll_shop(
     db: &Db,
     config: &PollConfig,
@@ -106,7 +111,17 @@ pub async fn poll_shop(
     seed: u64,
 ) -> Result<PollSummary> {
     let orders = poll(db, config, key, seed, &ORDERS).await?;
-    let products = poll(db, config, key, seed, &PRODUCTS).await?;
+    let products = match poll(db, config, key, seed, &PRODUCTS).await {
+        Ok(products) => products,
+        Err(e @ (Error::ShopApi(_) | Error::Http(_))) => {
+            tracing::warn!(error = %e, "the products poll failed; orders were polled");
+            Polled {
+                error: Some(e.to_string()),
+                ..Polled::default()
+            }
+        }
+        Err(e) => return Err(e),
+    };
     Ok(PollSummary {
         pages: orders.pages,
         orders: orders.seen,

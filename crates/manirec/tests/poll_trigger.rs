@@ -21,7 +21,8 @@ fn the_poll_pages_through_updated_orders_and_repeats_change_nothing() {
     // Page 1 is full (250 orders), page 2 has 3: the poll must fetch both and stop.
     let stub = Stub::start(|req| {
         if req.target.starts_with("/openapi/2022-01/products") {
-            return (200, json!({"products": []}).to_string());
+            // A token without the products scope: the orders still count.
+            return (403, json!({"errors": "forbidden"}).to_string());
         }
         let page = if req.target.contains("page=2") { 2 } else { 1 };
         let orders: Vec<Value> = match page {
@@ -57,6 +58,12 @@ fn the_poll_pages_through_updated_orders_and_repeats_change_nothing() {
     assert_eq!(first["pages"], 2);
     assert_eq!(first["orders"], 253);
     assert_eq!(first["applied"], 253);
+    assert!(
+        first["products"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{first}"
+    );
     let orders_requests = || -> Vec<_> {
         stub.requests()
             .into_iter()

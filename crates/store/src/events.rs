@@ -37,9 +37,10 @@ pub fn device_user(device_id: &str) -> String {
     format!("device:{device_id}")
 }
 
-/// Events per INSERT: 9 parameters each stays far below SQLite's (32,766)
-/// and PostgreSQL's (65,535) limits.
-const EVENTS_PER_STATEMENT: usize = 200;
+/// Events per INSERT, largest first: 9 parameters each stays far below
+/// SQLite's (32,766) and PostgreSQL's (65,535) limits, and a batch is cut into
+/// these sizes only, so the statement caches hold four shapes, not two hundred.
+const EVENT_CHUNKS: &[usize] = &[200, 50, 10, 1];
 
 impl Store {
     /// Stores events in one transaction; an `event_id` already stored is a duplicate.
@@ -67,19 +68,36 @@ impl Store {
             .collect();
         let forgotten = crate::retention::forgotten_among(&tx, &ids)?;
         let mut out = Vec::with_capacity(batches.len());
+        let erased = |id: &Option<String>| id.as_ref().is_some_and(|id| forgotten.contains(id));
         for events in batches {
-            let kept: Vec<&BehaviorEvent> = events
-                .iter()
-                .filter(|e| {
-                    ![&e.user_id, &e.session_id, &e.device_id]
-                        .into_iter()
-                        .any(|id| id.as_ref().is_some_and(|id| forgotten.contains(id)))
-                })
-                .collect();
-            // A forgotten shopper's events are answered as taken (the client
-            // did nothing wrong and must not retry them) and never stored.
+            // An erased customer's events, or an anonymous event of an erased
+            // session or device, are answered as taken (the client did nothing
+            // wrong and must not retry them) and never stored. Another
+            // customer on an erased device (a shared laptop) keeps their
+            // event, without the erased ids.
+            let mut cleaned: Vec<std::borrow::Cow<'_, BehaviorEvent>> = Vec::new();
+            for e in events.iter() {
+                if erased(&e.user_id)
+                    || (e.user_id.is_none() && (erased(&e.session_id) || erased(&e.device_id)))
+                {
+                    continue;
+                }
+                if erased(&e.session_id) || erased(&e.device_id) {
+                    let mut e = e.clone();
+                    if erased(&e.session_id) {
+                        e.session_id = None;
+                    }
+                    if erased(&e.device_id) {
+                        e.device_id = None;
+                    }
+                    cleaned.push(std::borrow::Cow::Owned(e));
+                } else {
+                    cleaned.push(std::borrow::Cow::Borrowed(e));
+                }
+            }
+            let kept: Vec<&BehaviorEvent> = cleaned.iter().map(|e| e.as_ref()).collect();
             let mut accepted = (events.len() - kept.len()) as u64;
-            for chunk in kept.chunks(EVENTS_PER_STATEMENT) {
+            for chunk in crate::sql::fixed_chunks(&kept, EVENT_CHUNKS) {
                 // One statement per chunk (a round trip per event is what a
                 // database server's ingestion rate is bounded by); RETURNING
                 // names the ones that were new, in order.

@@ -148,7 +148,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let created_at = now_ms();
         let mut inserted = 0;
-        for row in rows {
+        for row in without_forgotten(&tx, rows)? {
             inserted += insert_in(&tx, row, created_at)? as u64;
         }
         tx.commit()?;
@@ -332,6 +332,21 @@ pub(crate) fn insert_in(conn: &Conn, row: &Interaction, created_at: i64) -> Resu
             created_at
         ],
     )
+}
+
+/// `rows` but those of users erased on request, checked in the writer's own
+/// transaction: a `forget` that commits while a writer prepares its rows
+/// (sync reading events, an import reading its file) still wins.
+pub(crate) fn without_forgotten<'a>(
+    tx: &crate::sql::Conn,
+    rows: &'a [Interaction],
+) -> Result<Vec<&'a Interaction>> {
+    let users: Vec<&str> = rows.iter().map(|r| r.key.user_id.as_str()).collect();
+    let forgotten = crate::retention::forgotten_among(tx, &users)?;
+    Ok(rows
+        .iter()
+        .filter(|r| !forgotten.contains(&r.key.user_id))
+        .collect())
 }
 
 #[cfg(test)]

@@ -30,9 +30,12 @@ impl Store {
     pub fn sweep_orphans(&self) -> Result<Orphans> {
         let tx = self.conn.transaction()?;
         let old = now_ms() - RESERVATION_MS;
+        // Dead on this host: at once. Alive on this host: never, however
+        // long it takes. Unknown (another host, no owner recorded): by age.
         let orphan = |owner: Option<String>, created_at: i64| match owner {
-            Some(owner) => owner_is_dead(&owner) || created_at < old,
-            None => created_at < old,
+            Some(owner) if owner_is_dead(&owner) => true,
+            Some(owner) if owner_of_this_host_is_alive(&owner) => false,
+            _ => created_at < old,
         };
         let mut swept = Orphans::default();
         for (table, status, out) in [
@@ -78,6 +81,14 @@ pub(crate) fn owner_of(pid: u32) -> Option<String> {
     // Field 22 (starttime), counted after the parenthesised command name.
     let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
     Some(format!("{}/{pid}/{start}", host()))
+}
+
+/// Whether `owner` is a live process of this host.
+fn owner_of_this_host_is_alive(owner: &str) -> bool {
+    let Some(pid) = owner.rsplit('/').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    owner_of(pid).as_deref() == Some(owner)
 }
 
 /// Whether the process that wrote `owner` is known to be gone: it ran on this
@@ -131,6 +142,14 @@ mod tests {
                 )
                 .unwrap();
         }
+        // Ours, alive, six hours old: still ours.
+        store
+            .conn
+            .execute(
+                "UPDATE model_versions SET created_at = 0 WHERE version = ?1",
+                params![live_model],
+            )
+            .unwrap();
         // Another host's, six hours old, is judged by its age.
         store
             .conn

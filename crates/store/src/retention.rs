@@ -246,7 +246,7 @@ pub(crate) fn forgotten_among(
     }
     let ids: BTreeSet<&str> = ids.iter().copied().filter(|i| !i.is_empty()).collect();
     let ids: Vec<&str> = ids.into_iter().collect();
-    for chunk in ids.chunks(500) {
+    for chunk in crate::sql::fixed_chunks(&ids, &[256, 64, 16, 4, 1]) {
         let slots: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
         let params: Vec<&dyn crate::sql::ToParam> = chunk
             .iter()
@@ -435,10 +435,22 @@ mod tests {
                 event("e4", None, "s-ana", 4),
                 event("e5", Some("42"), "s-new", 5),
                 event("e6", None, "s-other", 6),
+                // Ben, signed in on the session Ana used (a shared laptop):
+                // his event stays, without her session.
+                event("e7", Some("ben"), "s-ana", 7),
             ])
             .unwrap();
-        assert_eq!(taken, (3, 0));
-        assert_eq!(store.table_counts().unwrap()["behavior_events"], 2);
+        assert_eq!(taken, (4, 0));
+        assert_eq!(store.table_counts().unwrap()["behavior_events"], 3);
+        let session: Option<String> = store
+            .conn
+            .query_row(
+                "SELECT session_id FROM behavior_events WHERE event_id = 'e7'",
+                params![],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(session, None);
 
         let again = store
             .forget(

@@ -35,7 +35,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let created_at = now_ms();
         let mut inserted = 0;
-        for row in rows {
+        for row in crate::interactions::without_forgotten(&tx, rows)? {
             inserted += crate::interactions::insert_in(&tx, row, created_at)? as u64;
         }
         tx.execute(

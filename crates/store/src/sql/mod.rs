@@ -508,6 +508,30 @@ impl<T: FromValue> FromValue for Option<T> {
     }
 }
 
+/// `items` cut into chunks whose lengths all come from `sizes` (largest
+/// first, the last one 1): statements built per chunk then come in
+/// `sizes.len()` shapes, which the engines' statement caches keep, instead of
+/// one shape per length.
+pub(crate) fn fixed_chunks<'a, T>(
+    items: &'a [T],
+    sizes: &'static [usize],
+) -> impl Iterator<Item = &'a [T]> + 'a {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = sizes
+            .iter()
+            .copied()
+            .find(|&s| s <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// `?N` and `?` placeholders as PostgreSQL's `$N`; quoted text is left alone.
 pub(crate) fn numbered_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
@@ -549,6 +573,21 @@ pub(crate) fn numbered_placeholders(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_take_their_lengths_from_the_fixed_sizes_and_cover_everything() {
+        let items: Vec<u32> = (0..263).collect();
+        let lengths: Vec<usize> = fixed_chunks(&items, &[200, 50, 10, 1])
+            .map(<[u32]>::len)
+            .collect();
+        assert_eq!(lengths, [200, 50, 10, 1, 1, 1]);
+        let joined: Vec<u32> = fixed_chunks(&items, &[200, 50, 10, 1])
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(joined, items);
+        assert_eq!(fixed_chunks(&items[..0], &[200, 1]).count(), 0);
+    }
 
     #[test]
     fn a_committed_or_dropped_transaction_leaves_the_connection_outside_one() {

@@ -29,15 +29,24 @@ const SSL_MODES: &str = "disable, allow, prefer, require, verify-ca, verify-full
 
 /// The client settings and the TLS connector that `url` asks for.
 pub(crate) fn prepare(url: &str) -> Result<(postgres::Config, MakeRustlsConnect), String> {
-    let mut parsed = url::Url::parse(url).map_err(|e| format!("not a postgres:// URL: {e}"))?;
+    // The query is read pair by pair and every other pair handed on byte for
+    // byte: re-encoding it would turn `%20` into `+`, which the client does
+    // not decode, and a URL parser would refuse several hosts (`h1,h2`).
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut mode = None;
     let mut root_cert = None;
     let mut kept = Vec::new();
-    for (key, value) in parsed.query_pairs() {
-        match key.as_ref() {
-            "sslmode" => mode = Some(value.into_owned()),
-            "sslrootcert" => root_cert = Some(value.into_owned()),
-            _ => kept.push((key.into_owned(), value.into_owned())),
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = || {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        match key {
+            "sslmode" => mode = Some(decoded()),
+            "sslrootcert" => root_cert = Some(decoded()),
+            _ => kept.push(pair),
         }
     }
     let (ssl_mode, verify) = match mode.as_deref() {
@@ -47,13 +56,12 @@ pub(crate) fn prepare(url: &str) -> Result<(postgres::Config, MakeRustlsConnect)
         Some("verify-ca") | Some("verify-full") => (SslMode::Require, true),
         Some(other) => return Err(format!("sslmode={other} is not one of {SSL_MODES}")),
     };
-    if kept.is_empty() {
-        parsed.set_query(None);
+    let rebuilt = if kept.is_empty() {
+        base.to_owned()
     } else {
-        parsed.query_pairs_mut().clear().extend_pairs(&kept);
-    }
-    let mut config: postgres::Config = parsed
-        .as_str()
+        format!("{base}?{}", kept.join("&"))
+    };
+    let mut config: postgres::Config = rebuilt
         .parse()
         .map_err(|e| format!("cannot read the PostgreSQL URL: {e}"))?;
     config.ssl_mode(ssl_mode);
@@ -209,6 +217,12 @@ mod tests {
                 .unwrap();
         assert_eq!(config.get_ssl_mode(), SslMode::Require);
         assert_eq!(config.get_application_name(), Some("x"));
+        // Other parameters pass untouched, and several hosts are fine.
+        let (config, _) =
+            prepare("postgres://u@h1:5432,h2:5433/shop?application_name=my%20app&sslmode=require")
+                .unwrap();
+        assert_eq!(config.get_application_name(), Some("my app"));
+        assert_eq!(config.get_hosts().len(), 2);
         let (config, _) = prepare("postgres://u@localhost/shop").unwrap();
         assert_eq!(config.get_ssl_mode(), SslMode::Prefer);
         let (config, _) = prepare("postgres://u@localhost/shop?sslmode=disable").unwrap();
