@@ -82,8 +82,40 @@ fn leading_trivia(text: &str) -> usize {
 /// INTO a file, a trigger, an UPDATE, …) is refused, first by its keyword and
 /// then by SQLite's authorizer, so a dump cannot reach past its scratch database.
 pub fn load(dump: &str) -> rusqlite::Result<(Connection, Problems)> {
+    load_within(dump, STATEMENT_BUDGET)
+}
+
+/// How long one statement of a dump may run: a shop's rows insert in
+/// microseconds; a statement that runs this long is not a shop's.
+const STATEMENT_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The largest text or blob a dump may write (a shop's longest value is a few
+/// KB of JSON); SQLite's own default is 1 GB.
+const MAX_VALUE_BYTES: i32 = 16 << 20;
+
+fn load_within(
+    dump: &str,
+    budget: std::time::Duration,
+) -> rusqlite::Result<(Connection, Problems)> {
     let conn = Connection::open_in_memory()?;
     conn.authorizer(Some(authorize));
+    conn.set_limit(
+        rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
+        MAX_VALUE_BYTES,
+    )?;
+    // Each statement's start, read by the progress handler, which interrupts
+    // one past its budget.
+    let started = std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let watched = started.clone();
+    conn.progress_handler(
+        10_000,
+        Some(move || {
+            watched
+                .lock()
+                .map(|at| at.elapsed() > budget)
+                .unwrap_or(true)
+        }),
+    );
     let mut problems = Problems::default();
     for stmt in statements(dump) {
         if !is_complete(stmt.sql) {
@@ -108,6 +140,9 @@ pub fn load(dump: &str) -> rusqlite::Result<(Connection, Problems)> {
             );
             continue;
         }
+        if let Ok(mut at) = started.lock() {
+            *at = std::time::Instant::now();
+        }
         if let Err(e) = conn.execute_batch(stmt.sql) {
             problems.add(
                 format!("line {}", stmt.line),
@@ -117,6 +152,7 @@ pub fn load(dump: &str) -> rusqlite::Result<(Connection, Problems)> {
     }
     // The replay is over: what reads the scratch database afterwards is ours.
     conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
+    conn.progress_handler(0, None::<fn() -> bool>);
     Ok((conn, problems))
 }
 
@@ -171,6 +207,34 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dump_cannot_run_forever_nor_fill_memory() {
+        // 20 rows, then a join of seven copies: 1.28e9 rows to insert.
+        let mut dump = String::from("CREATE TABLE t (a);\n");
+        for i in 0..20 {
+            dump.push_str(&format!("INSERT INTO t VALUES ({i});\n"));
+        }
+        dump.push_str(
+            "INSERT INTO t SELECT 1 FROM t a, t b, t c, t d, t e, t f, t g;\n\
+             INSERT INTO t VALUES (zeroblob(100000000));\n\
+             INSERT INTO t VALUES ('kept');",
+        );
+        let started = std::time::Instant::now();
+        let (conn, problems) = load_within(&dump, std::time::Duration::from_millis(200)).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(problems.count, 2, "{problems:?}");
+        let reasons: Vec<&String> = problems.reasons.keys().collect();
+        assert!(
+            reasons.iter().any(|r| r.contains("interrupted")),
+            "{reasons:?}"
+        );
+        assert!(reasons.iter().any(|r| r.contains("too big")), "{reasons:?}");
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 21);
+    }
 
     #[test]
     fn a_dump_cannot_reach_past_its_scratch_database() {
