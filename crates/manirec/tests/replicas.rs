@@ -17,6 +17,18 @@ use serde_json::{json, Value};
 
 const RELOAD: &[(&str, &str)] = &[("MANIREC_RELOAD_SECONDS", "1")];
 
+/// The load comes from one loopback address standing for a crowd of
+/// shoppers: no per-address rate limit (`[limits] rate_per_second = 0`),
+/// after `extra` settings.
+fn settings(d: &DataDir, extra: &str) {
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    std::fs::write(
+        d.path().join("data/manirec.toml"),
+        format!("{extra}[limits]\nrate_per_second = 0\n"),
+    )
+    .unwrap();
+}
+
 fn model_version(s: &Server) -> Value {
     let (status, answer) = s.get_json("/v1/recommendations?session_id=a-new-visitor&k=5");
     assert_eq!(status, 200, "{answer}");
@@ -55,6 +67,7 @@ fn post_until(base: String, tag: &'static str, stop: &AtomicBool) -> BTreeSet<St
 #[test]
 fn two_replicas_ingest_together_see_a_promotion_and_survive_the_loss_of_one() {
     let d = DataDir::new();
+    settings(&d, "");
     let demo = d.json(&["demo", "--no-serve", "--seed", "7", "--as-of", "2026-06-30"]);
     let promoted = demo["stages"]["promoted"].clone();
     let mut a = Server::start(&d, RELOAD);
@@ -148,14 +161,12 @@ fn signed_order(base: &str, client: &reqwest::blocking::Client, n: usize) -> u16
 #[test]
 fn two_replicas_take_the_same_webhooks_at_once_and_run_a_scheduled_job_once() {
     let d = DataDir::new();
-    std::fs::create_dir_all(d.path().join("data")).unwrap();
     // Retention due at once and looked at every second; the rest off.
-    std::fs::write(
-        d.path().join("data/manirec.toml"),
+    settings(
+        &d,
         "[schedule]\nretrain_minutes = 0\nreport_hours = 0\nretention_hours = 1\n\
          check_seconds = 1\n",
-    )
-    .unwrap();
+    );
     let a = Server::start(&d, RELOAD);
     let b = Server::start(&d, RELOAD);
 
