@@ -6,19 +6,10 @@
 mod common;
 
 use base64::Engine;
-use common::server::{user_token, Server, Stub, SECRET};
+use common::server::{item_ids as items, user_token, Server, Stub, SECRET};
 use common::DataDir;
 use hmac::Mac;
 use serde_json::{json, Value};
-
-fn items(answer: &Value) -> Vec<String> {
-    answer["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no items: {answer}"))
-        .iter()
-        .map(|i| i["item_id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 #[test]
 fn after_forget_no_webhook_poll_import_or_event_brings_a_customer_back() {

@@ -135,33 +135,13 @@ pub fn import_shop(
             id.is_some_and(|id| forgotten.contains(id))
                 || email.is_some_and(|e| forgotten.contains(&key.user_id_for_email(e)))
         };
-        const WHY: &str = "the customer asked to be forgotten";
-        if let Some(rows) = accounts.as_mut() {
-            rows.retain(|a| {
-                let keep = !erased(Some(&a.id), a.email.as_deref());
-                if !keep {
-                    report
-                        .rejected
-                        .entry("accounts".into())
-                        .or_default()
-                        .add(format!("account {}", a.id), WHY);
-                }
-                keep
-            });
-        }
-        if let Some(rows) = orders.as_mut() {
-            rows.retain(|o| {
-                let keep = !erased(o.customer_id.as_deref(), o.email.as_deref());
-                if !keep {
-                    report
-                        .rejected
-                        .entry("orders".into())
-                        .or_default()
-                        .add(format!("order {}", o.order_id), WHY);
-                }
-                keep
-            });
-        }
+        leave_out(&mut accounts, "accounts", &mut report, |a| {
+            erased(Some(&a.id), a.email.as_deref()).then(|| format!("account {}", a.id))
+        });
+        leave_out(&mut orders, "orders", &mut report, |o| {
+            erased(o.customer_id.as_deref(), o.email.as_deref())
+                .then(|| format!("order {}", o.order_id))
+        });
     }
     let mut record = |table: &str, counts: UpsertCounts| {
         report.tables.insert(table.to_owned(), counts.total());
@@ -186,6 +166,28 @@ pub fn import_shop(
         record("orders", store.upsert_orders(&rows)?);
     }
     Ok(report)
+}
+
+/// Drops the rows of `table` that `erased` names (with the label it gives),
+/// reporting each as rejected: the customer asked to be forgotten.
+fn leave_out<T>(
+    rows: &mut Option<Vec<T>>,
+    table: &str,
+    report: &mut ShopImport,
+    erased: impl Fn(&T) -> Option<String>,
+) {
+    let Some(rows) = rows.as_mut() else { return };
+    rows.retain(|row| match erased(row) {
+        Some(label) => {
+            report
+                .rejected
+                .entry(table.into())
+                .or_default()
+                .add(label, "the customer asked to be forgotten");
+            false
+        }
+        None => true,
+    });
 }
 
 /// A row's verdict: use it (with caveats), or reject it with a reason.
