@@ -147,7 +147,7 @@ pub enum Command {
     /// manifest), trains, evaluates on the warm protocol beside popularity, and
     /// writes models/<version>/model.safetensors and meta.json.
     /// Example: manirec train --model als --factors 64 --iterations 15
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Offline metrics of a model version on its dataset's test part, beside
     /// popularity, with 95 % bootstrap intervals.
     ///
@@ -388,6 +388,13 @@ pub enum ModelArg {
     Blend,
 }
 
+/// What `train --pretrain` pre-trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PretrainArg {
+    /// The store's `--source public` interactions.
+    Public,
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// popular, als, ease, two-tower; session models item-knn, rp3beta, sr, vsknn, blend.
@@ -399,6 +406,16 @@ pub struct TrainArgs {
     /// Start from the active model of the same kind (ALS, two-tower), adding new users and items.
     #[arg(long)]
     pub warm_start: bool,
+    /// Two-tower: pre-train on the store's public interactions (`import
+    /// --source public`), then fine-tune on the dataset; reported beside the same
+    /// training on the shop alone. Only features both name alike carry over: give
+    /// the public items theirs with --pretrain-features.
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pub pretrain: Option<PretrainArg>,
+    /// CSV of the public items' features: `item_id,category,designer,…` (one
+    /// column per feature, named and valued as the shop's; `|` separates values).
+    #[arg(long, value_name = "FILE", requires = "pretrain")]
+    pub pretrain_features: Option<PathBuf>,
     /// Search hyper-parameters on a validation split cut from train first.
     #[arg(long)]
     pub tune: bool,

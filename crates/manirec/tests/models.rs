@@ -37,6 +37,18 @@ fn structured_csv(d: &DataDir) -> std::path::PathBuf {
     path
 }
 
+/// A two-tower model small and quick enough for a test.
+const SMALL_TWO_TOWER: [&str; 8] = [
+    "--dim",
+    "16",
+    "--epochs",
+    "4",
+    "--batch-size",
+    "128",
+    "--seed",
+    "3",
+];
+
 fn ndcg(v: &Value) -> f64 {
     v["metrics"]["ndcg@10"].as_f64().unwrap()
 }
@@ -266,16 +278,7 @@ fn two_tower_trains_warm_starts_and_answers() {
     let csv = structured_csv(&d);
     d.json(&["import", "--interactions", csv.to_str().unwrap()]);
     d.json(&["dataset", "build"]);
-    let args = [
-        "--dim",
-        "16",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "128",
-        "--seed",
-        "3",
-    ];
+    let args = SMALL_TWO_TOWER;
     let tt = d.json(&[&["train", "--model", "two-tower"][..], &args[..]].concat());
     assert_eq!(tt["model"], "two-tower");
     assert_eq!(tt["model_version"], "m1");
@@ -298,4 +301,144 @@ fn two_tower_trains_warm_starts_and_answers() {
     assert_eq!(recs["items"].as_array().unwrap().len(), 5, "{recs}");
     let evaluated = d.json(&["evaluate", "--model-version", "m1"]);
     assert_eq!(evaluated["metrics"]["ndcg@10"], tt["metrics"]["ndcg@10"]);
+}
+
+/// A shop of 200 designs (8 categories of 25, designers of 5) whose own
+/// customers are few, and a sister shop's public interactions with its items'
+/// features: the same categories and designers on other item ids.
+#[test]
+fn pretraining_on_public_data_carries_shared_features_and_is_measured() {
+    let d = DataDir::new();
+    let mut shop = common::ShopSql::new()
+        .sql("CREATE TABLE base_products (id INTEGER PRIMARY KEY, title TEXT, category_id INTEGER, price REAL);")
+        .sql("CREATE TABLE end_products (id TEXT PRIMARY KEY, base_product_id INTEGER, designer_id INTEGER, title TEXT);");
+    for g in 0..8 {
+        shop = shop.sql(&format!(
+            "INSERT INTO base_products VALUES ({}, 'Base {g}', {}, {});",
+            g + 1,
+            g + 1,
+            10 + g
+        ));
+    }
+    for n in 0..200 {
+        shop = shop.sql(&format!(
+            "INSERT INTO end_products VALUES ('p{n}', {}, {}, 'Design {n}');",
+            n / 25 + 1,
+            n / 5
+        ));
+    }
+    let shop = shop.write_sqlite(&d.path().join("shop.db"));
+    d.json(&["import", "--store", shop.to_str().unwrap()]);
+
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let start = 1_780_000_000i64;
+    let mut csv = |users: u64, per_user: u64, prefix: &str| {
+        let mut out = String::from("user_id,item_id,rating,timestamp,interaction_type\n");
+        for u in 0..users {
+            for _ in 0..per_user {
+                let item = (u % 8) * 25 + next(25);
+                let ts = start + next(60 * 86_400) as i64;
+                out.push_str(&format!("{prefix}u{u},{prefix}{item},5.0,{ts},purchase\n"));
+            }
+        }
+        let path = d.path().join(format!("{prefix}.csv"));
+        std::fs::write(&path, out).unwrap();
+        path
+    };
+    let own = csv(160, 5, "p");
+    let public = csv(600, 12, "q");
+    let features = d.path().join("features.csv");
+    let mut f = String::from("item_id,category,designer\n");
+    for n in 0..200 {
+        f.push_str(&format!("q{n},{},{}\n", n / 25 + 1, n / 5));
+    }
+    std::fs::write(&features, f).unwrap();
+
+    d.json(&["import", "--interactions", own.to_str().unwrap()]);
+    let built = d.json(&["dataset", "build"]);
+    let args = SMALL_TWO_TOWER;
+    let train = |extra: &[&str]| {
+        d.command(&[&["train", "--model", "two-tower"][..], &args[..], extra].concat())
+            .output()
+            .unwrap()
+    };
+    // Nothing public yet: a clear refusal.
+    let out = train(&["--pretrain", "public"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--source public"), "{err}");
+
+    let imported = d.json(&[
+        "import",
+        "--interactions",
+        public.to_str().unwrap(),
+        "--source",
+        "public",
+    ]);
+    assert_eq!(imported["inserted"], 7200, "{imported}");
+    // Public rows stay out of the shop's datasets.
+    let rebuilt = d.json(&["dataset", "build", "--full"]);
+    assert_eq!(rebuilt["rows"], built["rows"], "{rebuilt}");
+
+    let pre = d.json(
+        &[
+            &["train", "--model", "two-tower"][..],
+            &args[..],
+            &[
+                "--pretrain",
+                "public",
+                "--pretrain-features",
+                features.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    let p = &pre["pretrain"];
+    assert_eq!(p["source"], "public", "{pre}");
+    assert_eq!(p["rows"], 7200, "{pre}");
+    assert_eq!(p["users"], 600, "{pre}");
+    assert_eq!(p["items"], 200, "{pre}");
+    // 8 categories and 40 designers: what the shop's items and the public
+    // ones name alike (the public items' ids, bases and price bands are not).
+    assert_eq!(p["features_shared"], 48, "{pre}");
+    let alone = p["shop_alone"]["ndcg@10"].as_f64().unwrap();
+    let gain = p["ndcg10_gain_ci"].as_array().unwrap();
+    let (lo, hi) = (gain[0].as_f64().unwrap(), gain[1].as_f64().unwrap());
+    assert!(
+        lo <= ndcg(&pre) - alone && ndcg(&pre) - alone <= hi,
+        "{pre}"
+    );
+    assert_eq!(p["helped"], lo > 0.0);
+    eprintln!(
+        "pre-trained {} against shop alone {alone}: {gain:?}",
+        ndcg(&pre)
+    );
+    // Without the public items' features, nothing carries over, and it says so.
+    let bare = d.json(
+        &[
+            &["train", "--model", "two-tower"][..],
+            &args[..],
+            &["--pretrain", "public"],
+        ]
+        .concat(),
+    );
+    assert_eq!(bare["pretrain"]["features_shared"], 0, "{bare}");
+
+    // Only two-tower, and not with a warm start.
+    let out = d.fails(&["train", "--model", "als", "--pretrain", "public"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("two-tower only"));
+    d.json(&["models", "promote", pre["model_version"].as_str().unwrap()]);
+    let out = train(&["--pretrain", "public", "--warm-start"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pick one"));
+    // The fine-tuned model serves the shop's items only.
+    let recs = d.json(&["recommend", "--user", "pu3", "--k", "10"]);
+    for item in recs["items"].as_array().unwrap() {
+        assert!(item["item_id"].as_str().unwrap().starts_with('p'), "{recs}");
+    }
 }

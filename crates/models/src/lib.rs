@@ -45,7 +45,7 @@ pub use ease::{Ease, EaseConfig};
 pub use error::{Error, Result};
 pub use features::ItemFeatures;
 pub use matrix::{Interactions, Vocab};
-pub use model::{train, Model, ModelKind, ModelSpec, Request, Scored};
+pub use model::{train, Anchor, Model, ModelKind, ModelSpec, Request, Scored};
 pub use popular::{Popular, PopularConfig};
 pub use session::{ItemGraph, SessionConfig, Vsknn};
 pub use signal::{Signal, SyntheticPolicy};

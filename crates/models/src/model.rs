@@ -572,6 +572,32 @@ impl Model {
         }
     }
 
+    /// A request's rows in the model's terms: the rows of catalogue items as
+    /// `(item, weight, timestamp, synthetic)`, and the history the model scores
+    /// from them (see [`Model::history`]), decayed relative to the latest row.
+    #[allow(clippy::type_complexity)]
+    fn request_history(
+        &self,
+        rows: &[Interaction],
+    ) -> (Vec<(u32, f32, i64, bool)>, Vec<(u32, f32)>) {
+        let items = self.items();
+        let idx_rows: Vec<(u32, f32, i64, bool)> = rows
+            .iter()
+            .filter_map(|r| {
+                items
+                    .get(&r.item_id)
+                    .map(|i| (i, r.weight, r.timestamp, r.synthetic))
+            })
+            .collect();
+        let now = rows
+            .iter()
+            .map(|r| r.timestamp)
+            .max()
+            .unwrap_or(self.reference_ts);
+        let history = self.history(idx_rows.iter().copied(), now);
+        (idx_rows, history)
+    }
+
     /// Top-`k` recommendations for a user.
     ///
     /// `user_id` is used when the model knows it (ALS); `history` is the user's
@@ -582,22 +608,7 @@ impl Model {
     /// fewer than `k` items to rank, popularity fills the rest.
     pub fn recommend(&self, req: &Request<'_>) -> Vec<Scored> {
         let items = self.items();
-        let idx_rows: Vec<(u32, f32, i64, bool)> = req
-            .history
-            .iter()
-            .filter_map(|r| {
-                items
-                    .get(&r.item_id)
-                    .map(|i| (i, r.weight, r.timestamp, r.synthetic))
-            })
-            .collect();
-        let now = req
-            .history
-            .iter()
-            .map(|r| r.timestamp)
-            .max()
-            .unwrap_or(self.reference_ts);
-        let history = self.history(idx_rows.iter().copied(), now);
+        let (idx_rows, history) = self.request_history(req.history);
         let mut exclude: HashSet<u32> = req.exclude.iter().filter_map(|id| items.get(id)).collect();
         if req.exclude_history {
             exclude.extend(idx_rows.iter().map(|r| r.0));
@@ -653,22 +664,10 @@ impl Model {
         let items = self.items();
         let Some(item) = items.get(item_id) else {
             // A new design the two-tower model knows by its features only.
-            let Some((tt, v)) = self
-                .two_tower()
-                .and_then(|t| t.cold_vector_of(item_id).map(|v| (t, v)))
-            else {
-                return Vec::new();
-            };
-            let mut scores = vec![0f32; items.len()];
-            tt.scores_for(&v, &mut scores);
             return self
-                .top_k(&scores, k, &HashSet::new(), |_| true)
-                .into_iter()
-                .map(|i| Scored {
-                    item_id: items.id(i).to_string(),
-                    score: scores[i as usize],
-                })
-                .collect();
+                .two_tower()
+                .and_then(|t| t.cold_vector_of(item_id))
+                .map_or_else(Vec::new, |v| self.nearest(&v, k));
         };
         let mut scores = vec![0f32; items.len()];
         match &self.inner {
@@ -692,6 +691,80 @@ impl Model {
                 score: scores[i as usize],
             })
             .collect()
+    }
+
+    /// The catalogue's items most like a design the model was not trained on,
+    /// known by its features only (`field=value`, as at training: a design
+    /// added to the shop after it): two-tower embeds it from them; other
+    /// models, and features the model never saw, give nothing.
+    pub fn similar_by_features(&self, features: &[String], k: usize) -> Vec<Scored> {
+        self.two_tower()
+            .and_then(|t| t.cold_item_vector(features))
+            .map_or_else(Vec::new, |v| self.nearest(&v, k))
+    }
+
+    /// The `k` items whose two-tower candidate vectors score highest against `v`.
+    fn nearest(&self, v: &[f32], k: usize) -> Vec<Scored> {
+        let Some(tt) = self.two_tower() else {
+            return Vec::new();
+        };
+        let mut scores = vec![0f32; self.items().len()];
+        tt.scores_for(v, &mut scores);
+        self.top_k(&scores, k, &HashSet::new(), |_| true)
+            .into_iter()
+            .map(|i| Scored {
+                item_id: self.items().id(i).to_string(),
+                score: scores[i as usize],
+            })
+            .collect()
+    }
+
+    /// Scores of designs the model was not trained on, `(id, features)`, on the
+    /// scale of the scores it gives catalogue items for `anchor`, best first:
+    /// two-tower embeds each design from its features. Other models, and
+    /// designs with no feature the model knows, give nothing (they are left out).
+    pub fn score_new_designs(
+        &self,
+        anchor: Anchor<'_>,
+        designs: &[(&str, &[String])],
+    ) -> Vec<Scored> {
+        let Some(tt) = self.two_tower() else {
+            return Vec::new();
+        };
+        let query = match anchor {
+            Anchor::Asker { user_id, history } => {
+                let (_, history) = self.request_history(history);
+                self.query_vector(user_id, &history)
+            }
+            Anchor::Item(id) => match self.items().get(id) {
+                Some(i) => Some(tt.candidate(i).to_vec()),
+                None => tt.cold_vector_of(id),
+            },
+            Anchor::Features(features) => tt.cold_item_vector(features),
+        };
+        let Some(query) = query else {
+            return Vec::new();
+        };
+        let mut out: Vec<Scored> = designs
+            .iter()
+            .filter_map(|(id, features)| {
+                let v = tt.cold_item_vector(features)?;
+                // The kernel that scores the catalogue, so scores compare exactly.
+                let mut score = [0f32];
+                matvec(&v, &query, query.len(), &mut score);
+                Some(Scored {
+                    item_id: (*id).to_owned(),
+                    score: score[0],
+                })
+            })
+            .filter(|s| s.score.is_finite())
+            .collect();
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.item_id.cmp(&b.item_id))
+        });
+        out
     }
 
     /// The `k` most popular items, optionally of one category.
@@ -748,6 +821,23 @@ impl PartialEq for Ranked {
 }
 
 impl Eq for Ranked {}
+
+/// What [`Model::score_new_designs`] scores new designs against.
+#[derive(Debug, Clone, Copy)]
+pub enum Anchor<'a> {
+    /// A shopper: their user id, when the model may know it, and their rows
+    /// (as for [`Request`]).
+    Asker {
+        /// The shop's user id.
+        user_id: Option<&'a str>,
+        /// Their interactions.
+        history: &'a [Interaction],
+    },
+    /// An item of the catalogue (or one the model knew by its features).
+    Item(&'a str),
+    /// Another design known by its features only.
+    Features(&'a [String]),
+}
 
 /// A recommendation request (see [`Model::recommend`]).
 #[derive(Debug, Clone, Copy)]

@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::evaluate::{self, cases, evaluate, EvalOptions, Protocol};
 use crate::{
-    temporal_split, train, Interaction, ItemFeatures, Model, ModelKind, ModelSpec, Request, Vocab,
+    temporal_split, train, Anchor, Interaction, ItemFeatures, Model, ModelKind, ModelSpec, Request,
+    Scored, Vocab,
 };
 
 /// Users in `clusters` taste groups of `per_cluster` items each; every user draws
@@ -527,6 +528,67 @@ fn a_cold_item_lands_among_items_of_its_category_and_designer() {
         top.iter().map(|&i| model.items().id(i)).collect::<Vec<_>>()
     );
     assert!(tt.cold_item_vector(&["category=unknown".into()]).is_none());
+}
+
+#[test]
+fn a_design_added_after_training_is_scored_from_its_features() {
+    let rows = clustered(200, 4, 25, 11);
+    let features = clustered_features(100, 25);
+    let mut spec = small_two_tower();
+    spec.two_tower.item_id_dropout = 0.5;
+    let model = train(&rows, &spec, Some(&features)).unwrap();
+    let mug: Vec<String> = vec!["category=c2".into(), "designer=d11".into()];
+    let other: Vec<String> = vec!["category=c0".into(), "designer=d1".into()];
+    let unknown: Vec<String> = vec!["category=none-such".into()];
+    let designs = [
+        ("new-2", &mug[..]),
+        ("new-0", &other[..]),
+        ("new-x", &unknown[..]),
+    ];
+    let ids = |s: &[Scored]| s.iter().map(|s| s.item_id.clone()).collect::<Vec<_>>();
+    // u2 is of group 2: its new design first, the unembeddable one left out.
+    let for_u2 = model.score_new_designs(
+        Anchor::Asker {
+            user_id: Some("u2"),
+            history: &[],
+        },
+        &designs,
+    );
+    assert_eq!(ids(&for_u2), ["new-2", "new-0"]);
+    // On the catalogue's scale: it would enter u2's top 10 among known items.
+    let top = model.recommend(&Request::user("u2", 10));
+    assert!(for_u2[0].score > top[9].score, "{for_u2:?} against {top:?}");
+    // A visitor known by their rows of group 0 only.
+    let visitor: Vec<Interaction> = (0..3)
+        .map(|i| Interaction::rating("v", format!("i{i}"), 1.0, 1_700_000_000 + i))
+        .collect();
+    let for_visitor = model.score_new_designs(
+        Anchor::Asker {
+            user_id: None,
+            history: &visitor,
+        },
+        &designs,
+    );
+    assert_eq!(ids(&for_visitor), ["new-0", "new-2"]);
+    // Beside an item of group 2, and beside another new design of group 2.
+    let by_item = model.score_new_designs(Anchor::Item("i60"), &designs);
+    assert_eq!(ids(&by_item), ["new-2", "new-0"]);
+    let by_design = model.score_new_designs(Anchor::Features(&mug), &designs);
+    assert_eq!(ids(&by_design), ["new-2", "new-0"]);
+    // Its likes in the catalogue are its group's.
+    let likes = model.similar_by_features(&mug, 10);
+    let group = |id: &str| id[1..].parse::<usize>().unwrap() / 25;
+    assert!(
+        likes.iter().filter(|s| group(&s.item_id) == 2).count() >= 9,
+        "{likes:?}"
+    );
+    assert!(model.similar_by_features(&unknown, 10).is_empty());
+    // A model without features to embed answers nothing for them.
+    let als = train(&rows, &small_als(), Some(&features)).unwrap();
+    assert!(als.similar_by_features(&mug, 10).is_empty());
+    assert!(als
+        .score_new_designs(Anchor::Item("i60"), &designs)
+        .is_empty());
 }
 
 #[test]

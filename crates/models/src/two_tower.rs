@@ -59,9 +59,11 @@
 //! Fine-tuned 3 epochs on ML-100K: warm NDCG@10 0.1764, session 0.3080, cold-start
 //! HitRate@20 0.584, against 0.1722, 0.2853, 0.607 from scratch (5 epochs); 5
 //! epochs: 0.1710, 0.2919, 0.607. Every difference lies well inside the bootstrap
-//! intervals (warm ±0.04): no measured gain, so it stays a library option and
-//! `manirec train` does not offer it. A live shop could not pre-train on MovieLens
-//! anyway: its licence forbids commercial use without GroupLens' permission.
+//! intervals (warm ±0.04): no measured gain. `manirec train --pretrain public`
+//! offers it with the comparison built in (each training reports itself beside the
+//! same training on the shop alone; see docs/bench-models.md). A live shop could not
+//! pre-train on MovieLens anyway: its licence forbids commercial use without
+//! GroupLens' permission.
 
 use std::collections::HashMap;
 
@@ -763,11 +765,15 @@ impl TwoTower {
         matvec(&self.candidates, q, self.config.dim, out);
     }
 
+    /// The candidate vector of catalogue item `item`.
+    pub(crate) fn candidate(&self, item: u32) -> &[f32] {
+        let d = self.config.dim;
+        &self.candidates[item as usize * d..(item as usize + 1) * d]
+    }
+
     /// Cosine similarity of candidate vectors, for "similar items".
     pub(crate) fn item_similarities(&self, item: u32, out: &mut [f32]) {
-        let d = self.config.dim;
-        let c = &self.candidates[item as usize * d..(item as usize + 1) * d];
-        self.scores_for(c, out);
+        self.scores_for(self.candidate(item), out);
     }
 
     /// The candidate vector of an item known only by its features (`field=value`
@@ -808,6 +814,12 @@ impl TwoTower {
     /// The user's index, when the model knows them.
     pub(crate) fn user_index(&self, user: &str) -> Option<u32> {
         self.users.get(user)
+    }
+
+    /// Whether the model learnt an embedding for feature `name` (`field=value`):
+    /// what a model fine-tuned from this one can start from.
+    pub fn knows_feature(&self, name: &str) -> bool {
+        self.features.get(name).is_some()
     }
 
     /// Embedding dimension.

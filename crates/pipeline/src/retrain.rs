@@ -262,6 +262,7 @@ async fn steps(ctx: &RetrainContext<'_>, journal: &mut Journal<'_>) -> Result<(J
             dataset: Some(built.version.clone()),
             warm_start,
             tune: None,
+            pretrain: None,
         },
     )
     .await?;

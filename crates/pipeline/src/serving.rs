@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use manirec_models::ann::IvfIndex;
-use manirec_models::{Model, Request, Scored};
+use manirec_models::{Anchor, ItemFeatures, Model, Request, Scored};
 use manirec_store::{session_user, ModelStatus, RuleKind, Store};
 
 use crate::identity::UserKey;
@@ -113,6 +113,9 @@ pub struct Catalogue {
     /// Category id → the designs that arrived live (`products/*` webhooks),
     /// newest id first: offered in their category before a model knows them.
     live: HashMap<String, Vec<String>>,
+    /// The live designs' features, named as at training: a two-tower model
+    /// embeds a design it was not trained on from them.
+    features: ItemFeatures,
 }
 
 /// A category asked by a name or id the shop does not have.
@@ -155,6 +158,9 @@ impl Catalogue {
             c.categories.insert(category.id, category.name);
         }
         for item in store.item_attributes()? {
+            if item.live {
+                crate::training::add_item_features(&mut c.features, &item);
+            }
             if let Some(category) = item.category_id {
                 c.category
                     .insert(item.item_id.clone(), intern(format!("c:{category}")));
@@ -241,6 +247,21 @@ impl Catalogue {
             asked: asked.to_owned(),
             close: scored.into_iter().take(5).map(|(_, s)| s).collect(),
         })
+    }
+
+    /// Live designs `model` was not trained on, of `category` or of any, with
+    /// their features: what a two-tower model scores from features alone.
+    fn unseen_designs<'a>(
+        &'a self,
+        model: &'a Model,
+        category: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, &'a [String])> + 'a {
+        self.live
+            .iter()
+            .filter(move |(c, _)| category.is_none_or(|asked| asked == c.as_str()))
+            .flat_map(|(_, designs)| designs)
+            .filter(move |i| model.items().get(i).is_none())
+            .map(|i| (i.as_str(), self.features.get(i)))
     }
 
     /// 0 unrelated, 1 same category, 2 same designer, 3 both.
@@ -444,6 +465,23 @@ pub fn recommend(
         category: ask.category,
         index: live.index.as_ref(),
     });
+    // Designs added since training, when the model can embed them (two-tower),
+    // compete for the places by their score.
+    if live.model.two_tower().is_some() {
+        let designs: Vec<(&str, &[String])> = catalogue
+            .unseen_designs(&live.model, ask.category)
+            .filter(|(id, _)| !excluded.iter().any(|e| e == id))
+            .collect();
+        if !designs.is_empty() {
+            let anchor = Anchor::Asker {
+                user_id: ask.user,
+                history: &ask.past.history,
+            };
+            ranked.extend(live.model.score_new_designs(anchor, &designs));
+            ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+            ranked.truncate(pool);
+        }
+    }
     if fresh {
         let anchors: Vec<&str> = ask
             .past
@@ -509,9 +547,15 @@ pub fn similar(
 ) -> Vec<Scored> {
     let mut pool = live.model.similar(item, k * SIMILAR_POOL);
     let category = catalogue.item_category.get(item);
+    let features = catalogue.features.get(item);
     if pool.is_empty() {
-        // A design no model knows yet (it arrived today): its category's
-        // best sellers are its likes until it has a history.
+        // A design no model knows yet (it arrived today): a two-tower model
+        // finds its likes from its features.
+        pool = live.model.similar_by_features(features, k * SIMILAR_POOL);
+    }
+    if pool.is_empty() {
+        // Other models: its category's best sellers are its likes until it
+        // has a history.
         if let Some(c) = category {
             pool = live
                 .model
@@ -533,12 +577,27 @@ pub fn similar(
         .chain(newcomers)
         .filter(|i| !known.contains(i))
         .collect();
+    // Newcomers the model can embed (two-tower) by their likeness to `item`,
+    // the others below every model candidate.
+    let designs: Vec<(&str, &[String])> = extra
+        .iter()
+        .map(|i| (i.as_str(), catalogue.features.get(i)))
+        .collect();
+    let anchor = if live.model.items().get(item).is_some() {
+        Anchor::Item(item)
+    } else {
+        Anchor::Features(features)
+    };
+    let likeness: HashMap<String, f32> = live
+        .model
+        .score_new_designs(anchor, &designs)
+        .into_iter()
+        .map(|s| (s.item_id, s.score))
+        .collect();
     for i in extra {
         if known.insert(i.clone()) {
-            pool.push(Scored {
-                item_id: i,
-                score: floor,
-            });
+            let score = likeness.get(&i).copied().unwrap_or(floor);
+            pool.push(Scored { item_id: i, score });
         }
     }
     pool.retain(|s| !rules.hidden.contains(&s.item_id));
@@ -632,6 +691,132 @@ fn apply_rules(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use manirec_models::{Interaction, ModelKind, ModelSpec};
+    use rand::{Rng, SeedableRng};
+
+    /// Item `i{n}`: 4 kinds of design (category `c{n / 25}`), designers of 5.
+    fn design(f: &mut ItemFeatures, id: &str, n: usize) {
+        f.insert(id, "category", &format!("c{}", n / 25));
+        f.insert(id, "designer", &format!("d{}", n / 5));
+    }
+
+    /// A two-tower model of 200 shoppers who each buy one kind (`u % 4`), and a
+    /// catalogue where two designs arrived after it was trained: `new-2` (of
+    /// kind 2, designer d11) and `new-0` (kind 0, designer d1).
+    fn shop_with_new_designs() -> (LiveModel, Catalogue) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut rows = Vec::new();
+        for round in 0..30 {
+            for u in 0..200usize {
+                let n = if rng.random::<f32>() < 0.9 {
+                    (u % 4) * 25 + rng.random_range(0..25)
+                } else {
+                    rng.random_range(0..100)
+                };
+                let t = 1_600_000_000 + (round * 200 + u as i64) * 600;
+                rows.push(Interaction::rating(
+                    format!("u{u}"),
+                    format!("i{n}"),
+                    1.0,
+                    t,
+                ));
+            }
+        }
+        let mut trained = ItemFeatures::new();
+        for n in 0..100 {
+            design(&mut trained, &format!("i{n}"), n);
+        }
+        let mut spec = ModelSpec::new(ModelKind::TwoTower);
+        spec.two_tower.dim = 16;
+        spec.two_tower.epochs = 8;
+        spec.two_tower.batch_size = 128;
+        spec.two_tower.learning_rate = 0.02;
+        spec.two_tower.item_id_dropout = 0.5;
+        let model = manirec_models::train(&rows, &spec, Some(&trained)).unwrap();
+        let mut catalogue = Catalogue::default();
+        for n in 0..100 {
+            catalogue
+                .item_category
+                .insert(format!("i{n}"), format!("c{}", n / 25));
+        }
+        for (id, n) in [("new-2", 55), ("new-0", 5)] {
+            design(&mut catalogue.features, id, n);
+            let category = format!("c{}", n / 25);
+            catalogue
+                .live
+                .entry(category.clone())
+                .or_default()
+                .push(id.into());
+            catalogue.item_category.insert(id.into(), category);
+        }
+        (LiveModel::new("m1".into(), model), catalogue)
+    }
+
+    #[test]
+    fn a_two_tower_model_ranks_designs_added_after_it_from_their_features() {
+        let (live, catalogue) = shop_with_new_designs();
+        let rules = CatalogRules::default();
+        let ids = |s: &[Scored]| s.iter().map(|s| s.item_id.clone()).collect::<Vec<_>>();
+        let past = Past::default();
+        let ask = |user: &'static str| Ask {
+            user: Some(user),
+            past: &past,
+            k: 30,
+            category: None,
+            exclude: &[],
+        };
+        // Shoppers of kind 2 mostly get the new design of kind 2 among their
+        // thirty (there are 25 known designs of each kind), with no category
+        // asked, and seldom the one of kind 0; shoppers of kind 0 the other way
+        // round. Known only by its features, a new design ranks among its kind,
+        // not above what each shopper bought most.
+        let shown = |kind: usize, design: &str| {
+            (0..50)
+                .map(|n| format!("u{}", n * 4 + kind))
+                .filter(|u| {
+                    let user = u.as_str();
+                    let ask = Ask {
+                        user: Some(user),
+                        ..ask("u0")
+                    };
+                    ids(&recommend(&live, &ask, &rules, &catalogue)).contains(&design.into())
+                })
+                .count()
+        };
+        let counts = [
+            shown(2, "new-2"),
+            shown(2, "new-0"),
+            shown(0, "new-0"),
+            shown(0, "new-2"),
+        ];
+        assert!(counts[0] >= 25 && counts[0] >= 3 * counts[1], "{counts:?}");
+        assert!(counts[2] >= 25 && counts[2] >= 3 * counts[3], "{counts:?}");
+        // Hidden stays hidden.
+        let mut hiding = CatalogRules::default();
+        hiding.hidden.insert("new-2".into());
+        let hidden = ids(&recommend(&live, &ask("u2"), &hiding, &catalogue));
+        assert!(!hidden.contains(&"new-2".into()), "{hidden:?}");
+
+        // The new design's likes come from its features: designs of its kind,
+        // its designer's first (its category's best sellers would not know him).
+        let likes = similar(&live, "new-2", 10, &rules, &catalogue);
+        let n = |s: &Scored| s.item_id[1..].parse::<usize>().ok();
+        let of_kind_2 = likes
+            .iter()
+            .filter(|s| n(s).map(|n| n / 25) == Some(2))
+            .count();
+        assert!(of_kind_2 >= 8, "{likes:?}");
+        let by_designer = likes[..5]
+            .iter()
+            .filter(|s| n(s).map(|n| n / 5) == Some(11))
+            .count();
+        assert!(by_designer >= 3, "{likes:?}");
+        // Beside a known design of kind 2, its new sibling of the same category
+        // takes its place by likeness, not after every known design.
+        let beside = ids(&similar(&live, "i57", 20, &rules, &catalogue));
+        assert!(beside.contains(&"new-2".into()), "{beside:?}");
+        assert!(!beside.contains(&"new-0".into()), "{beside:?}");
+    }
 
     /// Registers a version of `kind` on `dataset` whose session report is
     /// `ndcg` (beating popularity or not).

@@ -175,6 +175,7 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
             dataset: Some(built.version.clone()),
             warm_start: false,
             tune: None,
+            pretrain: None,
         };
         trained.push(training::train(&store, &objects, &req).await?);
     }

@@ -68,7 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Poll => runtime.block_on(live::poll(&ctx)),
         Command::Recommend(args) => runtime.block_on(live::recommend(&ctx, args)),
         Command::Dataset(command) => runtime.block_on(dataset::run(&ctx, command)),
-        Command::Train(args) => runtime.block_on(models::train(&ctx, args)),
+        Command::Train(args) => runtime.block_on(models::train(&ctx, *args)),
         Command::Evaluate(args) => runtime.block_on(models::evaluate(&ctx, args)),
         Command::Models(command) => models::registry(&ctx, command),
         Command::Export(args) => runtime.block_on(export::run(&ctx, args)),

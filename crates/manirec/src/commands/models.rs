@@ -6,13 +6,14 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result};
 use manirec_models::evaluate::{write_dump, Protocol};
 use manirec_models::tune::TuneOptions;
-use manirec_models::{ModelKind, ModelSpec};
+use manirec_models::{ItemFeatures, ModelKind, ModelSpec};
+use manirec_pipeline::import::features_csv::read_item_features;
 use manirec_pipeline::training::{
-    self, EvaluateSummary, ModelList, Promotion, TrainRequest, TrainSummary,
+    self, EvaluateSummary, ModelList, Pretrain, Promotion, TrainRequest, TrainSummary,
 };
 
 use super::Context;
-use crate::cli::{EvaluateArgs, ModelArg, ModelsCommand, TrainArgs};
+use crate::cli::{EvaluateArgs, ModelArg, ModelsCommand, PretrainArg, TrainArgs};
 
 /// The metrics the tables show.
 const SHOWN: [&str; 4] = ["ndcg@10", "recall@10", "recall@20", "coverage@20"];
@@ -121,6 +122,15 @@ pub async fn train(ctx: &Context, args: TrainArgs) -> Result<()> {
             protocol: tune_protocol,
             ..TuneOptions::default()
         }),
+        pretrain: match args.pretrain {
+            Some(PretrainArg::Public) => Some(Pretrain {
+                features: match &args.pretrain_features {
+                    Some(path) => read_item_features(path)?,
+                    None => ItemFeatures::new(),
+                },
+            }),
+            None => None,
+        },
     };
     let summary = training::train(&store, &objects, &req).await?;
     if let Some(w) = &summary.warning {
@@ -160,6 +170,29 @@ fn render_train(s: &TrainSummary) -> String {
     );
     if let Some(w) = &s.warning {
         let _ = writeln!(out, "WARNING: {w}");
+    }
+    if let Some(p) = &s.pretrain {
+        let _ = writeln!(
+            out,
+            "pre-trained on {} {} interactions ({} users, {} items) in {:.2}s; {} of the \
+             shop's features carried over; NDCG@10 {:.4} against {:.4} trained on the shop \
+             alone, difference {:+.4}..{:+.4}: {}",
+            p.rows,
+            p.source,
+            p.users,
+            p.items,
+            p.pretrain_seconds,
+            p.features_shared,
+            metric(&s.metrics, "ndcg@10"),
+            metric(&p.shop_alone, "ndcg@10"),
+            p.ndcg10_gain_ci[0],
+            p.ndcg10_gain_ci[1],
+            if p.helped {
+                "pre-training helped"
+            } else {
+                "no measured gain: train without --pretrain"
+            }
+        );
     }
     let _ = writeln!(out, "artifact {} (sha256 {})", s.artifact, &s.sha256[..16]);
     let _ = writeln!(

@@ -5,7 +5,10 @@
 //!   counted with its reason, never the end of the import.
 //! - [`interactions_csv`]: interaction files in the seed's CSV format (and the
 //!   MovieLens shapes) into training interactions.
+//! - [`features_csv`]: features of items the mirror does not describe (public
+//!   data pre-trained on), read at training, never stored.
 
 pub mod dump;
+pub mod features_csv;
 pub mod interactions_csv;
 pub mod shop;

@@ -231,6 +231,7 @@ async fn train(State(state): State<AppState>, Json(body): Json<TrainBody>) -> An
         dataset: body.dataset,
         warm_start: body.warm_start,
         tune: None,
+        pretrain: None,
     };
     let summary = state
         .jobs()
