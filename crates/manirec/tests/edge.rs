@@ -323,3 +323,73 @@ fn a_user_id_counts_only_with_its_signed_token() {
     assert_eq!(users[0], None, "the unsigned identify was kept");
     assert!(users[1].as_deref().unwrap().starts_with("u_"));
 }
+
+/// The answer log's budget: answers outside an experiment over it are counted,
+/// not logged (a busy shop's log would cost its answers their p99); answers
+/// inside an experiment, which attribution reads, are always logged.
+#[test]
+fn answers_outside_experiments_are_logged_within_their_budget_experiments_always() {
+    let d = served_shop();
+    std::fs::write(
+        d.path().join("data/manirec.toml"),
+        "[limits]\nrate_per_second = 0\nanswers_logged_per_second = 0\n",
+    )
+    .unwrap();
+    let s = Server::start(&d, &[("MANIREC_RELOAD_SECONDS", "1")]);
+    for i in 0..10 {
+        let (status, _) = s.get_json(&format!("/v1/recommendations?session_id=s{i}&k=3"));
+        assert_eq!(status, 200);
+    }
+    let metrics = Client::new()
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("manirec_answers_unlogged_total 10"),
+        "{metrics}"
+    );
+
+    let trained = d.json(&["train", "--model", "popular"]);
+    let treatment = trained["model_version"].as_str().unwrap();
+    d.json(&[
+        "experiment",
+        "start",
+        "--control",
+        "m1",
+        "--treatment",
+        treatment,
+    ]);
+    // Within a reload, answers come from the experiment's arms: the first
+    // treatment answer says it serves; then ten more shoppers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        let (_, answer) = s.get_json(&format!("/v1/recommendations?session_id=x{n}&k=3"));
+        if answer["variant"] == "treatment" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the experiment never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..10 {
+        let (status, _) = s.get_json(&format!("/v1/recommendations?session_id=y{i}&k=3"));
+        assert_eq!(status, 200);
+    }
+    let mut s = s;
+    assert!(s.stop().success());
+    let logged: i64 = d
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM recommendation_log WHERE experiment_id IS NOT NULL",
+            &[],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let all: i64 = d
+        .db()
+        .query_row("SELECT COUNT(*) FROM recommendation_log", &[], |r| r.get(0))
+        .unwrap();
+    assert!(logged >= 11, "{logged} experiment answers logged");
+    assert_eq!(all, logged, "an answer outside the experiment was logged");
+}

@@ -166,9 +166,13 @@ impl AppState {
         Ok(active)
     }
 
-    /// Queues a recommendation answer for the log (written in batches).
+    /// Queues a recommendation answer for the log (written in batches), within
+    /// the log's budget for answers outside experiments.
     pub(crate) fn log_recommendation(&self, entry: manirec_store::RecommendationLog) {
-        self.inner.log.push(entry);
+        let budget = self.config().limits.answers_logged_per_second;
+        if !self.inner.log.push(entry, budget) {
+            self.metrics().unlogged_answer();
+        }
     }
 
     /// Writes the queued log entries now.

@@ -36,6 +36,13 @@ pub struct Limits {
     /// Take the client's address from the last `X-Forwarded-For` entry (set it
     /// only behind a proxy that appends it; otherwise anyone can pick theirs).
     pub trust_forwarded_for: bool,
+    /// Answers outside an A/B experiment written to the recommendation log per
+    /// second at most, with a burst of as many: a busy shop's log would
+    /// otherwise cost its answers their p99 (docs/bench-serve.md). The rest are
+    /// counted (`manirec_answers_unlogged_total`), not logged; 0 logs none of
+    /// them. Answers inside an experiment, which attribution reads, are always
+    /// logged.
+    pub answers_logged_per_second: f64,
 }
 
 impl Default for Limits {
@@ -47,6 +54,7 @@ impl Default for Limits {
             rate_per_second: 20.0,
             rate_burst: 100,
             trust_forwarded_for: false,
+            answers_logged_per_second: 200.0,
         }
     }
 }
@@ -68,6 +76,12 @@ impl Limits {
         }
         if self.rate_per_second > 0.0 && self.rate_burst == 0 {
             return Err("limits.rate_burst must be at least 1".into());
+        }
+        if !self.answers_logged_per_second.is_finite() || self.answers_logged_per_second < 0.0 {
+            return Err(
+                "limits.answers_logged_per_second must be 0 (only experiments' answers) or more"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -84,6 +84,7 @@ pub struct Metrics {
     sync_runs: Counter,
     synced: Counter,
     recommendations: Family<Answer, Counter>,
+    unlogged: Counter,
     latency: Family<Route, Histogram>,
     latency_counts: Mutex<LatencyCounts>,
     refused: Family<Refusal, Counter>,
@@ -98,6 +99,7 @@ impl Default for Metrics {
         let sync_runs = Counter::default();
         let synced = Counter::default();
         let recommendations = Family::<Answer, Counter>::default();
+        let unlogged = Counter::default();
         let latency = Family::<Route, Histogram>::new_with_constructor(
             (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
         );
@@ -116,6 +118,11 @@ impl Default for Metrics {
             "recommendations",
             "Recommendation answers by endpoint and A/B arm",
             recommendations.clone(),
+        );
+        registry.register(
+            "answers_unlogged",
+            "Answers outside experiments left out of the recommendation log ([limits] answers_logged_per_second)",
+            unlogged.clone(),
         );
         registry.register(
             "events",
@@ -146,6 +153,7 @@ impl Default for Metrics {
             sync_runs,
             synced,
             recommendations,
+            unlogged,
             latency,
             latency_counts: Mutex::default(),
             refused,
@@ -177,6 +185,11 @@ impl Metrics {
         self.recommendations
             .get_or_create(&Answer { endpoint, variant })
             .inc();
+    }
+
+    /// Counts an answer left out of the log (over its budget).
+    pub fn unlogged_answer(&self) {
+        self.unlogged.inc();
     }
 
     /// Counts a request refused by a limit (`rate_limited`, `overloaded`, `timeout`).

@@ -182,25 +182,50 @@ async fn model(
 /// Answers waiting to be logged.
 #[derive(Default)]
 pub(crate) struct LogBuffer {
-    pending: Mutex<Vec<RecommendationLog>>,
+    pending: Mutex<Pending>,
     /// Wakes the flusher early when the buffer is full.
     full: tokio::sync::Notify,
 }
 
+/// The queue, and the budget of answers outside experiments (a token bucket).
+#[derive(Default)]
+struct Pending {
+    rows: Vec<RecommendationLog>,
+    /// Answers outside experiments that may still be logged now.
+    tokens: f64,
+    /// When `tokens` was last refilled.
+    refilled: Option<std::time::Instant>,
+}
+
 impl LogBuffer {
-    pub(crate) fn push(&self, entry: RecommendationLog) {
+    /// Queues `entry`, unless it is outside an experiment and the budget of
+    /// `per_second` such answers is spent; returns whether it was queued.
+    pub(crate) fn push(&self, entry: RecommendationLog, per_second: f64) -> bool {
         let len = {
             let mut pending = self.pending.lock().expect("not poisoned");
-            pending.push(entry);
-            pending.len()
+            if entry.experiment_id.is_none() {
+                let now = std::time::Instant::now();
+                let elapsed = pending
+                    .refilled
+                    .map_or(1.0, |t| now.duration_since(t).as_secs_f64());
+                pending.tokens = (pending.tokens + elapsed * per_second).min(per_second);
+                pending.refilled = Some(now);
+                if pending.tokens < 1.0 {
+                    return false;
+                }
+                pending.tokens -= 1.0;
+            }
+            pending.rows.push(entry);
+            pending.rows.len()
         };
         if len >= LOG_BATCH {
             self.full.notify_one();
         }
+        true
     }
 
     fn take(&self) -> Vec<RecommendationLog> {
-        std::mem::take(&mut *self.pending.lock().expect("not poisoned"))
+        std::mem::take(&mut self.pending.lock().expect("not poisoned").rows)
     }
 }
 
@@ -222,6 +247,7 @@ pub(crate) async fn flush(state: &AppState) -> Result<u64, ApiError> {
             .pending
             .lock()
             .expect("not poisoned")
+            .rows
             .extend(batch);
         ApiError::internal(e)
     })
