@@ -15,9 +15,6 @@ use crate::{Error, Result};
 
 pub(crate) use migrations::MIGRATIONS;
 
-/// How much of the database file a reader maps (address space, not memory).
-const READER_MMAP_BYTES: u64 = 4 << 30;
-
 /// Statements kept prepared per connection: every statement of the hot paths
 /// (ingestion, a recommendation's reads) stays compiled.
 const STATEMENT_CACHE: usize = 128;
@@ -84,13 +81,15 @@ impl Sqlite {
         .map_err(|e| open_error(path, e))?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(map)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // Reads of a user's rows touch pages scattered over the file (rows are
-        // stored in arrival order): map the file rather than pay a read(2) per
-        // page. Reads only, so a torn page cannot be written back.
-        conn.execute_batch(&format!(
-            "PRAGMA query_only = ON; PRAGMA mmap_size = {READER_MMAP_BYTES};"
-        ))
-        .map_err(map)?;
+        // No memory map, and SQLite's default page cache: a reader drops both
+        // whenever another connection commits, and on a busy server (events, the
+        // answer log) the munmap and the page faults after it, or the freeing of
+        // a large cache, cost the answers served beside them their p99
+        // (docs/bench-serve.md: known customers on the large shop, p99 46 ms
+        // mapped, 13.5 ms with a 64 MiB cache, 6.4 ms like this). The OS keeps the
+        // file's pages; a read(2) of one is cheap.
+        conn.execute_batch("PRAGMA query_only = ON; PRAGMA mmap_size = 0;")
+            .map_err(map)?;
         Ok(Some(Sqlite { conn }))
     }
 
