@@ -364,9 +364,16 @@ fn pretraining_on_public_data_carries_shared_features_and_is_measured() {
     let built = d.json(&["dataset", "build"]);
     let args = SMALL_TWO_TOWER;
     let train = |extra: &[&str]| {
-        d.command(&[&["train", "--model", "two-tower"][..], &args[..], extra].concat())
-            .output()
-            .unwrap()
+        d.command(
+            &[
+                &["--json", "train", "--model", "two-tower"][..],
+                &args[..],
+                extra,
+            ]
+            .concat(),
+        )
+        .output()
+        .unwrap()
     };
     // Nothing public yet: a clear refusal.
     let out = train(&["--pretrain", "public"]);
@@ -415,20 +422,13 @@ fn pretraining_on_public_data_carries_shared_features_and_is_measured() {
         "{pre}"
     );
     assert_eq!(p["helped"], lo > 0.0);
-    eprintln!(
-        "pre-trained {} against shop alone {alone}: {gain:?}",
-        ndcg(&pre)
-    );
     // Without the public items' features, nothing carries over, and it says so.
-    let bare = d.json(
-        &[
-            &["train", "--model", "two-tower"][..],
-            &args[..],
-            &["--pretrain", "public"],
-        ]
-        .concat(),
-    );
+    let out = train(&["--pretrain", "public"]);
+    assert!(out.status.success());
+    let bare: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(bare["pretrain"]["features_shared"], 0, "{bare}");
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(warned.contains("shares no feature"), "{warned}");
 
     // Only two-tower, and not with a warm start.
     let out = d.fails(&["train", "--model", "als", "--pretrain", "public"]);

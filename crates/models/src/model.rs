@@ -719,15 +719,28 @@ impl Model {
             .collect()
     }
 
-    /// Scores of designs the model was not trained on, `(id, features)`, on the
-    /// scale of the scores it gives catalogue items for `anchor`, best first:
-    /// two-tower embeds each design from its features. Other models, and
-    /// designs with no feature the model knows, give nothing (they are left out).
-    pub fn score_new_designs(
-        &self,
-        anchor: Anchor<'_>,
-        designs: &[(&str, &[String])],
-    ) -> Vec<Scored> {
+    /// Whether the model can rank `item_id` itself: an item of its catalogue,
+    /// or (two-tower) one it knew by its features at training. A design added
+    /// since is not one: [`Model::embed_design`] embeds it from its features.
+    pub fn knows_design(&self, item_id: &str) -> bool {
+        self.items().get(item_id).is_some()
+            || self
+                .two_tower()
+                .is_some_and(|t| t.cold.items.get(item_id).is_some())
+    }
+
+    /// The vector of a design the model was not trained on, from its features
+    /// (`field=value`, named as at training): two-tower only; `None` for other
+    /// models and for features the model never saw. Score it with
+    /// [`Model::score_designs`].
+    pub fn embed_design(&self, features: &[String]) -> Option<Vec<f32>> {
+        self.two_tower()?.cold_item_vector(features)
+    }
+
+    /// Scores of designs embedded by [`Model::embed_design`], `(id, vector)`, on
+    /// the scale of the scores the model gives catalogue items for `anchor`,
+    /// best first; nothing when the model has no vector for `anchor`.
+    pub fn score_designs(&self, anchor: Anchor<'_>, designs: &[(&str, &[f32])]) -> Vec<Scored> {
         let Some(tt) = self.two_tower() else {
             return Vec::new();
         };
@@ -747,15 +760,15 @@ impl Model {
         };
         let mut out: Vec<Scored> = designs
             .iter()
-            .filter_map(|(id, features)| {
-                let v = tt.cold_item_vector(features)?;
+            .filter(|(_, v)| v.len() == query.len())
+            .map(|(id, v)| {
                 // The kernel that scores the catalogue, so scores compare exactly.
                 let mut score = [0f32];
-                matvec(&v, &query, query.len(), &mut score);
-                Some(Scored {
+                matvec(v, &query, query.len(), &mut score);
+                Scored {
                     item_id: (*id).to_owned(),
                     score: score[0],
-                })
+                }
             })
             .filter(|s| s.score.is_finite())
             .collect();
@@ -822,7 +835,7 @@ impl PartialEq for Ranked {
 
 impl Eq for Ranked {}
 
-/// What [`Model::score_new_designs`] scores new designs against.
+/// What [`Model::score_designs`] scores new designs against.
 #[derive(Debug, Clone, Copy)]
 pub enum Anchor<'a> {
     /// A shopper: their user id, when the model may know it, and their rows

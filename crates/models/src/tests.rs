@@ -546,8 +546,16 @@ fn a_design_added_after_training_is_scored_from_its_features() {
         ("new-x", &unknown[..]),
     ];
     let ids = |s: &[Scored]| s.iter().map(|s| s.item_id.clone()).collect::<Vec<_>>();
-    // u2 is of group 2: its new design first, the unembeddable one left out.
-    let for_u2 = model.score_new_designs(
+    let embedded: Vec<(&str, Vec<f32>)> = designs
+        .iter()
+        .filter_map(|(id, f)| Some((*id, model.embed_design(f)?)))
+        .collect();
+    // The design with no known feature has no vector.
+    assert_eq!(embedded.len(), 2);
+    let designs: Vec<(&str, &[f32])> = embedded.iter().map(|(i, v)| (*i, &v[..])).collect();
+    assert!(!model.knows_design("new-2") && model.knows_design("i60"));
+    // u2 is of group 2: its new design first.
+    let for_u2 = model.score_designs(
         Anchor::Asker {
             user_id: Some("u2"),
             history: &[],
@@ -562,7 +570,7 @@ fn a_design_added_after_training_is_scored_from_its_features() {
     let visitor: Vec<Interaction> = (0..3)
         .map(|i| Interaction::rating("v", format!("i{i}"), 1.0, 1_700_000_000 + i))
         .collect();
-    let for_visitor = model.score_new_designs(
+    let for_visitor = model.score_designs(
         Anchor::Asker {
             user_id: None,
             history: &visitor,
@@ -571,9 +579,9 @@ fn a_design_added_after_training_is_scored_from_its_features() {
     );
     assert_eq!(ids(&for_visitor), ["new-0", "new-2"]);
     // Beside an item of group 2, and beside another new design of group 2.
-    let by_item = model.score_new_designs(Anchor::Item("i60"), &designs);
+    let by_item = model.score_designs(Anchor::Item("i60"), &designs);
     assert_eq!(ids(&by_item), ["new-2", "new-0"]);
-    let by_design = model.score_new_designs(Anchor::Features(&mug), &designs);
+    let by_design = model.score_designs(Anchor::Features(&mug), &designs);
     assert_eq!(ids(&by_design), ["new-2", "new-0"]);
     // Its likes in the catalogue are its group's.
     let likes = model.similar_by_features(&mug, 10);
@@ -586,9 +594,8 @@ fn a_design_added_after_training_is_scored_from_its_features() {
     // A model without features to embed answers nothing for them.
     let als = train(&rows, &small_als(), Some(&features)).unwrap();
     assert!(als.similar_by_features(&mug, 10).is_empty());
-    assert!(als
-        .score_new_designs(Anchor::Item("i60"), &designs)
-        .is_empty());
+    assert!(als.embed_design(&mug).is_none());
+    assert!(als.score_designs(Anchor::Item("i60"), &designs).is_empty());
 }
 
 #[test]

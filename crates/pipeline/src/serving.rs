@@ -8,6 +8,8 @@
 //! own. HTTP and the command line both answer through here.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use manirec_models::ann::IvfIndex;
 use manirec_models::{Anchor, ItemFeatures, Model, Request, Scored};
@@ -31,6 +33,11 @@ const SIMILAR_POOL: usize = 10;
 /// recommendations stay close to what they looked at.
 const FRESH_SESSION: usize = 20;
 
+/// Live designs kept per model: the newest the model was not trained on.
+/// Older ones that never sold wait for the next training (two-tower then knows
+/// them by their features).
+const NEW_DESIGNS_KEPT: usize = 500;
+
 /// A loaded model version, ready to answer.
 pub struct LiveModel {
     /// Its registry version (`m3`).
@@ -40,6 +47,39 @@ pub struct LiveModel {
     /// Its retrieval index, when its catalogue is large enough to need one:
     /// answers are the same with or without it, only faster.
     pub index: Option<IvfIndex>,
+    /// The catalogue's designs this model does not know, for the catalogue it
+    /// was last asked with (computed once per catalogue, not per request).
+    new_designs: std::sync::Mutex<Arc<NewDesigns>>,
+}
+
+/// The live designs (arrived by `products/*` webhooks) a model was not
+/// trained on, newest first, each with its vector when the model can embed it
+/// from its features (two-tower).
+#[derive(Debug, Default)]
+pub struct NewDesigns {
+    /// The catalogue's fingerprint they were taken from.
+    fingerprint: Option<u64>,
+    designs: Vec<NewDesign>,
+}
+
+#[derive(Debug)]
+struct NewDesign {
+    id: String,
+    category: String,
+    vector: Option<Vec<f32>>,
+}
+
+impl NewDesigns {
+    /// Those of `category` (all with `None`), newest first.
+    fn of<'a>(&'a self, category: Option<&'a str>) -> impl Iterator<Item = &'a NewDesign> + 'a {
+        self.designs
+            .iter()
+            .filter(move |d| category.is_none_or(|c| c == d.category))
+    }
+
+    fn get(&self, id: &str) -> Option<&NewDesign> {
+        self.designs.iter().find(|d| d.id == id)
+    }
 }
 
 impl LiveModel {
@@ -61,7 +101,42 @@ impl LiveModel {
             version,
             model,
             index,
+            new_designs: Default::default(),
         }
+    }
+
+    /// A model for a few answers (the command line): no retrieval index.
+    pub fn without_index(version: String, model: Model) -> Self {
+        LiveModel {
+            version,
+            model,
+            index: None,
+            new_designs: Default::default(),
+        }
+    }
+
+    /// The designs of `catalogue` this model was not trained on (see
+    /// [`NewDesigns`]), computed on the first ask with this catalogue.
+    pub fn new_designs(&self, catalogue: &Catalogue) -> Arc<NewDesigns> {
+        let mut cached = self.new_designs.lock().expect("not poisoned");
+        if cached.fingerprint != Some(catalogue.fingerprint) {
+            let designs = catalogue
+                .live
+                .iter()
+                .filter(|(id, _)| !self.model.knows_design(id))
+                .take(NEW_DESIGNS_KEPT)
+                .map(|(id, category)| NewDesign {
+                    id: id.clone(),
+                    category: category.clone(),
+                    vector: self.model.embed_design(catalogue.features.get(id)),
+                })
+                .collect();
+            *cached = Arc::new(NewDesigns {
+                fingerprint: Some(catalogue.fingerprint),
+                designs,
+            });
+        }
+        cached.clone()
     }
 }
 
@@ -110,12 +185,15 @@ pub struct Catalogue {
     categories: std::collections::BTreeMap<String, Option<String>>,
     /// Design → its category id.
     item_category: HashMap<String, String>,
-    /// Category id → the designs that arrived live (`products/*` webhooks),
-    /// newest id first: offered in their category before a model knows them.
-    live: HashMap<String, Vec<String>>,
+    /// The designs that arrived live (`products/*` webhooks) with their
+    /// category id, newest id first: offered before a model knows them.
+    live: Vec<(String, String)>,
     /// The live designs' features, named as at training: a two-tower model
     /// embeds a design it was not trained on from them.
     features: ItemFeatures,
+    /// A hash of `live` and `features`: what a model's [`NewDesigns`] were
+    /// computed from.
+    fingerprint: u64,
 }
 
 /// A category asked by a name or id the shop does not have.
@@ -165,10 +243,7 @@ impl Catalogue {
                 c.category
                     .insert(item.item_id.clone(), intern(format!("c:{category}")));
                 if item.live {
-                    c.live
-                        .entry(category.clone())
-                        .or_default()
-                        .push(item.item_id.clone());
+                    c.live.push((item.item_id.clone(), category.clone()));
                 }
                 if item.kind == "end" {
                     c.item_category
@@ -182,23 +257,13 @@ impl Catalogue {
                 c.designs.entry(id).or_default().push(item.item_id);
             }
         }
-        for designs in c.live.values_mut() {
-            designs.reverse();
+        c.live.reverse();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (id, category) in &c.live {
+            (id, category, c.features.get(id)).hash(&mut hasher);
         }
+        c.fingerprint = hasher.finish();
         Ok(c)
-    }
-
-    /// Designs of `category` that arrived live and `model` does not know yet.
-    fn new_designs<'a>(
-        &'a self,
-        model: &'a Model,
-        category: &str,
-    ) -> impl Iterator<Item = &'a String> + 'a {
-        self.live
-            .get(category)
-            .into_iter()
-            .flatten()
-            .filter(move |i| model.items().get(i).is_none())
     }
 
     /// The category id of `asked`, a category id or name (any case, singular
@@ -247,21 +312,6 @@ impl Catalogue {
             asked: asked.to_owned(),
             close: scored.into_iter().take(5).map(|(_, s)| s).collect(),
         })
-    }
-
-    /// Live designs `model` was not trained on, of `category` or of any, with
-    /// their features: what a two-tower model scores from features alone.
-    fn unseen_designs<'a>(
-        &'a self,
-        model: &'a Model,
-        category: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a str, &'a [String])> + 'a {
-        self.live
-            .iter()
-            .filter(move |(c, _)| category.is_none_or(|asked| asked == c.as_str()))
-            .flat_map(|(_, designs)| designs)
-            .filter(move |i| model.items().get(i).is_none())
-            .map(|i| (i.as_str(), self.features.get(i)))
     }
 
     /// 0 unrelated, 1 same category, 2 same designer, 3 both.
@@ -444,6 +494,7 @@ pub fn recommend(
     let mut excluded: Vec<String> = ask.exclude.to_vec();
     excluded.extend(ask.past.bought.iter().cloned());
     excluded.extend(rules.hidden.iter().cloned());
+    let left_out: HashSet<&str> = excluded.iter().map(String::as_str).collect();
     // An anonymous session that just looked at a few designs: related designs
     // first. Customers and longer histories are the model's alone.
     let fresh = ask.user.is_some_and(|u| u.starts_with("session:"))
@@ -466,21 +517,31 @@ pub fn recommend(
         index: live.index.as_ref(),
     });
     // Designs added since training, when the model can embed them (two-tower),
-    // compete for the places by their score.
-    if live.model.two_tower().is_some() {
-        let designs: Vec<(&str, &[String])> = catalogue
-            .unseen_designs(&live.model, ask.category)
-            .filter(|(id, _)| !excluded.iter().any(|e| e == id))
-            .collect();
-        if !designs.is_empty() {
-            let anchor = Anchor::Asker {
-                user_id: ask.user,
-                history: &ask.past.history,
-            };
-            ranked.extend(live.model.score_new_designs(anchor, &designs));
-            ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-            ranked.truncate(pool);
-        }
+    // compete for the places by their score; a fresh session's own items stay
+    // out, as the model leaves them out.
+    let news = live.new_designs(catalogue);
+    let seen: HashSet<&str> = match fresh {
+        true => ask
+            .past
+            .history
+            .iter()
+            .map(|r| r.item_id.as_str())
+            .collect(),
+        false => HashSet::new(),
+    };
+    let designs: Vec<(&str, &[f32])> = news
+        .of(ask.category)
+        .filter(|d| !left_out.contains(d.id.as_str()) && !seen.contains(d.id.as_str()))
+        .filter_map(|d| Some((d.id.as_str(), d.vector.as_deref()?)))
+        .collect();
+    if !designs.is_empty() {
+        let anchor = Anchor::Asker {
+            user_id: ask.user,
+            history: &ask.past.history,
+        };
+        ranked.extend(live.model.score_designs(anchor, &designs));
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+        ranked.truncate(pool);
     }
     if fresh {
         let anchors: Vec<&str> = ask
@@ -492,32 +553,36 @@ pub fn recommend(
         ranked = by_relatedness(ranked, &anchors, catalogue);
     }
     let allowed = |item: &str| {
-        !excluded.iter().any(|e| e == item)
+        !left_out.contains(item)
             && ask
                 .category
                 .is_none_or(|c| category_of(&live.model, item) == Some(c))
     };
     let ranked = apply_rules(ranked, ask.k, rules, allowed);
     match ask.category {
-        Some(c) => with_new_designs(ranked, ask.k, &live.model, catalogue, c, &excluded),
+        // Those the model scored competed already: only the others are given places.
+        Some(c) => with_new_designs(ranked, ask.k, &news, c, |d| {
+            d.vector.is_none() && !left_out.contains(d.id.as_str()) && !seen.contains(d.id.as_str())
+        }),
         None => ranked,
     }
 }
 
 /// A category's answer with its live designs that no model knows yet (a
-/// design added today) given the last places: up to a quarter of them, at
-/// least one, each scored just below the list's last item.
+/// design added today; those `offered` says may come) given the last places:
+/// up to a quarter of them, at least one, each scored just below the list's
+/// last item.
 fn with_new_designs(
     mut ranked: Vec<Scored>,
     k: usize,
-    model: &Model,
-    catalogue: &Catalogue,
+    news: &NewDesigns,
     category: &str,
-    excluded: &[String],
+    offered: impl Fn(&NewDesign) -> bool,
 ) -> Vec<Scored> {
-    let fresh: Vec<&String> = catalogue
-        .new_designs(model, category)
-        .filter(|i| !excluded.contains(i) && !ranked.iter().any(|s| &s.item_id == *i))
+    let fresh: Vec<&String> = news
+        .of(Some(category))
+        .filter(|d| offered(d) && !ranked.iter().any(|s| s.item_id == d.id))
+        .map(|d| &d.id)
         .take((k / 4).max(1))
         .collect();
     if fresh.is_empty() {
@@ -568,8 +633,9 @@ pub fn similar(
     let floor = pool.iter().map(|s| s.score).fold(0.0f32, f32::min) - 1.0;
     let mut known: HashSet<String> = pool.iter().map(|s| s.item_id.clone()).collect();
     known.insert(item.to_owned());
+    let news = live.new_designs(catalogue);
     let newcomers: Vec<String> = category
-        .map(|c| catalogue.new_designs(&live.model, c).cloned().collect())
+        .map(|c| news.of(Some(c)).map(|d| d.id.clone()).collect())
         .unwrap_or_default();
     let extra: Vec<String> = catalogue
         .same_designer(item)
@@ -579,18 +645,18 @@ pub fn similar(
         .collect();
     // Newcomers the model can embed (two-tower) by their likeness to `item`,
     // the others below every model candidate.
-    let designs: Vec<(&str, &[String])> = extra
+    let designs: Vec<(&str, &[f32])> = extra
         .iter()
-        .map(|i| (i.as_str(), catalogue.features.get(i)))
+        .filter_map(|i| Some((i.as_str(), news.get(i)?.vector.as_deref()?)))
         .collect();
-    let anchor = if live.model.items().get(item).is_some() {
+    let anchor = if live.model.knows_design(item) {
         Anchor::Item(item)
     } else {
         Anchor::Features(features)
     };
     let likeness: HashMap<String, f32> = live
         .model
-        .score_new_designs(anchor, &designs)
+        .score_designs(anchor, &designs)
         .into_iter()
         .map(|s| (s.item_id, s.score))
         .collect();
@@ -625,8 +691,8 @@ pub fn popular(
     let ranked = apply_rules(items, k, rules, allowed);
     match category {
         Some(c) => {
-            let hidden: Vec<String> = rules.hidden.iter().cloned().collect();
-            with_new_designs(ranked, k, &live.model, catalogue, c, &hidden)
+            let news = live.new_designs(catalogue);
+            with_new_designs(ranked, k, &news, c, |d| !rules.hidden.contains(&d.id))
         }
         None => ranked,
     }
@@ -742,13 +808,12 @@ mod tests {
         for (id, n) in [("new-2", 55), ("new-0", 5)] {
             design(&mut catalogue.features, id, n);
             let category = format!("c{}", n / 25);
-            catalogue
-                .live
-                .entry(category.clone())
-                .or_default()
-                .push(id.into());
+            catalogue.live.push((id.into(), category.clone()));
             catalogue.item_category.insert(id.into(), category);
         }
+        // A design of kind 2 whose features no model knows.
+        catalogue.live.push(("new-plain".into(), "c2".into()));
+        catalogue.fingerprint = 1;
         (LiveModel::new("m1".into(), model), catalogue)
     }
 
@@ -791,6 +856,45 @@ mod tests {
         ];
         assert!(counts[0] >= 25 && counts[0] >= 3 * counts[1], "{counts:?}");
         assert!(counts[2] >= 25 && counts[2] >= 3 * counts[3], "{counts:?}");
+        // A fresh session that viewed a known design and the new one of its kind
+        // gets neither back, as the model leaves a session's own items out.
+        let viewed: Vec<Interaction> = ["i57", "new-2"]
+            .iter()
+            .enumerate()
+            .map(|(t, i)| Interaction::rating("session:v", *i, 1.0, 1_700_000_000 + t as i64))
+            .collect();
+        let session = Past {
+            history: viewed,
+            bought: Vec::new(),
+        };
+        let answer = ids(&recommend(
+            &live,
+            &Ask {
+                user: Some("session:v"),
+                past: &session,
+                ..ask("u0")
+            },
+            &rules,
+            &catalogue,
+        ));
+        assert!(!answer.contains(&"new-2".into()) && !answer.contains(&"i57".into()));
+        // In a category's answer, a new design the model cannot embed (no
+        // feature it knows) is given a place; one it can competes by its score.
+        let in_c2 = |user: &'static str| {
+            let ask = Ask {
+                category: Some("c2"),
+                k: 8,
+                ..ask(user)
+            };
+            ids(&recommend(&live, &ask, &rules, &catalogue))
+        };
+        assert!(
+            in_c2("u0").contains(&"new-plain".into()),
+            "{:?}",
+            in_c2("u0")
+        );
+        assert!(!in_c2("u0").contains(&"new-0".into()));
+
         // Hidden stays hidden.
         let mut hiding = CatalogRules::default();
         hiding.hidden.insert("new-2".into());

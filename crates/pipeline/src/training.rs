@@ -455,20 +455,6 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
     }
     let features = item_features(store)?;
     let mut spec = req.spec;
-    let tuned = match &req.tune {
-        Some(opts) => {
-            let report =
-                tune::tune(&rows.train, &spec, Some(&features), opts).map_err(model_error)?;
-            spec = report.best;
-            Some(serde_json::json!({
-                "best_ndcg10": report.best_ndcg10,
-                "validation_users": report.validation_users,
-                "protocol": report.protocol,
-                "trials": report.trials.len(),
-            }))
-        }
-        None => None,
-    };
     if req.pretrain.is_some() {
         if spec.kind != ModelKind::TwoTower {
             return Err(data(format!(
@@ -483,6 +469,20 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
             ));
         }
     }
+    let tuned = match &req.tune {
+        Some(opts) => {
+            let report =
+                tune::tune(&rows.train, &spec, Some(&features), opts).map_err(model_error)?;
+            spec = report.best;
+            Some(serde_json::json!({
+                "best_ndcg10": report.best_ndcg10,
+                "validation_users": report.validation_users,
+                "protocol": report.protocol,
+                "trials": report.trials.len(),
+            }))
+        }
+        None => None,
+    };
     let previous = if req.warm_start {
         if !matches!(spec.kind, ModelKind::Als | ModelKind::TwoTower) {
             return Err(data(format!(
@@ -517,7 +517,7 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
     };
     let start = match (previous, &req.pretrain) {
         (Some((version, model)), _) => Start::WarmFrom(version, Box::new(model)),
-        (None, Some(p)) => pretrain(store, &spec, p, &features)?,
+        (None, Some(p)) => pretrain(store, &spec, p, &features, &rows.train)?,
         (None, None) => Start::Fresh,
     };
     let params = serde_json::to_string(&spec).map_err(data)?;
@@ -547,13 +547,15 @@ enum Start {
 }
 
 /// Pre-trains `spec` (two-tower) on the store's public interactions with
-/// their items' `pretrain.features`; `shop` are the shop items' features,
-/// counted for what carries over.
+/// their items' `pretrain.features`; `shop` are the shop items' features and
+/// `train` the rows fine-tuning will read: the features of their items are
+/// the ones that can carry over.
 fn pretrain(
     store: &Store,
     spec: &ModelSpec,
     pretrain: &Pretrain,
     shop: &ItemFeatures,
+    train: &[Interaction],
 ) -> Result<Start> {
     let mut rows = Vec::new();
     store.scan_training_rows(
@@ -587,8 +589,8 @@ fn pretrain(
     let tt = model
         .two_tower()
         .expect("a two-tower spec trains a two-tower model");
-    let shared: HashSet<&str> = shop
-        .items()
+    let trained_items: HashSet<&str> = train.iter().map(|r| r.item_id.as_str()).collect();
+    let shared: HashSet<&str> = trained_items
         .into_iter()
         .flat_map(|i| shop.get(i))
         .map(String::as_str)

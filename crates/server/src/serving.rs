@@ -204,11 +204,18 @@ impl LogBuffer {
         let len = {
             let mut pending = self.pending.lock().expect("not poisoned");
             if entry.experiment_id.is_none() {
+                if per_second <= 0.0 {
+                    return false;
+                }
+                // At least one answer fits, so a budget under 1 a second logs
+                // one answer every 1 / budget seconds rather than none.
+                let capacity = per_second.max(1.0);
                 let now = std::time::Instant::now();
-                let elapsed = pending
-                    .refilled
-                    .map_or(1.0, |t| now.duration_since(t).as_secs_f64());
-                pending.tokens = (pending.tokens + elapsed * per_second).min(per_second);
+                pending.tokens = match pending.refilled {
+                    None => capacity,
+                    Some(t) => (pending.tokens + now.duration_since(t).as_secs_f64() * per_second)
+                        .min(capacity),
+                };
                 pending.refilled = Some(now);
                 if pending.tokens < 1.0 {
                     return false;
@@ -263,5 +270,42 @@ pub(crate) async fn flush_forever(state: AppState, every: std::time::Duration) {
         if let Err(e) = flush(&state).await {
             tracing::warn!(error = %e, "recommendation log write failed; will retry");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(experiment_id: Option<i64>) -> RecommendationLog {
+        RecommendationLog {
+            request_id: format!("r-{}", rand::random::<u64>()),
+            created_at: 0,
+            user_id: None,
+            endpoint: "recommendations",
+            model_version: None,
+            experiment_id,
+            variant: "control",
+            items: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_budget_bounds_answers_outside_experiments_only() {
+        let log = LogBuffer::default();
+        let kept = (0..10).filter(|_| log.push(answer(None), 3.0)).count();
+        assert_eq!(
+            kept, 3,
+            "a burst of the budget, then nothing until it refills"
+        );
+        assert!((0..10).all(|_| log.push(answer(Some(1)), 3.0)));
+        // Under one a second: one answer, then one every 1 / budget seconds.
+        let slow = LogBuffer::default();
+        assert!(slow.push(answer(None), 0.5));
+        assert!(!slow.push(answer(None), 0.5));
+        // Nothing outside experiments at 0.
+        let none = LogBuffer::default();
+        assert!(!none.push(answer(None), 0.0));
+        assert_eq!(log.take().len(), 13);
     }
 }

@@ -257,11 +257,8 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
         bail!("no active model yet: train one (manirec train) and promote it (manirec models promote V)");
     };
     // One answer: scoring every item once is cheaper than building an index.
-    let live = LiveModel {
-        model: training::load_model(&objects, &active).await?,
-        version: active.version,
-        index: None,
-    };
+    let model = training::load_model(&objects, &active).await?;
+    let live = LiveModel::without_index(active.version, model);
     let key = ctx.settings.user_key()?;
     let user = training_user(&store, &key, args.user.as_deref(), args.session.as_deref())?;
     let known = match &user {

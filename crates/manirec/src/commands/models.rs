@@ -136,6 +136,17 @@ pub async fn train(ctx: &Context, args: TrainArgs) -> Result<()> {
     if let Some(w) = &summary.warning {
         eprintln!("WARNING: {w}");
     }
+    if summary
+        .pretrain
+        .as_ref()
+        .is_some_and(|p| p.features_shared == 0)
+    {
+        eprintln!(
+            "WARNING: the public data shares no feature with the shop's items, so \
+             nothing carried over from pre-training: give its items features named \
+             as the shop's with --pretrain-features, or train without --pretrain"
+        );
+    }
     ctx.print(&summary, || render_train(&summary))
 }
 
