@@ -531,8 +531,8 @@ pub fn recommend(
     };
     let designs: Vec<(&str, &[f32])> = news
         .of(ask.category)
-        .filter(|d| !left_out.contains(d.id.as_str()) && !seen.contains(d.id.as_str()))
         .filter_map(|d| Some((d.id.as_str(), d.vector.as_deref()?)))
+        .filter(|(id, _)| !left_out.contains(id) && !seen.contains(id))
         .collect();
     if !designs.is_empty() {
         let anchor = Anchor::Asker {
