@@ -432,18 +432,18 @@ pub struct Past {
 /// not yet synced (weighted as sync will weigh them).
 pub fn past(store: &Store, user: &str, weights: &Weights, with_history: bool) -> Result<Past> {
     let stored = if with_history {
-        store.user_interactions(user, HISTORY)?
+        store.user_history(user, HISTORY)?
     } else {
         Vec::new()
     };
     let mut history: Vec<manirec_models::Interaction> = stored
         .into_iter()
         .map(|r| manirec_models::Interaction {
-            user_id: r.key.user_id,
-            item_id: r.key.item_id,
+            user_id: user.to_owned(),
+            item_id: r.item_id,
             weight: r.rating as f32,
-            timestamp: r.key.timestamp,
-            interaction_type: r.key.interaction_type,
+            timestamp: r.timestamp,
+            interaction_type: r.interaction_type,
             synthetic: r.synthetic,
         })
         .collect();

@@ -187,15 +187,23 @@ impl Store {
     }
 
     /// A user's most recent interactions (at most `limit`), newest first: the
-    /// history a recommendation starts from.
-    pub fn user_interactions(&self, user_id: &str, limit: usize) -> Result<Vec<Interaction>> {
+    /// history a recommendation starts from. Read from one index alone
+    /// (`training_interactions_user_history`), on every recommendation.
+    pub fn user_history(&self, user_id: &str, limit: usize) -> Result<Vec<HistoryRow>> {
         self.conn.query_map(
-            "SELECT user_id, item_id, timestamp, interaction_type, rating, source, synthetic,
-                    quantity, origin
+            "SELECT item_id, timestamp, interaction_type, rating, synthetic
              FROM training_interactions WHERE user_id = ?1
-             ORDER BY timestamp DESC LIMIT ?2",
+             ORDER BY timestamp DESC, item_id DESC LIMIT ?2",
             params![user_id, limit as i64],
-            interaction_from_row,
+            |r| {
+                Ok(HistoryRow {
+                    item_id: r.get(0)?,
+                    timestamp: r.get(1)?,
+                    interaction_type: r.get(2)?,
+                    rating: r.get(3)?,
+                    synthetic: r.get(4)?,
+                })
+            },
         )
     }
 
@@ -231,6 +239,21 @@ impl Store {
 
 /// An interaction from a row of `SELECT user_id, item_id, timestamp,
 /// interaction_type, rating, source, synthetic, quantity, origin`.
+/// One row of a user's history, as serving reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    /// The item.
+    pub item_id: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// `purchase`, `view`, …
+    pub interaction_type: String,
+    /// Its weight.
+    pub rating: f64,
+    /// Simulated rather than observed.
+    pub synthetic: bool,
+}
+
 fn interaction_from_row(r: &Row) -> Result<Interaction> {
     let source: String = r.get(5)?;
     Ok(Interaction {

@@ -45,8 +45,8 @@ pub use error::{Error, Result};
 pub use events::{device_user, session_user, BehaviorEvent};
 pub use experiments::{ArmCounts, Experiment};
 pub use interactions::{
-    is_anonymous, Interaction, InteractionKey, OriginRows, ReconcileCounts, ReconcileScope, Source,
-    ANONYMOUS_PREFIX,
+    is_anonymous, HistoryRow, Interaction, InteractionKey, OriginRows, ReconcileCounts,
+    ReconcileScope, Source, ANONYMOUS_PREFIX,
 };
 pub use jobs::{JobRun, JobStart, HEARTBEAT_EVERY_MS, HEARTBEAT_STALE_MS};
 pub use models::ModelVersion;
