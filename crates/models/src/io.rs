@@ -330,6 +330,7 @@ impl Model {
             categories,
             item_category,
             config: spec.popular,
+            ranking: Default::default(),
         };
         let inner = match spec.kind {
             crate::ModelKind::Popular => Inner::Popular,

@@ -387,13 +387,24 @@ impl Model {
     /// two-tower's query tower takes the known `user` and/or `history`;
     /// popularity, and any model with nothing to go on, scores popularity.
     pub(crate) fn score_into(&self, user: Option<&str>, history: &[(u32, f32)], out: &mut [f32]) {
+        if !self.personal_scores(user, history, out) {
+            out.copy_from_slice(&self.popular.scores);
+        }
+    }
+
+    /// [`Model::score_into`] when the model has something to go on for this
+    /// request: writes `out` and returns true; false (`out` untouched) when the
+    /// answer is popularity's.
+    fn personal_scores(&self, user: Option<&str>, history: &[(u32, f32)], out: &mut [f32]) -> bool {
         match &self.inner {
             Inner::Als(als) => {
                 if let Some(u) = user.and_then(|u| als.users.get(u)) {
-                    return als.scores_for(als.user_vector(u), out);
+                    als.scores_for(als.user_vector(u), out);
+                    return true;
                 }
                 if !history.is_empty() {
-                    return als.scores_for(&als.fold_in_row(history), out);
+                    als.scores_for(&als.fold_in_row(history), out);
+                    return true;
                 }
             }
             Inner::Ease(ease) => {
@@ -401,28 +412,49 @@ impl Model {
                     .iter()
                     .any(|&(i, _)| ease.position[i as usize] != crate::ease::INACTIVE)
                 {
-                    return ease.scores_for(history, out);
+                    ease.scores_for(history, out);
+                    return true;
                 }
             }
             Inner::TwoTower(tt) => {
                 let hist: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
                 if let Some(q) = tt.query(user.and_then(|u| tt.user_index(u)), &hist) {
-                    return tt.scores_for(&q, out);
+                    tt.scores_for(&q, out);
+                    return true;
                 }
             }
             Inner::Graph(g) => {
                 if g.knows(history) {
-                    return g.scores_for(history, out);
+                    g.scores_for(history, out);
+                    return true;
                 }
             }
             Inner::Vsknn(v) => {
                 if v.knows(history) {
-                    return v.scores_for(history, out);
+                    v.scores_for(history, out);
+                    return true;
                 }
             }
             Inner::Popular => {}
         }
-        out.copy_from_slice(&self.popular.scores);
+        false
+    }
+
+    /// [`Model::top_k`] of the popularity scores, walking their ranking: the
+    /// same items in the same order, after a look at a few items, not all.
+    pub(crate) fn top_k_popular(
+        &self,
+        k: usize,
+        exclude: &HashSet<u32>,
+        keep: impl Fn(u32) -> bool,
+    ) -> Vec<u32> {
+        self.popular
+            .ranking()
+            .iter()
+            .copied()
+            .filter(|i| !exclude.contains(i) && keep(*i))
+            .take(k)
+            .collect()
     }
 
     /// Whether ranking for `user_id` reads the request's history: not when ALS
@@ -628,11 +660,14 @@ impl Model {
             Some((index, query)) => self.top_k_indexed(index, &query, req.k, &exclude, keep),
             None => {
                 let mut scores = vec![0f32; items.len()];
-                self.score_into(req.user_id, &history, &mut scores);
-                self.top_k(&scores, req.k, &exclude, keep)
-                    .into_iter()
-                    .map(|i| (i, scores[i as usize]))
-                    .collect()
+                let (top, scores) = if self.personal_scores(req.user_id, &history, &mut scores) {
+                    (self.top_k(&scores, req.k, &exclude, keep), &scores)
+                } else {
+                    // Nothing to go on: popularity's ranking, walked.
+                    let top = self.top_k_popular(req.k, &exclude, keep);
+                    (top, &self.popular.scores)
+                };
+                top.into_iter().map(|i| (i, scores[i as usize])).collect()
             }
         };
         let mut out: Vec<Scored> = ranked
@@ -645,7 +680,7 @@ impl Model {
         let mut top: Vec<u32> = ranked.iter().map(|&(i, _)| i).collect();
         if top.len() < req.k {
             exclude.extend(top.iter().copied());
-            top = self.top_k(&self.popular.scores, req.k - top.len(), &exclude, keep);
+            top = self.top_k_popular(req.k - top.len(), &exclude, keep);
             // Fillers rank below every scored item whatever their raw score.
             let floor = out.last().map_or(0.0, |s| s.score.min(0.0)) - 1.0;
             out.extend(top.iter().enumerate().map(|(r, &i)| Scored {
@@ -791,7 +826,7 @@ impl Model {
         };
         let keep = |i: u32| cat.is_none_or(|c| self.popular.in_category(i, c));
         let scores = &self.popular.scores;
-        self.top_k(scores, k, &HashSet::new(), keep)
+        self.top_k_popular(k, &HashSet::new(), keep)
             .into_iter()
             .map(|i| Scored {
                 item_id: self.items().id(i).to_string(),

@@ -34,6 +34,10 @@ pub struct Popular {
     /// Category index per item, `u32::MAX` when unknown.
     pub(crate) item_category: Vec<u32>,
     pub(crate) config: PopularConfig,
+    /// Items by score, best first (ties to the lower index), scores that are
+    /// not finite left out: built on first use, so a stranger's answer walks
+    /// a few items instead of ranking the whole catalogue.
+    pub(crate) ranking: std::sync::OnceLock<Vec<u32>>,
 }
 
 /// Marks an item without a category in [`Popular`]'s table.
@@ -79,6 +83,23 @@ impl Popular {
             categories: cats,
             item_category,
             config,
+            ranking: Default::default(),
+        })
+    }
+
+    /// Items by score, best first: the order [`crate::Model`]'s top-k gives
+    /// popularity scores (ties go to the lower index).
+    pub(crate) fn ranking(&self) -> &[u32] {
+        self.ranking.get_or_init(|| {
+            let mut order: Vec<u32> = (0..self.scores.len() as u32)
+                .filter(|&i| self.scores[i as usize].is_finite())
+                .collect();
+            order.sort_by(|&a, &b| {
+                self.scores[b as usize]
+                    .total_cmp(&self.scores[a as usize])
+                    .then(a.cmp(&b))
+            });
+            order
         })
     }
 

@@ -1026,3 +1026,43 @@ fn stan_weighs_a_neighbours_items_by_their_distance_from_the_shared_item() {
     let back = Model::from_bytes(&m.to_bytes().unwrap()).unwrap();
     assert!(back == m);
 }
+
+#[test]
+fn walking_popularity_ranks_as_scoring_every_item_does() {
+    // Counts tie often: the order within a tie must be the top-k's.
+    let rows = clustered(150, 3, 20, 5);
+    let features = clustered_features(60, 20);
+    let model = train(&rows, &ModelSpec::new(ModelKind::Popular), Some(&features)).unwrap();
+    let scores = model.popular().scores().to_vec();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for round in 0..50 {
+        let exclude: HashSet<u32> = (0..rng.random_range(0..20))
+            .map(|_| rng.random_range(0..60))
+            .collect();
+        let category = (round % 2 == 0).then(|| rng.random_range(0..3u32));
+        let keep = |i: u32| category.is_none_or(|c| model.popular.in_category(i, c));
+        let k = rng.random_range(1..70);
+        assert_eq!(
+            model.top_k_popular(k, &exclude, keep),
+            model.top_k(&scores, k, &exclude, keep),
+            "k {k}, category {category:?}"
+        );
+    }
+    // A stranger's answer is the walked one, scores included.
+    let stranger = model.recommend(&Request::user("nobody", 10));
+    let expected = model.top_k(&scores, 10, &HashSet::new(), |_| true);
+    assert_eq!(
+        stranger
+            .iter()
+            .map(|s| s.item_id.as_str())
+            .collect::<Vec<_>>(),
+        expected
+            .iter()
+            .map(|&i| model.items().id(i))
+            .collect::<Vec<_>>()
+    );
+    assert!(stranger
+        .iter()
+        .zip(&expected)
+        .all(|(s, &i)| s.score == scores[i as usize]));
+}
