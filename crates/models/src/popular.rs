@@ -26,7 +26,7 @@ impl Default for PopularConfig {
 }
 
 /// A popularity model: one score per catalogue item, and each item's category.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Popular {
     pub(crate) items: Vocab,
     pub(crate) scores: Vec<f32>,
@@ -38,6 +38,17 @@ pub struct Popular {
     /// not finite left out: built on first use, so a stranger's answer walks
     /// a few items instead of ranking the whole catalogue.
     pub(crate) ranking: std::sync::OnceLock<Vec<u32>>,
+}
+
+/// Equal models: the ranking is derived (and built on first use), not compared.
+impl PartialEq for Popular {
+    fn eq(&self, other: &Self) -> bool {
+        self.items == other.items
+            && self.scores == other.scores
+            && self.categories == other.categories
+            && self.item_category == other.item_category
+            && self.config == other.config
+    }
 }
 
 /// Marks an item without a category in [`Popular`]'s table.

@@ -118,25 +118,33 @@ impl LiveModel {
     /// The designs of `catalogue` this model was not trained on (see
     /// [`NewDesigns`]), computed on the first ask with this catalogue.
     pub fn new_designs(&self, catalogue: &Catalogue) -> Arc<NewDesigns> {
-        let mut cached = self.new_designs.lock().expect("not poisoned");
-        if cached.fingerprint != Some(catalogue.fingerprint) {
-            let designs = catalogue
-                .live
-                .iter()
-                .filter(|(id, _)| !self.model.knows_design(id))
-                .take(NEW_DESIGNS_KEPT)
-                .map(|(id, category)| NewDesign {
-                    id: id.clone(),
-                    category: category.clone(),
-                    vector: self.model.embed_design(catalogue.features.get(id)),
-                })
-                .collect();
-            *cached = Arc::new(NewDesigns {
-                fingerprint: Some(catalogue.fingerprint),
-                designs,
-            });
+        let cached = || {
+            self.new_designs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let current = cached().clone();
+        if current.fingerprint == Some(catalogue.fingerprint) {
+            return current;
         }
-        cached.clone()
+        // Computed outside the lock: requests asking meanwhile wait for nothing.
+        let designs = catalogue
+            .live
+            .iter()
+            .filter(|(id, _)| !self.model.knows_design(id))
+            .take(NEW_DESIGNS_KEPT)
+            .map(|(id, category)| NewDesign {
+                id: id.clone(),
+                category: category.clone(),
+                vector: self.model.embed_design(catalogue.features.get(id)),
+            })
+            .collect();
+        let fresh = Arc::new(NewDesigns {
+            fingerprint: Some(catalogue.fingerprint),
+            designs,
+        });
+        *cached() = fresh.clone();
+        fresh
     }
 }
 
@@ -185,8 +193,9 @@ pub struct Catalogue {
     categories: std::collections::BTreeMap<String, Option<String>>,
     /// Design → its category id.
     item_category: HashMap<String, String>,
-    /// The designs that arrived live (`products/*` webhooks) with their
-    /// category id, newest id first: offered before a model knows them.
+    /// The designs that arrived live (`products/*` webhooks) and may be shown,
+    /// with their category id, the last written first: offered before a model
+    /// knows them.
     live: Vec<(String, String)>,
     /// The live designs' features, named as at training: a two-tower model
     /// embeds a design it was not trained on from them.
@@ -232,6 +241,10 @@ impl Catalogue {
             *names.entry(name).or_insert(next)
         };
         let mut c = Catalogue::default();
+        // Hidden and unpublished designs are never offered: they take no place
+        // among a model's new designs.
+        let hidden: HashSet<String> = store.hidden_items()?.into_iter().collect();
+        let mut live: Vec<(i64, String, String)> = Vec::new();
         for category in store.categories()? {
             c.categories.insert(category.id, category.name);
         }
@@ -242,8 +255,8 @@ impl Catalogue {
             if let Some(category) = item.category_id {
                 c.category
                     .insert(item.item_id.clone(), intern(format!("c:{category}")));
-                if item.live {
-                    c.live.push((item.item_id.clone(), category.clone()));
+                if item.live && !hidden.contains(&item.item_id) {
+                    live.push((item.updated_at, item.item_id.clone(), category.clone()));
                 }
                 if item.kind == "end" {
                     c.item_category
@@ -257,7 +270,12 @@ impl Catalogue {
                 c.designs.entry(id).or_default().push(item.item_id);
             }
         }
-        c.live.reverse();
+        // Newest first: the designs written last by their webhooks.
+        live.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+        c.live = live
+            .into_iter()
+            .map(|(_, id, category)| (id, category))
+            .collect();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for (id, category) in &c.live {
             (id, category, c.features.get(id)).hash(&mut hasher);
@@ -436,8 +454,11 @@ pub fn past(store: &Store, user: &str, weights: &Weights, with_history: bool) ->
     } else {
         Vec::new()
     };
+    // Read newest first; kept oldest first, as training's sequences are (rows
+    // of one second in item order), so session models find the same last item.
     let mut history: Vec<manirec_models::Interaction> = stored
         .into_iter()
+        .rev()
         .map(|r| manirec_models::Interaction {
             user_id: user.to_owned(),
             item_id: r.item_id,

@@ -190,12 +190,8 @@ impl Store {
     /// history a recommendation starts from. Read from one index alone
     /// (`training_interactions_user_history`), on every recommendation.
     pub fn user_history(&self, user_id: &str, limit: usize) -> Result<Vec<HistoryRow>> {
-        self.conn.query_map(
-            "SELECT item_id, timestamp, interaction_type, rating, synthetic
-             FROM training_interactions WHERE user_id = ?1
-             ORDER BY timestamp DESC, item_id DESC LIMIT ?2",
-            params![user_id, limit as i64],
-            |r| {
+        self.conn
+            .query_map(USER_HISTORY, params![user_id, limit as i64], |r| {
                 Ok(HistoryRow {
                     item_id: r.get(0)?,
                     timestamp: r.get(1)?,
@@ -203,8 +199,7 @@ impl Store {
                     rating: r.get(3)?,
                     synthetic: r.get(4)?,
                 })
-            },
-        )
+            })
     }
 
     /// Every item a user bought, however long ago.
@@ -237,8 +232,11 @@ impl Store {
     }
 }
 
-/// An interaction from a row of `SELECT user_id, item_id, timestamp,
-/// interaction_type, rating, source, synthetic, quantity, origin`.
+/// [`Store::user_history`]'s statement: every column it reads is in the index.
+const USER_HISTORY: &str = "SELECT item_id, timestamp, interaction_type, rating, synthetic
+     FROM training_interactions WHERE user_id = ?1
+     ORDER BY timestamp DESC, item_id DESC LIMIT ?2";
+
 /// One row of a user's history, as serving reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryRow {
@@ -254,6 +252,8 @@ pub struct HistoryRow {
     pub synthetic: bool,
 }
 
+/// An interaction from a row of `SELECT user_id, item_id, timestamp,
+/// interaction_type, rating, source, synthetic, quantity, origin`.
 fn interaction_from_row(r: &Row) -> Result<Interaction> {
     let source: String = r.get(5)?;
     Ok(Interaction {
@@ -375,6 +375,28 @@ pub(crate) fn without_forgotten<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shoppers_history_is_read_from_the_index_alone() {
+        let store = Store::open_in_memory().unwrap();
+        let plan: Vec<String> = store
+            .conn
+            .query_map(
+                &format!("EXPLAIN QUERY PLAN {USER_HISTORY}"),
+                params!["u_1", 500],
+                |r| r.get::<String>(3),
+            )
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("COVERING INDEX training_interactions_user_history"),
+            "{plan}"
+        );
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "sorted after reading: {plan}"
+        );
+    }
 
     fn row(item: &str, ts: i64, synthetic: bool) -> Interaction {
         Interaction {

@@ -172,6 +172,8 @@ pub struct ItemAttributes {
     /// Whether the design arrived live (a `products/*` webhook), rather than
     /// with an import of the shop's database.
     pub live: bool,
+    /// When the mirror's row was last written (Unix ms).
+    pub updated_at: i64,
 }
 
 /// What a storefront shows of a product: its title, picture, price and the
@@ -583,10 +585,10 @@ impl Store {
     /// product). Sorted by item id.
     pub fn item_attributes(&self) -> Result<Vec<ItemAttributes>> {
         self.conn.query_map(
-            "SELECT id, 'base', category_id, id, NULL, price, NULL FROM shop_base_products
+            "SELECT id, 'base', category_id, id, NULL, price, NULL, updated_at FROM shop_base_products
              UNION ALL
              SELECT e.id, 'end', COALESCE(e.category_id, b.category_id), e.base_product_id,
-                    e.designer_id, COALESCE(e.price, b.price), e.attributes
+                    e.designer_id, COALESCE(e.price, b.price), e.attributes, e.updated_at
                FROM shop_end_products e
                LEFT JOIN shop_base_products b ON b.id = e.base_product_id
              ORDER BY 1",
@@ -605,6 +607,7 @@ impl Store {
                     designer_id: r.get(4)?,
                     price: r.get(5)?,
                     live,
+                    updated_at: r.get(7)?,
                 })
             },
         )

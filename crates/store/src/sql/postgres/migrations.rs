@@ -293,8 +293,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // alone: 6's index found the rows, but each of up to 500 was then read from
     // its own page of the table (2.7 ms for a heavy customer, 0.4 ms like this).
     r#"
-    DROP INDEX training_interactions_user_time;
     CREATE INDEX training_interactions_user_history
         ON training_interactions(user_id, timestamp, item_id, interaction_type, rating, synthetic);
+    -- Dropped once the new one is built: the drop's exclusive lock lasts a moment.
+    DROP INDEX training_interactions_user_time;
     "#,
 ];
