@@ -7,16 +7,21 @@ mod common;
 use common::DataDir;
 use serde_json::Value;
 
-/// 400 customers in 8 taste groups of 25 items each; every customer buys about
-/// a dozen items of their group and two of anyone's, spread over 60 days.
-fn structured_csv(d: &DataDir) -> std::path::PathBuf {
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move |n: u64| {
+/// Seeded draws in `0..n` (xorshift): the same shop on every run.
+fn draws(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n| {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state % n
-    };
+    }
+}
+
+/// 400 customers in 8 taste groups of 25 items each; every customer buys about
+/// a dozen items of their group and two of anyone's, spread over 60 days.
+fn structured_csv(d: &DataDir) -> std::path::PathBuf {
+    let mut next = draws(0x2545_f491_4f6c_dd1d);
     let start = 1_780_000_000i64;
     let mut out = String::from("user_id,item_id,rating,timestamp,interaction_type\n");
     for u in 0..400u64 {
@@ -330,13 +335,7 @@ fn pretraining_on_public_data_carries_shared_features_and_is_measured() {
     let shop = shop.write_sqlite(&d.path().join("shop.db"));
     d.json(&["import", "--store", shop.to_str().unwrap()]);
 
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut next = draws(0x9e37_79b9_7f4a_7c15);
     let start = 1_780_000_000i64;
     let mut csv = |users: u64, per_user: u64, prefix: &str| {
         let mut out = String::from("user_id,item_id,rating,timestamp,interaction_type\n");

@@ -733,8 +733,7 @@ impl Model {
     /// added to the shop after it): two-tower embeds it from them; other
     /// models, and features the model never saw, give nothing.
     pub fn similar_by_features(&self, features: &[String], k: usize) -> Vec<Scored> {
-        self.two_tower()
-            .and_then(|t| t.cold_item_vector(features))
+        self.embed_design(features)
             .map_or_else(Vec::new, |v| self.nearest(&v, k))
     }
 

@@ -76,10 +76,6 @@ impl NewDesigns {
             .iter()
             .filter(move |d| category.is_none_or(|c| c == d.category))
     }
-
-    fn get(&self, id: &str) -> Option<&NewDesign> {
-        self.designs.iter().find(|d| d.id == id)
-    }
 }
 
 impl LiveModel {
@@ -233,17 +229,15 @@ fn fold(name: &str) -> String {
 }
 
 impl Catalogue {
-    /// The catalogue of the shop mirror.
-    pub fn load(store: &Store) -> Result<Self> {
+    /// The catalogue of the shop mirror; `hidden` (the rules' hidden and
+    /// unpublished designs, [`CatalogRules::hidden`]) never take a new design's place.
+    pub fn load(store: &Store, hidden: &HashSet<String>) -> Result<Self> {
         let mut names: HashMap<String, u32> = HashMap::new();
         let mut intern = |name: String| {
             let next = names.len() as u32;
             *names.entry(name).or_insert(next)
         };
         let mut c = Catalogue::default();
-        // Hidden and unpublished designs are never offered: they take no place
-        // among a model's new designs.
-        let hidden: HashSet<String> = store.hidden_items()?.into_iter().collect();
         let mut live: Vec<(i64, String, String)> = Vec::new();
         for category in store.categories()? {
             c.categories.insert(category.id, category.name);
@@ -666,9 +660,11 @@ pub fn similar(
         .collect();
     // Newcomers the model can embed (two-tower) by their likeness to `item`,
     // the others below every model candidate.
-    let designs: Vec<(&str, &[f32])> = extra
-        .iter()
-        .filter_map(|i| Some((i.as_str(), news.get(i)?.vector.as_deref()?)))
+    let wanted: HashSet<&str> = extra.iter().map(String::as_str).collect();
+    let designs: Vec<(&str, &[f32])> = news
+        .of(None)
+        .filter(|d| wanted.contains(d.id.as_str()))
+        .filter_map(|d| Some((d.id.as_str(), d.vector.as_deref()?)))
         .collect();
     let anchor = if live.model.knows_design(item) {
         Anchor::Item(item)

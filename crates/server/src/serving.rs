@@ -82,13 +82,9 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
                 }
                 None => None,
             };
-            Ok((
-                active,
-                session,
-                experiment,
-                CatalogRules::load(s)?,
-                Catalogue::load(s)?,
-            ))
+            let rules = CatalogRules::load(s)?;
+            let catalogue = Catalogue::load(s, &rules.hidden)?;
+            Ok((active, session, experiment, rules, catalogue))
         })
         .await?
         .map_err(ApiError::internal)?;

@@ -266,7 +266,7 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
         None => Past::default(),
     };
     let rules = CatalogRules::load(&store)?;
-    let catalogue = Catalogue::load(&store)?;
+    let catalogue = Catalogue::load(&store, &rules.hidden)?;
     let category = match args.category.as_deref() {
         Some(c) => Some(
             catalogue
