@@ -6,7 +6,7 @@
 //! their files are written and published once their manifest is in the object
 //! store, so two concurrent builds can never write the same version.
 
-use crate::sql::{params, Row};
+use crate::sql::{params, Dialect, Row, ToParam, Tx};
 use serde::Serialize;
 
 use crate::{DatasetKind, DatasetStatus, Error, Result, Store};
@@ -26,6 +26,19 @@ const REFUNDED_SQL: &str =
         SELECT 1 FROM shop_orders o
          WHERE o.order_id = substr(ti.origin, 7)
            AND lower(o.financial_status) IN ('refunded', 'cancelled', 'voided'))";
+
+/// Why a row handed out by a scan with [`ScanFilter::with_excluded`] may not
+/// enter a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exclusion {
+    /// Its order was refunded, cancelled or voided.
+    Refunded,
+    /// Public data, and the scan did not ask for it.
+    Public,
+}
+
+/// The state key that says how far the change log was pruned.
+const CHANGES_PRUNED_KEY: &str = "dataset_changes_pruned_through";
 
 /// One interaction as a dataset reads it, borrowed from the database row.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +61,8 @@ pub struct TrainingRow<'a> {
     pub synthetic: bool,
     /// Units.
     pub quantity: i64,
+    /// Why the row may not be trained on (only with [`ScanFilter::with_excluded`]).
+    pub excluded: Option<Exclusion>,
 }
 
 /// Which interactions a scan reads.
@@ -59,12 +74,17 @@ pub struct ScanFilter {
     /// Off by default: public data is for pre-training, never the shop's
     /// datasets or exports unless asked.
     pub include_public: bool,
+    /// Only rows with `start <= timestamp < end` (one period of a dataset).
+    pub time_range: Option<(i64, i64)>,
+    /// Also hand out the rows left out, marked with why, so that the caller
+    /// can count them by period.
+    pub with_excluded: bool,
 }
 
 /// What a scan saw besides the rows it handed out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ScanStats {
-    /// Rows handed to the callback.
+    /// Rows that may be trained on.
     pub rows: u64,
     /// Rows left out because their order was refunded, cancelled or voided.
     pub excluded_refunded: u64,
@@ -73,6 +93,162 @@ pub struct ScanStats {
     /// The highest interaction id in the table at the time of the scan (the
     /// watermark of the next increment).
     pub max_id: i64,
+}
+
+/// One read transaction over the interactions: every scan and watermark read
+/// through it describes the same instant.
+pub struct DatasetSnapshot<'s> {
+    tx: Tx<'s>,
+}
+
+impl DatasetSnapshot<'_> {
+    /// The highest interaction id (0 when there is none).
+    pub fn max_interaction_id(&self) -> Result<i64> {
+        self.tx.query_row(
+            "SELECT COALESCE(MAX(id), 0) FROM training_interactions",
+            params![],
+            |r| r.get(0),
+        )
+    }
+
+    /// The newest entry of the change log (0 when there is none).
+    pub fn max_change_seq(&self) -> Result<i64> {
+        self.tx.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM dataset_changes",
+            params![],
+            |r| r.get(0),
+        )
+    }
+
+    /// Calls `f` with the timestamp of every interaction written after
+    /// `after_id`, and of every change logged after `after_seq` (an update
+    /// gives its old and new timestamp, a deletion or an order's refund the
+    /// timestamps of its rows): the times whose datasets' rows may differ.
+    pub fn changed_timestamps(
+        &self,
+        after_id: i64,
+        after_seq: i64,
+        mut f: impl FnMut(i64),
+    ) -> Result<()> {
+        self.tx.query_each(
+            "SELECT timestamp FROM training_interactions WHERE id > ?1",
+            params![after_id],
+            |r| {
+                f(r.get(0)?);
+                Ok(())
+            },
+        )?;
+        self.tx.query_each(
+            "SELECT timestamp FROM dataset_changes WHERE seq > ?1",
+            params![after_seq],
+            |r| {
+                f(r.get(0)?);
+                Ok(())
+            },
+        )
+    }
+
+    /// Calls `f` on every interaction `filter` selects, in id order. Rows of
+    /// refunded, cancelled or voided orders, and public rows unless asked, are
+    /// left out and counted, or handed out marked with
+    /// [`ScanFilter::with_excluded`].
+    pub fn scan(
+        &self,
+        filter: ScanFilter,
+        mut f: impl FnMut(&TrainingRow<'_>),
+    ) -> Result<ScanStats> {
+        // The conditions, numbered ?1, ?2, … in the order their values are bound.
+        let mut conditions = vec!["ti.id > ?1".to_owned()];
+        let after = filter.after_id.unwrap_or(i64::MIN);
+        let mut values: Vec<&dyn ToParam> = vec![&after];
+        let mut from = "training_interactions ti";
+        let range = filter.time_range.unwrap_or((i64::MIN, i64::MAX));
+        if filter.time_range.is_some() {
+            conditions.push("ti.timestamp >= ?2 AND ti.timestamp < ?3".into());
+            values.extend([&range.0 as &dyn ToParam, &range.1]);
+            if self.tx.dialect() == Dialect::Sqlite {
+                // Without statistics SQLite may walk every id instead.
+                from = "training_interactions ti INDEXED BY training_interactions_time";
+            }
+        }
+        let conditions = conditions.join(" AND ");
+        let mut stats = ScanStats {
+            max_id: self.max_interaction_id()?,
+            ..ScanStats::default()
+        };
+        if !filter.with_excluded {
+            stats.excluded_refunded = self.tx.query_row(
+                &format!(
+                    "SELECT COUNT(*) FROM {from} WHERE {conditions}
+                       AND ti.origin >= 'order:' AND ti.origin < 'order;' AND {REFUNDED_SQL}"
+                ),
+                &values,
+                |r| r.get::<i64>(0),
+            )? as u64;
+            if !filter.include_public {
+                stats.excluded_public = self.tx.query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM {from} WHERE {conditions} AND ti.source = 'public'"
+                    ),
+                    &values,
+                    |r| r.get::<i64>(0),
+                )? as u64;
+            }
+        }
+        let columns = "ti.id, ti.user_id, ti.item_id, ti.rating, ti.timestamp, \
+                       ti.interaction_type, ti.source, ti.synthetic, ti.quantity";
+        let sql = if filter.with_excluded {
+            format!(
+                "SELECT {columns}, {REFUNDED_SQL} FROM {from} WHERE {conditions} ORDER BY ti.id"
+            )
+        } else {
+            let public = if filter.include_public {
+                ""
+            } else {
+                " AND ti.source <> 'public'"
+            };
+            format!(
+                "SELECT {columns}, FALSE FROM {from}
+                 WHERE {conditions} AND NOT ({REFUNDED_SQL}){public}
+                 ORDER BY ti.id"
+            )
+        };
+        self.tx.query_each(&sql, &values, |r| {
+            let source = r.text(6)?;
+            let excluded = if r.get(9)? {
+                Some(Exclusion::Refunded)
+            } else if !filter.include_public && source == "public" {
+                Some(Exclusion::Public)
+            } else {
+                None
+            };
+            let row = TrainingRow {
+                id: r.get(0)?,
+                user_id: r.text(1)?,
+                item_id: r.text(2)?,
+                rating: r.get(3)?,
+                timestamp: r.get(4)?,
+                interaction_type: r.text(5)?,
+                source,
+                synthetic: r.get(7)?,
+                quantity: r.get(8)?,
+                excluded,
+            };
+            match excluded {
+                None => stats.rows += 1,
+                Some(Exclusion::Refunded) => stats.excluded_refunded += 1,
+                Some(Exclusion::Public) => stats.excluded_public += 1,
+            }
+            f(&row);
+            Ok(())
+        })?;
+        Ok(stats)
+    }
+
+    /// Ends the read transaction.
+    pub fn finish(self) -> Result<()> {
+        self.tx.commit()
+    }
 }
 
 /// A dataset version as the register holds it.
@@ -102,6 +278,9 @@ pub struct DatasetVersion {
     pub split_timestamp: Option<i64>,
     /// The interaction watermark of the snapshot it was built from.
     pub max_interaction_id: i64,
+    /// The change log's watermark of that snapshot (`-1`: unknown, so the next
+    /// build reads everything).
+    pub max_change_seq: i64,
     /// Checksum of the data files' checksums: equal data, equal fingerprint.
     pub fingerprint: Option<String>,
     /// Object key of the manifest.
@@ -111,71 +290,24 @@ pub struct DatasetVersion {
 }
 
 impl Store {
+    /// One read transaction for a dataset build (see [`DatasetSnapshot`]).
+    pub fn dataset_snapshot(&self) -> Result<DatasetSnapshot<'_>> {
+        Ok(DatasetSnapshot {
+            tx: self.conn.snapshot()?,
+        })
+    }
+
     /// Calls `f` on every interaction that may enter a dataset (refunded orders'
     /// rows left out), in id order, inside one read transaction so that the rows,
     /// the count of excluded rows and the watermark describe the same snapshot.
     pub fn scan_training_rows(
         &self,
         filter: ScanFilter,
-        mut f: impl FnMut(&TrainingRow<'_>),
+        f: impl FnMut(&TrainingRow<'_>),
     ) -> Result<ScanStats> {
-        let tx = self.conn.snapshot()?;
-        let after = filter.after_id.unwrap_or(i64::MIN);
-        let mut stats = ScanStats {
-            max_id: tx.query_row(
-                "SELECT COALESCE(MAX(id), 0) FROM training_interactions",
-                params![],
-                |r| r.get(0),
-            )?,
-            excluded_refunded: tx.query_row(
-                &format!(
-                    "SELECT COUNT(*) FROM training_interactions ti
-                     WHERE ti.origin >= 'order:' AND ti.origin < 'order;' AND ti.id > ?1
-                       AND {REFUNDED_SQL}"
-                ),
-                params![after],
-                |r| r.get::<i64>(0),
-            )? as u64,
-            excluded_public: if filter.include_public {
-                0
-            } else {
-                tx.query_row(
-                    "SELECT COUNT(*) FROM training_interactions
-                     WHERE source = 'public' AND id > ?1",
-                    params![after],
-                    |r| r.get::<i64>(0),
-                )? as u64
-            },
-            rows: 0,
-        };
-        tx.query_each(
-            &format!(
-                "SELECT ti.id, ti.user_id, ti.item_id, ti.rating, ti.timestamp, ti.interaction_type,
-                        ti.source, ti.synthetic, ti.quantity
-                 FROM training_interactions ti
-                 WHERE ti.id > ?1 AND NOT ({REFUNDED_SQL})
-                   AND (?2 OR ti.source <> 'public')
-                 ORDER BY ti.id"
-            ),
-            params![after, filter.include_public],
-            |r| {
-                let row = TrainingRow {
-                    id: r.get(0)?,
-                    user_id: r.text(1)?,
-                    item_id: r.text(2)?,
-                    rating: r.get(3)?,
-                    timestamp: r.get(4)?,
-                    interaction_type: r.text(5)?,
-                    source: r.text(6)?,
-                    synthetic: r.get(7)?,
-                    quantity: r.get(8)?,
-                };
-                stats.rows += 1;
-                f(&row);
-                Ok(())
-            },
-        )?;
-        tx.commit()?;
+        let snapshot = self.dataset_snapshot()?;
+        let stats = snapshot.scan(filter, f)?;
+        snapshot.finish()?;
         Ok(stats)
     }
 
@@ -186,6 +318,34 @@ impl Store {
             params![],
             |r| r.get(0),
         )
+    }
+
+    /// Forgets the change log up to `through` (the newest published version's
+    /// watermark: the next increment starts after it), and remembers how far it
+    /// went, so that an older version is never taken for an increment's parent
+    /// with part of its changes gone.
+    pub fn prune_dataset_changes(&self, through: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM dataset_changes WHERE seq <= ?1",
+            params![through],
+        )?;
+        tx.execute(
+            "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+             WHERE CAST(state.value AS BIGINT) < CAST(excluded.value AS BIGINT)",
+            params![CHANGES_PRUNED_KEY, through.to_string(), crate::now_ms()],
+        )?;
+        tx.commit()
+    }
+
+    /// How far the change log was pruned (0: never): a version whose watermark
+    /// is below it cannot be the parent of an increment.
+    pub fn dataset_changes_pruned_through(&self) -> Result<i64> {
+        Ok(self
+            .state_get(CHANGES_PRUNED_KEY)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Every dataset version, ready or being built, oldest first.
@@ -258,7 +418,7 @@ impl Store {
         let updated = self.conn.execute(
             "UPDATE dataset_versions SET status = 'ready', rows = ?2, train_rows = ?3,
                     test_rows = ?4, split_timestamp = ?5, max_interaction_id = ?6,
-                    fingerprint = ?7, manifest_key = ?8, manifest = ?9
+                    fingerprint = ?7, manifest_key = ?8, manifest = ?9, max_change_seq = ?10
              WHERE version = ?1 AND status = 'building'",
             params![
                 v.version,
@@ -269,7 +429,8 @@ impl Store {
                 v.max_interaction_id,
                 v.fingerprint,
                 v.manifest_key,
-                v.manifest
+                v.manifest,
+                v.max_change_seq
             ],
         )?;
         if updated == 0 {
@@ -308,6 +469,7 @@ impl DatasetVersion {
             test_rows: 0,
             split_timestamp: None,
             max_interaction_id: 0,
+            max_change_seq: 0,
             fingerprint: None,
             manifest_key: None,
             manifest: None,
@@ -317,7 +479,7 @@ impl DatasetVersion {
 
 const VERSION_SELECT: &str = "SELECT version, major, minor, kind, parent, status, created_at, rows,
         train_rows, test_rows, split_timestamp, max_interaction_id, fingerprint, manifest_key,
-        manifest
+        manifest, max_change_seq
     FROM dataset_versions";
 
 fn version_from_row(r: &Row) -> Result<DatasetVersion> {
@@ -337,6 +499,7 @@ fn version_from_row(r: &Row) -> Result<DatasetVersion> {
         fingerprint: r.get(12)?,
         manifest_key: r.get(13)?,
         manifest: r.get(14)?,
+        max_change_seq: r.get(15)?,
     })
 }
 

@@ -39,7 +39,10 @@ pub mod testing;
 mod webhooks;
 
 pub use copy::{CopyReport, TableCopy};
-pub use datasets::{DatasetVersion, ScanFilter, ScanStats, TrainingRow, REFUNDED_STATUSES};
+pub use datasets::{
+    DatasetSnapshot, DatasetVersion, Exclusion, ScanFilter, ScanStats, TrainingRow,
+    REFUNDED_STATUSES,
+};
 pub use db::{Store, TableCounts};
 pub use error::{Error, Result};
 pub use events::{device_user, session_user, BehaviorEvent};

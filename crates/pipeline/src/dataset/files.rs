@@ -8,6 +8,7 @@
 //! host name, so an equal dataset has an equal checksum.
 
 use std::io::Write;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::types::{UInt16Type, UInt32Type};
@@ -16,10 +17,15 @@ use arrow_array::{
     UInt16Array, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema};
+use bytes::Bytes;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
+use parquet::file::statistics::Statistics;
+use parquet::file::writer::SerializedFileWriter;
 
 use super::table::{Dict, Row, Table};
 use crate::export::{csv_field, Rating, CSV_HEADER};
@@ -88,6 +94,19 @@ fn schema() -> Arc<Schema> {
     ]))
 }
 
+/// Index of `timestamp` among the columns.
+const TIMESTAMP_COLUMN: usize = 3;
+
+fn properties() -> Result<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(parquet_error)?,
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by("manirec".into())
+        .build())
+}
+
 fn parquet_error(e: impl std::fmt::Display) -> Error {
     Error::Data(format!("writing Parquet: {e}"))
 }
@@ -101,12 +120,7 @@ pub fn parquet_bytes(table: &Table, rows: &[Row]) -> Result<Vec<u8>> {
         sources: values(&table.sources),
     };
     let schema = schema();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).map_err(parquet_error)?,
-        ))
-        .set_created_by("manirec".into())
-        .build();
+    let props = properties()?;
     // Readers get plain string columns, not categoricals: the Arrow schema is not
     // embedded, the Parquet schema alone says what the columns are.
     let options = ArrowWriterOptions::new()
@@ -144,6 +158,91 @@ pub fn parquet_bytes(table: &Table, rows: &[Row]) -> Result<Vec<u8>> {
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns).map_err(parquet_error)?;
         writer.write(&batch).map_err(parquet_error)?;
+    }
+    writer.into_inner().map_err(parquet_error)
+}
+
+/// The rows as a Parquet file for [`splice`]: row groups of at most
+/// [`ROW_GROUP_ROWS`] rows, the bytes a function of the rows alone (the
+/// dictionary pages hold the values the rows use, in the order they appear).
+pub fn parquet_part(table: &Table, rows: &[Row]) -> Result<Bytes> {
+    parquet_bytes(table, rows).map(Bytes::from)
+}
+
+/// The most rows in one Parquet row group (the writer's default).
+pub const ROW_GROUP_ROWS: usize = 1024 * 1024;
+
+/// Row groups of an encoded Parquet file, to be copied into another.
+pub struct Groups<'a> {
+    /// The encoded file.
+    pub file: &'a Bytes,
+    /// Its metadata, page indexes included.
+    pub metadata: &'a ParquetMetaData,
+    /// The row groups to copy, by index.
+    pub range: Range<usize>,
+}
+
+/// A Parquet file's metadata with its page indexes, read from its footer.
+pub fn parquet_metadata(file: &Bytes) -> Result<ParquetMetaData> {
+    ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Optional)
+        .parse_and_finish(file)
+        .map_err(|e| Error::Data(format!("reading a Parquet footer: {e}")))
+}
+
+/// The minimum timestamp of every row group of a dataset file (the column's
+/// statistics), in file order.
+pub fn row_group_first_timestamps(metadata: &ParquetMetaData) -> Result<Vec<i64>> {
+    metadata
+        .row_groups()
+        .iter()
+        .map(|rg| match rg.column(TIMESTAMP_COLUMN).statistics() {
+            Some(Statistics::Int64(s)) => s
+                .min_opt()
+                .copied()
+                .ok_or_else(|| Error::Data("a row group without timestamp statistics".into())),
+            _ => Err(Error::Data(
+                "a row group without timestamp statistics".into(),
+            )),
+        })
+        .collect()
+}
+
+/// One Parquet file made of the row groups of others, in order, their column
+/// chunks copied byte for byte (nothing is decoded or re-encoded); only the
+/// footer is written anew. Files spliced from equal row groups are equal.
+pub fn splice(parts: &[Groups<'_>]) -> Result<Vec<u8>> {
+    let descriptor = ArrowSchemaConverter::new()
+        .convert(&schema())
+        .map_err(parquet_error)?;
+    let mut writer = SerializedFileWriter::new(
+        Vec::new(),
+        descriptor.root_schema_ptr(),
+        Arc::new(properties()?),
+    )
+    .map_err(parquet_error)?;
+    for part in parts {
+        let page_index = part.metadata.page_index();
+        for rg_idx in part.range.clone() {
+            let rg = part.metadata.row_group(rg_idx);
+            let mut out = writer.next_row_group().map_err(parquet_error)?;
+            for (col_idx, column) in rg.columns().iter().enumerate() {
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: rg.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: page_index
+                        .and_then(|pi| pi.column_index(rg_idx, col_idx))
+                        .cloned(),
+                    offset_index: page_index
+                        .and_then(|pi| pi.offset_index(rg_idx, col_idx))
+                        .cloned(),
+                };
+                out.append_column(part.file, close).map_err(parquet_error)?;
+            }
+            out.close().map_err(parquet_error)?;
+        }
     }
     writer.into_inner().map_err(parquet_error)
 }

@@ -19,17 +19,26 @@
 //! version is listed as ready only once its manifest is in the object store.
 
 mod files;
+mod periods;
 mod table;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::Instant;
 
 use bytes::Bytes;
-use manirec_store::{DatasetKind, DatasetStatus, DatasetVersion, Objects, ScanFilter, Store};
+use manirec_store::{
+    DatasetKind, DatasetSnapshot, DatasetStatus, DatasetVersion, Exclusion, Objects, ScanFilter,
+    Store,
+};
+use parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Serialize};
 
 pub use files::{csv_bytes, encode, parquet_bytes, Format};
+pub use periods::{Group, Period, PERIOD_SECONDS};
 pub use table::{Dict, Row, Table, WINDOW_SECONDS};
+
+use periods::{Part, Tally};
 
 use crate::export::sha256_hex;
 use crate::{Error, Progress, Result};
@@ -106,8 +115,9 @@ pub struct Recipe {
 impl Default for Recipe {
     fn default() -> Self {
         Recipe {
-            dedup: "one row per (user_id, item_id, timestamp floored to 300 s); the latest \
-                    (largest timestamp, then the last written) is kept"
+            dedup: "one row per (user_id, item_id, timestamp floored to 300 s): the strongest \
+                    signal (largest rating), then the latest (largest timestamp, then the last \
+                    written) is kept"
                 .into(),
             window_seconds: WINDOW_SECONDS,
             order: "timestamp, user_id, item_id, interaction_type".into(),
@@ -147,6 +157,14 @@ pub struct Manifest {
     pub counts: ManifestCounts,
     /// How it was made.
     pub recipe: Recipe,
+    /// Whether public interactions were taken (`--include-public`).
+    #[serde(default)]
+    pub include_public: bool,
+    /// Every 7-day period with interactions, oldest first: the files hold one
+    /// row group per period, and an increment re-reads only the periods that
+    /// changed (see `PERIOD_SECONDS`).
+    #[serde(default)]
+    pub periods: Vec<Period>,
 }
 
 /// What `dataset build` did.
@@ -176,99 +194,424 @@ pub struct DatasetBuild {
     pub files: Vec<ManifestFile>,
     /// Counts.
     pub counts: ManifestCounts,
-    /// Milliseconds per step (read, dedup + sort, encode, write).
+    /// Milliseconds per step (parent, read + dedup + sort, encode, write).
     pub timings_ms: BTreeMap<String, u64>,
+    /// What was read: the changes since the parent, or everything.
+    pub read: ReadSummary,
 }
 
-/// A dataset built in memory, not yet written anywhere.
-#[derive(Debug)]
-pub struct Built {
-    /// Rows read.
-    pub table: Table,
-    /// Index of the first test row in `table.rows`.
-    pub cut: usize,
-    /// The test rows (real ones only).
-    pub test: Vec<Row>,
-    /// Counts for the manifest.
-    pub counts: ManifestCounts,
-    /// Interaction watermark of the snapshot.
-    pub max_id: i64,
-    /// Milliseconds of the read and the sort.
-    pub timings_ms: BTreeMap<String, u64>,
+/// How a build read the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadSummary {
+    /// `changes`: only the periods that changed since the parent, and those the
+    /// cut moved across; `everything`: every interaction.
+    pub strategy: &'static str,
+    /// Why everything was read.
+    pub why: Option<String>,
+    /// Periods read from the store.
+    pub periods_read: usize,
+    /// Periods whose row groups were copied from the parent's files.
+    pub periods_reused: usize,
 }
 
-impl Built {
-    /// The train rows.
-    pub fn train(&self) -> &[Row] {
-        &self.table.rows[..self.cut]
+/// The parent an increment builds on: its manifest and its Parquet files.
+struct Base {
+    version: DatasetVersion,
+    manifest: Manifest,
+    train: ParentFile,
+    test: ParentFile,
+}
+
+/// One of the parent's Parquet files, with its row groups by period.
+struct ParentFile {
+    bytes: Bytes,
+    metadata: ParquetMetaData,
+    groups: BTreeMap<i64, Range<usize>>,
+}
+
+impl ParentFile {
+    fn parse(bytes: Bytes) -> Result<ParentFile> {
+        let metadata = files::parquet_metadata(&bytes)?;
+        let mut groups: BTreeMap<i64, Range<usize>> = BTreeMap::new();
+        for (i, ts) in files::row_group_first_timestamps(&metadata)?
+            .into_iter()
+            .enumerate()
+        {
+            let range = groups.entry(periods::period_start(ts)).or_insert(i..i);
+            if range.end != i {
+                return Err(Error::Data("a period's row groups are not together".into()));
+            }
+            range.end = i + 1;
+        }
+        Ok(ParentFile {
+            bytes,
+            metadata,
+            groups,
+        })
     }
 
-    /// Where test starts.
-    pub fn split_timestamp(&self) -> Option<i64> {
-        self.table.rows.get(self.cut).map(|r| r.timestamp)
+    fn groups_of(&self, start: i64) -> files::Groups<'_> {
+        files::Groups {
+            file: &self.bytes,
+            metadata: &self.metadata,
+            range: self.groups.get(&start).cloned().unwrap_or(0..0),
+        }
     }
 }
 
-/// Reads, deduplicates, sorts and splits; `parent_watermark` counts the rows
-/// written since the parent version.
-pub fn prepare(
+/// Finds the parent an increment can build on, or says why there is none.
+async fn base(
     store: &Store,
-    parent_watermark: Option<i64>,
+    objects: &Objects,
+    options: &BuildOptions,
+    parent: Option<&DatasetVersion>,
+) -> std::result::Result<Base, String> {
+    if options.full {
+        return Err("--full".into());
+    }
+    if options.csv {
+        return Err("CSV files are written from every row".into());
+    }
+    let Some(parent) = parent else {
+        return Err("no version yet".into());
+    };
+    let manifest: Manifest = serde_json::from_str(parent.manifest.as_deref().unwrap_or("{}"))
+        .map_err(|e| format!("the manifest of {} is unreadable: {e}", parent.version))?;
+    if manifest.periods.is_empty() && manifest.rows > 0 {
+        return Err(format!(
+            "{} records no periods (an older build)",
+            parent.version
+        ));
+    }
+    if manifest.include_public != options.include_public {
+        return Err(format!(
+            "{} was built {} --include-public",
+            parent.version,
+            if manifest.include_public {
+                "with"
+            } else {
+                "without"
+            }
+        ));
+    }
+    let pruned = store
+        .dataset_changes_pruned_through()
+        .map_err(|e| e.to_string())?;
+    if parent.max_change_seq < pruned {
+        return Err(format!(
+            "the change log since {} is gone (a newer build, or `store copy`)",
+            parent.version
+        ));
+    }
+    let file = |part: &str| {
+        manifest
+            .files
+            .iter()
+            .find(|f| f.part == part && f.format == "parquet")
+            .map(|f| f.key.clone())
+            .ok_or_else(|| format!("{} has no {part}.parquet", parent.version))
+    };
+    let (train_key, test_key) = (file("train")?, file("test")?);
+    let fetch = |key: String| async move {
+        let bytes = objects.get(&key).await.map_err(|e| format!("{key}: {e}"))?;
+        ParentFile::parse(bytes).map_err(|e| format!("{key}: {e}"))
+    };
+    Ok(Base {
+        train: fetch(train_key).await?,
+        test: fetch(test_key).await?,
+        version: parent.clone(),
+        manifest,
+    })
+}
+
+/// The rows a build works from: every period's counts, and the rows of the
+/// periods it read (sorted by time and deduplicated), by period start.
+struct Assembled {
+    periods: Vec<Period>,
+    tables: Vec<Table>,
+    rows: BTreeMap<i64, (usize, Range<usize>)>,
+    new_since_parent: u64,
+    max_id: i64,
+    max_change_seq: i64,
+    read: ReadSummary,
+}
+
+impl Assembled {
+    fn rows_of(&self, start: i64) -> Option<(&Table, &[Row])> {
+        self.rows
+            .get(&start)
+            .map(|(t, range)| (&self.tables[*t], &self.tables[*t].rows[range.clone()]))
+    }
+}
+
+/// Reads every interaction.
+fn read_everything(
+    snapshot: &DatasetSnapshot<'_>,
     include_public: bool,
+    parent_max_id: Option<i64>,
+    why: String,
     progress: &dyn Progress,
-) -> Result<Built> {
-    let clock = Instant::now();
+) -> Result<Assembled> {
     let filter = ScanFilter {
         include_public,
+        with_excluded: true,
         ..ScanFilter::default()
     };
-    let (mut table, stats) = Table::load(store, filter, progress)?;
-    let read_ms = clock.elapsed().as_millis() as u64;
-    let mut counts = ManifestCounts {
-        input_rows: stats.rows,
-        excluded_refunded: stats.excluded_refunded,
-        excluded_public: stats.excluded_public,
-        new_since_parent: match parent_watermark {
-            Some(w) => table.rows.iter().filter(|r| r.id > w).count() as u64,
-            None => stats.rows,
+    let mut tallies: BTreeMap<i64, Tally> = BTreeMap::new();
+    let (mut table, stats) = Table::read(snapshot, filter, progress, |r| {
+        let tally = tallies
+            .entry(periods::period_start(r.timestamp))
+            .or_default();
+        match r.excluded {
+            Some(Exclusion::Refunded) => tally.refunded += 1,
+            _ => tally.public += 1,
+        }
+    })?;
+    for r in &table.rows {
+        tallies
+            .entry(periods::period_start(r.timestamp))
+            .or_default()
+            .input += 1;
+    }
+    let new_since_parent = match parent_max_id {
+        Some(w) => table.rows.iter().filter(|r| r.id > w).count() as u64,
+        None => stats.rows,
+    };
+    table.sort_by_time();
+    table.dedup_windows();
+    let mut periods = Vec::with_capacity(tallies.len());
+    let mut rows = BTreeMap::new();
+    for (period, range) in periods::periods_of(&table, &tallies) {
+        rows.insert(period.start, (0, range));
+        periods.push(period);
+    }
+    Ok(Assembled {
+        read: ReadSummary {
+            strategy: "everything",
+            why: Some(why),
+            periods_read: periods.len(),
+            periods_reused: 0,
         },
+        periods,
+        tables: vec![table],
+        rows,
+        new_since_parent,
+        max_id: stats.max_id,
+        max_change_seq: snapshot.max_change_seq()?,
+    })
+}
+
+/// Reads one period: its rows sorted and deduplicated, its counts, and how
+/// many of its rows were written after `parent_max_id`.
+fn read_period(
+    snapshot: &DatasetSnapshot<'_>,
+    include_public: bool,
+    start: i64,
+    parent_max_id: i64,
+) -> Result<(Table, Period, u64)> {
+    let filter = ScanFilter {
+        include_public,
+        with_excluded: true,
+        time_range: Some((start, start + PERIOD_SECONDS)),
+        ..ScanFilter::default()
+    };
+    let mut tally = Tally::default();
+    let (mut table, stats) =
+        Table::read(snapshot, filter, &crate::NoProgress, |r| match r.excluded {
+            Some(Exclusion::Refunded) => tally.refunded += 1,
+            _ => tally.public += 1,
+        })?;
+    tally.input = stats.rows;
+    let new = table.rows.iter().filter(|r| r.id > parent_max_id).count() as u64;
+    table.sort_by_time();
+    table.dedup_windows();
+    let period = periods::periods_of(&table, &BTreeMap::from([(start, tally)]))
+        .into_iter()
+        .next()
+        .map(|(p, _)| p)
+        .expect("a tally gives a period");
+    Ok((table, period, new))
+}
+
+/// Reads what changed since `base`, and the periods the cut moved across.
+fn read_changes(
+    snapshot: &DatasetSnapshot<'_>,
+    include_public: bool,
+    base: &Base,
+    progress: &dyn Progress,
+) -> Result<Assembled> {
+    let parent_max_id = base.version.max_interaction_id;
+    let mut changed = std::collections::BTreeSet::new();
+    snapshot.changed_timestamps(parent_max_id, base.version.max_change_seq, |ts| {
+        changed.insert(periods::period_start(ts));
+    })?;
+    progress.begin("reading changed periods", changed.len() as u64);
+    let mut tables = Vec::new();
+    let mut rows = BTreeMap::new();
+    let mut periods: BTreeMap<i64, Period> = base
+        .manifest
+        .periods
+        .iter()
+        .filter(|p| !changed.contains(&p.start))
+        .map(|p| (p.start, p.clone()))
+        .collect();
+    let mut new_since_parent = 0;
+    for &start in &changed {
+        let (table, period, new) = read_period(snapshot, include_public, start, parent_max_id)?;
+        new_since_parent += new;
+        if period.input_rows + period.excluded_refunded + period.excluded_public > 0 {
+            rows.insert(start, (tables.len(), 0..table.rows.len()));
+            tables.push(table);
+            periods.insert(start, period);
+        }
+        progress.advance(1);
+    }
+    progress.end();
+    let periods: Vec<Period> = periods.into_values().collect();
+
+    // Periods whose rows move between train and test are encoded anew too.
+    let (_, before) = periods::parts(&base.manifest.periods);
+    let before: BTreeMap<i64, Part> = base
+        .manifest
+        .periods
+        .iter()
+        .map(|p| p.start)
+        .zip(before)
+        .collect();
+    let (_, after) = periods::parts(&periods);
+    let mut periods_read = changed.len();
+    for (p, part) in periods.iter().zip(after) {
+        let moved = matches!(part, Part::Split(_)) || before.get(&p.start) != Some(&part);
+        if moved && !rows.contains_key(&p.start) && p.rows > 0 {
+            let (table, _, _) = read_period(snapshot, include_public, p.start, parent_max_id)?;
+            rows.insert(p.start, (tables.len(), 0..table.rows.len()));
+            tables.push(table);
+            periods_read += 1;
+        }
+    }
+    Ok(Assembled {
+        read: ReadSummary {
+            strategy: "changes",
+            why: None,
+            periods_read,
+            periods_reused: periods
+                .iter()
+                .filter(|p| !rows.contains_key(&p.start))
+                .count(),
+        },
+        periods,
+        tables,
+        rows,
+        new_since_parent,
+        max_id: snapshot.max_interaction_id()?,
+        max_change_seq: snapshot.max_change_seq()?,
+    })
+}
+
+/// The rows of a version: where the cut falls, what each file holds, counts.
+struct Layout<'a> {
+    cut: u64,
+    split_timestamp: Option<i64>,
+    /// What the train and the test file are made of, in order.
+    train: Vec<Piece<'a>>,
+    test: Vec<Piece<'a>>,
+    counts: ManifestCounts,
+    test_rows: u64,
+}
+
+/// Part of a file: rows to encode, or a period's row groups in the parent's file.
+enum Piece<'a> {
+    Fresh(&'a Table, std::borrow::Cow<'a, [Row]>),
+    Reused(i64),
+}
+
+fn layout(assembled: &Assembled) -> Layout<'_> {
+    let (cut, parts) = periods::parts(&assembled.periods);
+    let mut train = Vec::new();
+    let mut test = Vec::new();
+    let mut counts = ManifestCounts {
+        new_since_parent: assembled.new_since_parent,
         ..ManifestCounts::default()
     };
-    let clock = Instant::now();
-    table.sort_by_time();
-    let sort_ms = clock.elapsed().as_millis() as u64;
-    counts.deduplicated = table.dedup_windows();
-    let cut = table.rows.len() * 4 / 5;
-    let test: Vec<Row> = table.rows[cut..]
-        .iter()
-        .filter(|r| !r.synthetic)
-        .copied()
-        .collect();
-    counts.test_synthetic_dropped = (table.rows.len() - cut - test.len()) as u64;
-    let mut by_source = vec![0u64; table.sources.values().len()];
-    let mut by_type = vec![0u64; table.kinds.values().len()];
-    for r in table.rows[..cut].iter().chain(&test) {
-        by_source[r.source as usize] += 1;
-        by_type[r.kind as usize] += 1;
-        counts.synthetic += u64::from(r.synthetic);
-    }
-    let named = |dict: &Dict, n: Vec<u64>| -> BTreeMap<String, u64> {
-        n.into_iter()
-            .enumerate()
-            .filter(|&(_, c)| c > 0)
-            .map(|(i, c)| (dict.get(i as u32).to_owned(), c))
-            .collect()
+    let mut test_rows = 0;
+    let mut split_timestamp = None;
+    let count = |counts: &mut ManifestCounts, source: &str, kind: &str, synthetic, n| {
+        *counts.by_source.entry(source.to_owned()).or_default() += n;
+        *counts.by_type.entry(kind.to_owned()).or_default() += n;
+        if synthetic {
+            counts.synthetic += n;
+        }
     };
-    counts.by_source = named(&table.sources, by_source);
-    counts.by_type = named(&table.kinds, by_type);
-    Ok(Built {
-        table,
+    for (p, part) in assembled.periods.iter().zip(parts) {
+        counts.input_rows += p.input_rows;
+        counts.excluded_refunded += p.excluded_refunded;
+        counts.excluded_public += p.excluded_public;
+        counts.deduplicated += p.input_rows - p.rows;
+        if p.rows == 0 {
+            continue;
+        }
+        let loaded = assembled.rows_of(p.start);
+        match (part, loaded) {
+            (Part::Train, loaded) => {
+                for g in &p.groups {
+                    count(
+                        &mut counts,
+                        &g.source,
+                        &g.interaction_type,
+                        g.synthetic,
+                        g.rows,
+                    );
+                }
+                train.push(match loaded {
+                    Some((table, rows)) => Piece::Fresh(table, rows.into()),
+                    None => Piece::Reused(p.start),
+                });
+            }
+            (Part::Test, loaded) => {
+                split_timestamp.get_or_insert(p.first_timestamp);
+                for g in p.groups.iter().filter(|g| !g.synthetic) {
+                    count(&mut counts, &g.source, &g.interaction_type, false, g.rows);
+                }
+                counts.test_synthetic_dropped += p.synthetic_rows();
+                test_rows += p.rows - p.synthetic_rows();
+                test.push(match loaded {
+                    Some((table, rows)) => Piece::Fresh(table, periods::real(rows).into()),
+                    None => Piece::Reused(p.start),
+                });
+            }
+            (Part::Split(k), Some((table, rows))) => {
+                split_timestamp = Some(rows[k].timestamp);
+                for r in &rows[..k] {
+                    let (source, kind) = (
+                        table.sources.get(r.source.into()),
+                        table.kinds.get(r.kind.into()),
+                    );
+                    count(&mut counts, source, kind, r.synthetic, 1);
+                }
+                let real = periods::real(&rows[k..]);
+                for r in &real {
+                    let (source, kind) = (
+                        table.sources.get(r.source.into()),
+                        table.kinds.get(r.kind.into()),
+                    );
+                    count(&mut counts, source, kind, false, 1);
+                }
+                counts.test_synthetic_dropped += (rows.len() - k - real.len()) as u64;
+                test_rows += real.len() as u64;
+                train.push(Piece::Fresh(table, rows[..k].into()));
+                test.push(Piece::Fresh(table, real.into()));
+            }
+            (Part::Split(_), None) => unreachable!("a split period is always read"),
+        }
+    }
+    Layout {
         cut,
+        split_timestamp,
+        train,
         test,
         counts,
-        max_id: stats.max_id,
-        timings_ms: BTreeMap::from([("read".to_owned(), read_ms), ("sort".to_owned(), sort_ms)]),
-    })
+        test_rows,
+    }
 }
 
 /// One encoded file, before it is written.
@@ -279,35 +622,113 @@ struct Encoded {
     bytes: Vec<u8>,
 }
 
-/// Encodes the parts in parallel (Parquet encoding is CPU-bound).
-fn encode_parts(built: &Built, csv: bool) -> Result<Vec<Encoded>> {
-    let mut jobs: Vec<(&'static str, Format, &[Row])> = vec![
-        ("train", Format::Parquet, built.train()),
-        ("test", Format::Parquet, &built.test),
-    ];
-    if csv {
-        jobs.push(("train", Format::Csv, built.train()));
-        jobs.push(("test", Format::Csv, &built.test));
-    }
+/// Encodes the fresh pieces of both files in parallel (Parquet encoding is
+/// CPU-bound), then splices each file from its pieces and the parent's row
+/// groups.
+fn encode_parts(layout: &Layout<'_>, base: Option<&Base>) -> Result<Vec<Encoded>> {
+    let fresh: Vec<(&Table, &[Row])> = layout
+        .train
+        .iter()
+        .chain(&layout.test)
+        .filter_map(|piece| match piece {
+            Piece::Fresh(table, rows) => Some((*table, &rows[..])),
+            Piece::Reused(_) => None,
+        })
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(fresh.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut encoded: Vec<Option<Result<(Bytes, ParquetMetaData)>>> =
+        (0..fresh.len()).map(|_| None).collect();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
-            .into_iter()
-            .map(|(part, format, rows)| {
-                scope.spawn(move || {
-                    Ok(Encoded {
-                        part,
-                        format,
-                        rows: rows.len() as u64,
-                        bytes: encode(&built.table, rows, format)?,
-                    })
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(table, rows)) = fresh.get(i) else {
+                            return done;
+                        };
+                        let file = files::parquet_part(table, rows).and_then(|bytes| {
+                            let metadata = files::parquet_metadata(&bytes)?;
+                            Ok((bytes, metadata))
+                        });
+                        done.push((i, file));
+                    }
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("encoding threads do not panic"))
-            .collect()
-    })
+        for h in handles {
+            for (i, file) in h.join().expect("encoding threads do not panic") {
+                encoded[i] = Some(file);
+            }
+        }
+    });
+    let encoded: Vec<(Bytes, ParquetMetaData)> = encoded
+        .into_iter()
+        .map(|e| e.expect("every piece was encoded"))
+        .collect::<Result<_>>()?;
+    let mut encoded = encoded.iter();
+    let mut splice = |pieces: &[Piece<'_>], parent: Option<&ParentFile>| -> Result<Vec<u8>> {
+        let groups: Vec<files::Groups<'_>> = pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Fresh(..) => {
+                    let (bytes, metadata) = encoded.next().expect("one file per fresh piece");
+                    files::Groups {
+                        file: bytes,
+                        metadata,
+                        range: 0..metadata.num_row_groups(),
+                    }
+                }
+                Piece::Reused(start) => parent
+                    .expect("reused pieces come from a parent")
+                    .groups_of(*start),
+            })
+            .collect();
+        files::splice(&groups)
+    };
+    let train = splice(&layout.train, base.map(|b| &b.train))?;
+    let test = splice(&layout.test, base.map(|b| &b.test))?;
+    Ok(vec![
+        Encoded {
+            part: "train",
+            format: Format::Parquet,
+            rows: layout.cut,
+            bytes: train,
+        },
+        Encoded {
+            part: "test",
+            format: Format::Parquet,
+            rows: layout.test_rows,
+            bytes: test,
+        },
+    ])
+}
+
+/// The train and test parts as CSV, from every row (read in one table).
+fn encode_csv(assembled: &Assembled, layout: &Layout<'_>) -> Result<Vec<Encoded>> {
+    let [table] = &assembled.tables[..] else {
+        return Err(Error::Data("CSV files need every row read at once".into()));
+    };
+    let cut = layout.cut as usize;
+    let test = periods::real(&table.rows[cut..]);
+    Ok(vec![
+        Encoded {
+            part: "train",
+            format: Format::Csv,
+            rows: cut as u64,
+            bytes: csv_bytes(table, &table.rows[..cut]),
+        },
+        Encoded {
+            part: "test",
+            format: Format::Csv,
+            rows: test.len() as u64,
+            bytes: csv_bytes(table, &test),
+        },
+    ])
 }
 
 fn version_name(major: i64, minor: i64) -> String {
@@ -329,20 +750,33 @@ pub async fn build(
     };
 
     let parent = store.latest_ready_dataset_version()?;
-    let built = prepare(
-        store,
-        parent.as_ref().map(|p| p.max_interaction_id),
-        options.include_public,
-        progress,
-    )?;
-    lap("read_dedup_sort_split", &mut timings);
-    timings.extend(built.timings_ms.clone());
+    let base = base(store, objects, &options, parent.as_ref()).await;
+    lap("parent", &mut timings);
+    let snapshot = store.dataset_snapshot()?;
+    let assembled = match &base {
+        Ok(base) => read_changes(&snapshot, options.include_public, base, progress)?,
+        Err(why) => read_everything(
+            &snapshot,
+            options.include_public,
+            parent.as_ref().map(|p| p.max_interaction_id),
+            why.clone(),
+            progress,
+        )?,
+    };
+    snapshot.finish()?;
+    lap("read_dedup_sort", &mut timings);
+    let base = base.ok();
 
     progress.begin("encoding files", 0);
-    let encoded = encode_parts(&built, options.csv)?;
+    let layout = layout(&assembled);
+    let mut encoded = encode_parts(&layout, base.as_ref())?;
+    if options.csv {
+        encoded.extend(encode_csv(&assembled, &layout)?);
+    }
     progress.end();
     lap("encode", &mut timings);
 
+    let total_rows: u64 = assembled.periods.iter().map(|p| p.rows).sum();
     let checksums: Vec<String> = encoded.iter().map(|e| sha256_hex(&e.bytes)).collect();
     // The data's identity: the Parquet files' checksums (CSV is another rendering).
     let fingerprint = sha256_hex(
@@ -380,6 +814,7 @@ pub async fn build(
                 files: manifest.files,
                 counts: manifest.counts,
                 timings_ms: timings,
+                read: assembled.read,
             });
         }
     }
@@ -406,11 +841,12 @@ pub async fn build(
         parent: parent_name.clone(),
         status: DatasetStatus::Building,
         created_at: created_ms,
-        rows: built.table.rows.len() as i64,
-        train_rows: built.cut as i64,
-        test_rows: built.test.len() as i64,
-        split_timestamp: built.split_timestamp(),
-        max_interaction_id: built.max_id,
+        rows: total_rows as i64,
+        train_rows: layout.cut as i64,
+        test_rows: layout.test_rows as i64,
+        split_timestamp: layout.split_timestamp,
+        max_interaction_id: assembled.max_id,
+        max_change_seq: assembled.max_change_seq,
         fingerprint: Some(fingerprint),
         manifest_key: None,
         manifest: None,
@@ -435,13 +871,15 @@ pub async fn build(
         created_at: crate::time::rfc3339_ms(created_ms),
         kind,
         parent: parent_name.clone(),
-        rows: built.table.rows.len() as u64,
-        train_rows: built.cut as u64,
-        test_rows: built.test.len() as u64,
-        split_timestamp: built.split_timestamp(),
+        rows: total_rows,
+        train_rows: layout.cut,
+        test_rows: layout.test_rows,
+        split_timestamp: layout.split_timestamp,
         files,
-        counts: built.counts.clone(),
+        counts: layout.counts.clone(),
         recipe: Recipe::default(),
+        include_public: options.include_public,
+        periods: assembled.periods.clone(),
     };
     let manifest_json = serde_json::to_string_pretty(&manifest)
         .map_err(|e| Error::Data(format!("manifest: {e}")))?;
@@ -469,6 +907,8 @@ pub async fn build(
     record.manifest_key = Some(manifest_key.clone());
     record.manifest = Some(manifest_json);
     store.publish_dataset_version(&record)?;
+    // The next increment starts from this version: older changes are done with.
+    store.prune_dataset_changes(assembled.max_change_seq)?;
     lap("write", &mut timings);
 
     Ok(DatasetBuild {
@@ -485,6 +925,7 @@ pub async fn build(
         files: manifest.files,
         counts: manifest.counts,
         timings_ms: timings,
+        read: assembled.read,
     })
 }
 

@@ -8,7 +8,7 @@
 
 use std::hash::BuildHasherDefault;
 
-use manirec_store::{ScanFilter, ScanStats, Store, TrainingRow};
+use manirec_store::{DatasetSnapshot, ScanFilter, ScanStats, Store, TrainingRow};
 use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::{Progress, Result};
@@ -108,14 +108,34 @@ pub struct Table {
 const PROGRESS_STEP: u64 = 100_000;
 
 impl Table {
-    /// Reads the interactions `filter` selects (refunded orders' rows left out).
+    /// Reads the interactions `filter` selects (refunded orders' rows left out),
+    /// in a read transaction of its own.
     pub fn load(
         store: &Store,
         filter: ScanFilter,
         progress: &dyn Progress,
     ) -> Result<(Table, ScanStats)> {
+        let snapshot = store.dataset_snapshot()?;
+        let loaded = Table::read(&snapshot, filter, progress, |_| {})?;
+        snapshot.finish()?;
+        Ok(loaded)
+    }
+
+    /// Reads the interactions `filter` selects through `snapshot`, dictionaries
+    /// renumbered in string order; the rows left out (refunded orders', public
+    /// ones unless asked) go to `excluded` when the filter hands them out.
+    pub fn read(
+        snapshot: &DatasetSnapshot<'_>,
+        filter: ScanFilter,
+        progress: &dyn Progress,
+        mut excluded: impl FnMut(&TrainingRow<'_>),
+    ) -> Result<(Table, ScanStats)> {
         // A capacity hint that costs no scan (ids are dense unless rows were deleted).
-        let total = store.max_interaction_id()?.max(0);
+        let total = if filter.time_range.is_none() {
+            snapshot.max_interaction_id()?.max(0)
+        } else {
+            0
+        };
         progress.begin("reading interactions", total as u64);
         let mut table = Table {
             rows: Vec::with_capacity(usize::try_from(total).unwrap_or(0)),
@@ -126,7 +146,11 @@ impl Table {
         // Types and sources repeat: remember the last of each instead of hashing.
         let mut last_kind: (Box<str>, u32) = (Box::from("\0"), 0);
         let mut last_source: (Box<str>, u32) = (Box::from("\0"), 0);
-        let stats = store.scan_training_rows(filter, |r: &TrainingRow<'_>| {
+        let stats = snapshot.scan(filter, |r: &TrainingRow<'_>| {
+            if r.excluded.is_some() {
+                excluded(r);
+                return;
+            }
             if *last_kind.0 != *r.interaction_type {
                 last_kind = (
                     r.interaction_type.into(),

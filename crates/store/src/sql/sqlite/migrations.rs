@@ -305,4 +305,52 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX training_interactions_purchases ON training_interactions(user_id, item_id)
         WHERE interaction_type = 'purchase';
     "#,
+    // 13: what changed in the interactions besides new rows, so that a dataset
+    // increment re-reads only the 30-day periods that changed (new rows are
+    // found by id, which is never reused). Triggers, so that no writer can forget.
+    r#"
+    CREATE TABLE dataset_changes (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        timestamp INTEGER NOT NULL          -- a changed interaction's timestamp
+    );
+    ALTER TABLE dataset_versions ADD COLUMN max_change_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE TRIGGER training_interactions_changed AFTER UPDATE ON training_interactions
+    WHEN OLD.user_id IS NOT NEW.user_id OR OLD.item_id IS NOT NEW.item_id
+      OR OLD.rating IS NOT NEW.rating OR OLD.timestamp IS NOT NEW.timestamp
+      OR OLD.interaction_type IS NOT NEW.interaction_type OR OLD.source IS NOT NEW.source
+      OR OLD.synthetic IS NOT NEW.synthetic OR OLD.quantity IS NOT NEW.quantity
+      OR OLD.origin IS NOT NEW.origin
+    BEGIN
+        INSERT INTO dataset_changes (timestamp) VALUES (OLD.timestamp);
+        INSERT INTO dataset_changes (timestamp) SELECT NEW.timestamp
+            WHERE NEW.timestamp <> OLD.timestamp;
+    END;
+    CREATE TRIGGER training_interactions_deleted AFTER DELETE ON training_interactions
+    BEGIN
+        INSERT INTO dataset_changes (timestamp) VALUES (OLD.timestamp);
+    END;
+    -- An order that becomes (or stops being) refunded, cancelled or voided adds
+    -- (or removes) its rows from every dataset.
+    CREATE TRIGGER shop_orders_refund_inserted AFTER INSERT ON shop_orders
+    WHEN lower(NEW.financial_status) IN ('refunded', 'cancelled', 'voided')
+    BEGIN
+        INSERT INTO dataset_changes (timestamp)
+            SELECT timestamp FROM training_interactions WHERE origin = 'order:' || NEW.order_id;
+    END;
+    CREATE TRIGGER shop_orders_refund_updated AFTER UPDATE ON shop_orders
+    WHEN (lower(OLD.financial_status) IN ('refunded', 'cancelled', 'voided'))
+      <> (lower(NEW.financial_status) IN ('refunded', 'cancelled', 'voided'))
+      OR OLD.order_id IS NOT NEW.order_id
+    BEGIN
+        INSERT INTO dataset_changes (timestamp)
+            SELECT timestamp FROM training_interactions
+             WHERE origin IN ('order:' || OLD.order_id, 'order:' || NEW.order_id);
+    END;
+    CREATE TRIGGER shop_orders_refund_deleted AFTER DELETE ON shop_orders
+    WHEN lower(OLD.financial_status) IN ('refunded', 'cancelled', 'voided')
+    BEGIN
+        INSERT INTO dataset_changes (timestamp)
+            SELECT timestamp FROM training_interactions WHERE origin = 'order:' || OLD.order_id;
+    END;
+    "#,
 ];
