@@ -14,7 +14,13 @@ What it measures. One run, one machine, the same rows for both:
      as a separate process: read_csv, to_datetime(unit='s').dt.floor('5min'),
      drop_duplicates(subset=[user_id, item_id, time_window], keep='last'),
      sort_values('timestamp'), 80/20 split, write train/test Parquet;
-  4. checks that both kept the same number of rows, prints the ratio.
+  4. checks that both kept the same number of rows, prints the ratio;
+  5. the weekly workflow: 1 % new rows in the week after the last (setup:
+     imported, and exported again so that pandas reads every row), then times
+     `manirec dataset build` (an increment: it reads the periods that changed
+     and copies the rest from its parent's files) against pandas' full
+     re-merge of every row, and checks that a `dataset build --full` of the
+     same data writes the same files (SHA-256).
 
 Usage: scripts/bench-dataset [ROWS]   (builds manirec in release mode first)
 Needs: python3 with numpy, pandas, pyarrow.
@@ -57,15 +63,18 @@ def run(cmd, env=None):
     return seconds, usage.ru_maxrss / 1024, out.decode()
 
 
-def generate(path, n, seed=7):
+START = 1_700_000_000
+DAYS = 365
+
+
+def generate(path, n, seed=7, start=START, days=DAYS):
     import numpy as np
 
     rng = np.random.default_rng(seed)
     base = int(n * 0.90)
     users = rng.zipf(1.3, base) % 300_000
     items = rng.zipf(1.2, base) % 60_000
-    start = 1_700_000_000
-    ts = start + rng.integers(0, 365 * 86_400, base)
+    ts = start + rng.integers(0, days * 86_400, base)
     kinds = np.array(["product_view", "product_click", "add_to_cart", "purchase", "view"])
     weights = np.array([1.0, 2.0, 4.0, 5.0, 3.0])
     k = rng.choice(len(kinds), base, p=[0.6, 0.2, 0.1, 0.05, 0.05])
@@ -144,9 +153,42 @@ def main():
         "versions": {"pandas": __import__("pandas").__version__,
                      "pyarrow": __import__("pyarrow").__version__},
     }
-    print(json.dumps(result, indent=2))
     if build["rows"] != total:
+        print(json.dumps(result, indent=2))
         sys.exit("manirec and pandas kept a different number of rows")
+
+    # The weekly workflow: 1 % new rows in the week after the last, then an
+    # increment against pandas' full re-merge.
+    new = os.path.join(work, "new-week.csv")
+    if not os.path.exists(new):
+        generate(new, max(args.rows // 100, 1), seed=8, start=START + DAYS * 86_400, days=7)
+        run(manirec + ["import", "--interactions", new, "--source", "realtime"], env)
+    _, _, out = run(manirec + ["export", "--format", "csv"], env)
+    all_csv = os.path.join(data, "objects", json.loads(out)["key"])
+    inc_s, inc_mb, out = run(manirec + ["dataset", "build"], env)
+    inc = json.loads(out)
+    pandas_inc_s, pandas_inc_mb, pout = run([sys.executable, "-c", PANDAS, all_csv, pandas_out])
+    inc_total = int(pout.split("Total: ")[1].split(",")[0])
+    _, _, out = run(manirec + ["dataset", "build", "--full"], env)
+    full = json.loads(out)
+    sums = lambda b: sorted((f["part"], f["sha256"]) for f in b["files"])
+    result["increment"] = {
+        "new_rows": inc["counts"]["new_since_parent"],
+        "version": inc["version"],
+        "read": inc["read"],
+        "rows_after_dedup": {"manirec": inc["rows"], "pandas": inc_total},
+        "manirec": {"seconds": round(inc_s, 3), "peak_rss_mib": round(inc_mb),
+                    "steps_ms": inc["timings_ms"]},
+        "pandas_full_remerge": {"seconds": round(pandas_inc_s, 2),
+                                "peak_rss_mib": round(pandas_inc_mb)},
+        "speedup": round(pandas_inc_s / inc_s, 1),
+        "files_equal_a_full_build": sums(inc) == sums(full),
+    }
+    print(json.dumps(result, indent=2))
+    if inc["rows"] != inc_total:
+        sys.exit("the increment and pandas kept a different number of rows")
+    if sums(inc) != sums(full):
+        sys.exit("the increment's files differ from a full build's")
 
 
 main()
