@@ -106,13 +106,25 @@ def generate(path, n, seed=7, start=START, days=DAYS):
     return len(frame)
 
 
+def generate_apart(path, n, seed=7, start=START, days=DAYS):
+    """generate() in a process of its own: a child forked from a process that
+    holds the generated frame would inherit its peak memory (ru_maxrss)."""
+    subprocess.run([sys.executable, __file__, "--generate", path, str(n), str(seed),
+                    str(start), str(days)], check=True)
+
+
 def main():
+    if len(sys.argv) == 7 and sys.argv[1] == "--generate":
+        path, n, seed, start, days = sys.argv[2:]
+        generate(path, int(n), int(seed), int(start), int(days))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--manirec", default="target/release/manirec")
     ap.add_argument("--work", default=None)
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="manirec-bench-")
+    os.makedirs(work, exist_ok=True)
     data = os.path.join(work, "data")
     env = dict(os.environ, MANIREC_USER_KEY="00" * 32)
     env.pop("MANIREC_OBJECT_STORE", None)
@@ -123,8 +135,8 @@ def main():
     if not os.path.exists(os.path.join(data, "manirec.db")):
         if not os.path.exists(gen):
             t = time.perf_counter()
-            rows = generate(gen, args.rows)
-            print(f"generated {rows:,} rows in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+            generate_apart(gen, args.rows)
+            print(f"generated {args.rows:,} rows in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         secs, _, out = run(manirec + ["import", "--interactions", gen, "--source", "realtime"], env)
         imp = json.loads(out)
         print(f"imported: {imp['inserted']:,} stored, {imp['duplicates']:,} exact duplicates "
@@ -161,7 +173,7 @@ def main():
     # increment against pandas' full re-merge.
     new = os.path.join(work, "new-week.csv")
     if not os.path.exists(new):
-        generate(new, max(args.rows // 100, 1), seed=8, start=START + DAYS * 86_400, days=7)
+        generate_apart(new, max(args.rows // 100, 1), seed=8, start=START + DAYS * 86_400, days=7)
         run(manirec + ["import", "--interactions", new, "--source", "realtime"], env)
     _, _, out = run(manirec + ["export", "--format", "csv"], env)
     all_csv = os.path.join(data, "objects", json.loads(out)["key"])

@@ -81,7 +81,8 @@ def main():
             sys.exit(f"{f['key']}: not the same rows as the other {f['part']} file")
         parts[f["part"]] = rows
     json.dump({"manifest": manifest, "train": parts.get("train", []),
-               "test": parts.get("test", [])}, sys.stdout)
+               "test": parts.get("test", []), "dropped": parts.get("dropped", [])},
+              sys.stdout)
 
 
 if __name__ == "__main__":

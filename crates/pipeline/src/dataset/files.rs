@@ -18,6 +18,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
@@ -65,8 +66,9 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// Pre-built dictionary values shared by every batch of a table.
-struct Values {
+/// A table's dictionaries as Arrow arrays, built once and shared by every
+/// batch and every file encoded from the table.
+pub struct Values {
     users: ArrayRef,
     items: ArrayRef,
     kinds: ArrayRef,
@@ -111,14 +113,37 @@ fn parquet_error(e: impl std::fmt::Display) -> Error {
     Error::Data(format!("writing Parquet: {e}"))
 }
 
+impl Values {
+    /// The dictionaries of `table`.
+    pub fn of(table: &Table) -> Values {
+        Values {
+            users: values(&table.users),
+            items: values(&table.items),
+            kinds: values(&table.kinds),
+            sources: values(&table.sources),
+        }
+    }
+}
+
 /// The rows as a Parquet file.
 pub fn parquet_bytes(table: &Table, rows: &[Row]) -> Result<Vec<u8>> {
-    let values = Values {
-        users: values(&table.users),
-        items: values(&table.items),
-        kinds: values(&table.kinds),
-        sources: values(&table.sources),
-    };
+    parquet_with(&Values::of(table), rows)
+}
+
+/// The rows as a Parquet file, their ids looked up in `values`.
+fn parquet_with(values: &Values, rows: &[Row]) -> Result<Vec<u8>> {
+    parquet_groups(values, &[rows])
+}
+
+/// The row groups one piece of rows makes (none when it is empty).
+pub fn row_groups_of(rows: usize) -> usize {
+    rows.div_ceil(ROW_GROUP_ROWS)
+}
+
+/// Pieces of rows as one Parquet file, each piece in row groups of its own
+/// ([`row_groups_of`]): a piece's row groups are the bytes it would make as a
+/// file alone, so they can be spliced anywhere.
+pub fn parquet_groups(values: &Values, pieces: &[&[Row]]) -> Result<Vec<u8>> {
     let schema = schema();
     let props = properties()?;
     // Readers get plain string columns, not categoricals: the Arrow schema is not
@@ -128,7 +153,16 @@ pub fn parquet_bytes(table: &Table, rows: &[Row]) -> Result<Vec<u8>> {
         .with_skip_arrow_metadata(true);
     let mut writer = ArrowWriter::try_new_with_options(Vec::new(), schema.clone(), options)
         .map_err(parquet_error)?;
-    for chunk in rows.chunks(BATCH_ROWS) {
+    for chunk in pieces.iter().flat_map(|rows| {
+        // A piece's batches start at its first row, and it ends its row group.
+        rows.chunks(BATCH_ROWS)
+            .map(Some)
+            .chain(std::iter::once(None))
+    }) {
+        let Some(chunk) = chunk else {
+            writer.flush().map_err(parquet_error)?;
+            continue;
+        };
         let dict32 = |keys: UInt32Array, values: &ArrayRef| -> Result<ArrayRef> {
             Ok(Arc::new(
                 DictionaryArray::<UInt32Type>::try_new(keys, values.clone())
@@ -160,13 +194,6 @@ pub fn parquet_bytes(table: &Table, rows: &[Row]) -> Result<Vec<u8>> {
         writer.write(&batch).map_err(parquet_error)?;
     }
     writer.into_inner().map_err(parquet_error)
-}
-
-/// The rows as a Parquet file for [`splice`]: row groups of at most
-/// [`ROW_GROUP_ROWS`] rows, the bytes a function of the rows alone (the
-/// dictionary pages hold the values the rows use, in the order they appear).
-pub fn parquet_part(table: &Table, rows: &[Row]) -> Result<Bytes> {
-    parquet_bytes(table, rows).map(Bytes::from)
 }
 
 /// The most rows in one Parquet row group (the writer's default).
@@ -208,6 +235,61 @@ pub fn row_group_first_timestamps(metadata: &ParquetMetaData) -> Result<Vec<i64>
         .collect()
 }
 
+/// Appends the rows of `groups` to `table`, their strings interned in its
+/// dictionaries (call [`Table::renumber`] after the last), every row's id set
+/// to `id`: rows read back from a dataset file have lost theirs, and are older
+/// than any row written since.
+pub fn read_groups(groups: &Groups<'_>, id: i64, table: &mut Table) -> Result<()> {
+    if groups.range.is_empty() {
+        return Ok(());
+    }
+    let error = |e: &dyn std::fmt::Display| Error::Data(format!("reading a dataset file: {e}"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(groups.file.clone())
+        .map_err(|e| error(&e))?
+        .with_row_groups(groups.range.clone().collect())
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| error(&e))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| error(&e))?;
+        let column = |i: usize| batch.column(i).as_any();
+        let strings = |i: usize| {
+            column(i)
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| error(&format!("column {i} is not a string column")))
+        };
+        let (users, items, kinds, sources) = (strings(0)?, strings(1)?, strings(4)?, strings(5)?);
+        let typed = || -> Option<(&Float64Array, &Int64Array, &BooleanArray, &Int64Array)> {
+            Some((
+                column(2).downcast_ref()?,
+                column(TIMESTAMP_COLUMN).downcast_ref()?,
+                column(6).downcast_ref()?,
+                column(7).downcast_ref()?,
+            ))
+        };
+        let (ratings, times, synthetic, quantities) =
+            typed().ok_or_else(|| error(&"unexpected column types"))?;
+        for i in 0..batch.num_rows() {
+            let (kind, source) = (
+                table.kinds.intern(kinds.value(i)),
+                table.sources.intern(sources.value(i)),
+            );
+            table.rows.push(Row {
+                id,
+                timestamp: times.value(i),
+                rating: ratings.value(i),
+                quantity: quantities.value(i),
+                user: table.users.intern(users.value(i)),
+                item: table.items.intern(items.value(i)),
+                kind: u16::try_from(kind).map_err(|_| error(&"too many interaction types"))?,
+                source: u16::try_from(source).map_err(|_| error(&"too many sources"))?,
+                synthetic: synthetic.value(i),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// One Parquet file made of the row groups of others, in order, their column
 /// chunks copied byte for byte (nothing is decoded or re-encoded); only the
 /// footer is written anew. Files spliced from equal row groups are equal.
@@ -215,8 +297,18 @@ pub fn splice(parts: &[Groups<'_>]) -> Result<Vec<u8>> {
     let descriptor = ArrowSchemaConverter::new()
         .convert(&schema())
         .map_err(parquet_error)?;
+    // The column chunks plus room for the footer, allocated once.
+    let chunks: i64 = parts
+        .iter()
+        .flat_map(|p| {
+            p.range
+                .clone()
+                .map(|i| p.metadata.row_group(i).compressed_size())
+        })
+        .sum();
+    let footer: usize = parts.iter().map(|p| p.range.len() * 4096).sum();
     let mut writer = SerializedFileWriter::new(
-        Vec::new(),
+        Vec::with_capacity(chunks as usize + footer + 4096),
         descriptor.root_schema_ptr(),
         Arc::new(properties()?),
     )

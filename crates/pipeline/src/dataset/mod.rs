@@ -22,7 +22,7 @@ mod files;
 mod periods;
 mod table;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -160,7 +160,7 @@ pub struct Manifest {
     /// Whether public interactions were taken (`--include-public`).
     #[serde(default)]
     pub include_public: bool,
-    /// Every 7-day period with interactions, oldest first: the files hold one
+    /// Every day (UTC) with interactions, oldest first: the files hold one
     /// row group per period, and an increment re-reads only the periods that
     /// changed (see `PERIOD_SECONDS`).
     #[serde(default)]
@@ -208,8 +208,14 @@ pub struct ReadSummary {
     pub strategy: &'static str,
     /// Why everything was read.
     pub why: Option<String>,
-    /// Periods read from the store.
-    pub periods_read: usize,
+    /// Interactions written since the parent (all of them, when everything
+    /// was read).
+    pub new_rows: u64,
+    /// Periods read whole from the store (everything, or those whose rows
+    /// were updated or deleted since the parent).
+    pub periods_from_store: usize,
+    /// Periods rebuilt from the parent's files (and the new rows).
+    pub periods_from_parent: usize,
     /// Periods whose row groups were copied from the parent's files.
     pub periods_reused: usize,
 }
@@ -220,6 +226,19 @@ struct Base {
     manifest: Manifest,
     train: ParentFile,
     test: ParentFile,
+    dropped: ParentFile,
+}
+
+impl Base {
+    /// Every row the parent holds of a period (train, test and the dropped
+    /// simulated test rows), in a table of its own, not yet renumbered.
+    fn rows_of(&self, start: i64) -> Result<Table> {
+        let mut table = Table::default();
+        for file in [&self.train, &self.test, &self.dropped] {
+            files::read_groups(&file.groups_of(start), 0, &mut table)?;
+        }
+        Ok(table)
+    }
 }
 
 /// One of the parent's Parquet files, with its row groups by period.
@@ -311,14 +330,20 @@ async fn base(
             .map(|f| f.key.clone())
             .ok_or_else(|| format!("{} has no {part}.parquet", parent.version))
     };
-    let (train_key, test_key) = (file("train")?, file("test")?);
+    let keys = (file("train")?, file("test")?, file("dropped")?);
     let fetch = |key: String| async move {
         let bytes = objects.get(&key).await.map_err(|e| format!("{key}: {e}"))?;
         ParentFile::parse(bytes).map_err(|e| format!("{key}: {e}"))
     };
+    let (train, test, dropped) = (
+        fetch(keys.0).await?,
+        fetch(keys.1).await?,
+        fetch(keys.2).await?,
+    );
     Ok(Base {
-        train: fetch(train_key).await?,
-        test: fetch(test_key).await?,
+        train,
+        test,
+        dropped,
         version: parent.clone(),
         manifest,
     })
@@ -389,7 +414,9 @@ fn read_everything(
         read: ReadSummary {
             strategy: "everything",
             why: Some(why),
-            periods_read: periods.len(),
+            new_rows: stats.rows + stats.excluded_refunded + stats.excluded_public,
+            periods_from_store: periods.len(),
+            periods_from_parent: 0,
             periods_reused: 0,
         },
         periods,
@@ -401,14 +428,13 @@ fn read_everything(
     })
 }
 
-/// Reads one period: its rows sorted and deduplicated, its counts, and how
-/// many of its rows were written after `parent_max_id`.
+/// Reads one period from the store: its rows sorted and deduplicated, and
+/// its counts.
 fn read_period(
     snapshot: &DatasetSnapshot<'_>,
     include_public: bool,
     start: i64,
-    parent_max_id: i64,
-) -> Result<(Table, Period, u64)> {
+) -> Result<(Table, Period)> {
     let filter = ScanFilter {
         include_public,
         with_excluded: true,
@@ -422,18 +448,16 @@ fn read_period(
             _ => tally.public += 1,
         })?;
     tally.input = stats.rows;
-    let new = table.rows.iter().filter(|r| r.id > parent_max_id).count() as u64;
     table.sort_by_time();
     table.dedup_windows();
-    let period = periods::periods_of(&table, &BTreeMap::from([(start, tally)]))
-        .into_iter()
-        .next()
-        .map(|(p, _)| p)
-        .expect("a tally gives a period");
-    Ok((table, period, new))
+    let period = period_of(&table, start, tally);
+    Ok((table, period))
 }
 
-/// Reads what changed since `base`, and the periods the cut moved across.
+/// Reads what changed since `base`: the rows written since (in id order, the
+/// cheapest read there is), merged into their periods' rows as the parent's
+/// files hold them; the periods the change log names, whole from the store; and
+/// the periods the cut moved across, from the parent's files.
 fn read_changes(
     snapshot: &DatasetSnapshot<'_>,
     include_public: bool,
@@ -441,24 +465,77 @@ fn read_changes(
     progress: &dyn Progress,
 ) -> Result<Assembled> {
     let parent_max_id = base.version.max_interaction_id;
-    let mut changed = std::collections::BTreeSet::new();
-    snapshot.changed_timestamps(parent_max_id, base.version.max_change_seq, |ts| {
-        changed.insert(periods::period_start(ts));
+    let mut logged = BTreeSet::new();
+    snapshot.changed_timestamps(base.version.max_change_seq, |ts| {
+        logged.insert(periods::period_start(ts));
     })?;
-    progress.begin("reading changed periods", changed.len() as u64);
+    // The rows written since the parent, by period.
+    let mut new_tallies: BTreeMap<i64, Tally> = BTreeMap::new();
+    let filter = ScanFilter {
+        after_id: Some(parent_max_id),
+        include_public,
+        with_excluded: true,
+        ..ScanFilter::default()
+    };
+    let (new_rows, stats) = Table::read(snapshot, filter, &crate::NoProgress, |r| {
+        let tally = new_tallies
+            .entry(periods::period_start(r.timestamp))
+            .or_default();
+        match r.excluded {
+            Some(Exclusion::Refunded) => tally.refunded += 1,
+            _ => tally.public += 1,
+        }
+    })?;
+    let mut by_period: BTreeMap<i64, Vec<&Row>> = BTreeMap::new();
+    for r in &new_rows.rows {
+        let start = periods::period_start(r.timestamp);
+        new_tallies.entry(start).or_default().input += 1;
+        by_period.entry(start).or_default().push(r);
+    }
+
+    let parent: BTreeMap<i64, &Period> =
+        base.manifest.periods.iter().map(|p| (p.start, p)).collect();
+    let touched: BTreeSet<i64> = logged.iter().chain(new_tallies.keys()).copied().collect();
+    progress.begin("reading changed periods", touched.len() as u64);
     let mut tables = Vec::new();
     let mut rows = BTreeMap::new();
     let mut periods: BTreeMap<i64, Period> = base
         .manifest
         .periods
         .iter()
-        .filter(|p| !changed.contains(&p.start))
+        .filter(|p| !touched.contains(&p.start))
         .map(|p| (p.start, p.clone()))
         .collect();
-    let mut new_since_parent = 0;
-    for &start in &changed {
-        let (table, period, new) = read_period(snapshot, include_public, start, parent_max_id)?;
-        new_since_parent += new;
+    let mut from_store = 0;
+    for &start in &touched {
+        let (table, period) = if logged.contains(&start) {
+            // Rows were updated or deleted: only the store knows the period now.
+            from_store += 1;
+            read_period(snapshot, include_public, start)?
+        } else {
+            // Only new rows: the parent's rows of the period plus those.
+            let mut table = base.rows_of(start)?;
+            for r in by_period.get(&start).into_iter().flatten() {
+                table.rows.push(Row {
+                    user: table.users.intern(new_rows.users.get(r.user)),
+                    item: table.items.intern(new_rows.items.get(r.item)),
+                    kind: table.kinds.intern(new_rows.kinds.get(r.kind.into())) as u16,
+                    source: table.sources.intern(new_rows.sources.get(r.source.into())) as u16,
+                    ..**r
+                });
+            }
+            table.renumber();
+            table.sort_by_time();
+            table.dedup_windows();
+            let mut tally = new_tallies.get(&start).copied().unwrap_or_default();
+            if let Some(p) = parent.get(&start) {
+                tally.input += p.input_rows;
+                tally.refunded += p.excluded_refunded;
+                tally.public += p.excluded_public;
+            }
+            let period = period_of(&table, start, tally);
+            (table, period)
+        };
         if period.input_rows + period.excluded_refunded + period.excluded_public > 0 {
             rows.insert(start, (tables.len(), 0..table.rows.len()));
             tables.push(table);
@@ -469,7 +546,8 @@ fn read_changes(
     progress.end();
     let periods: Vec<Period> = periods.into_values().collect();
 
-    // Periods whose rows move between train and test are encoded anew too.
+    // Periods whose rows move between train and test are encoded anew too,
+    // from the parent's files (which keep the test period's simulated rows).
     let (_, before) = periods::parts(&base.manifest.periods);
     let before: BTreeMap<i64, Part> = base
         .manifest
@@ -479,21 +557,25 @@ fn read_changes(
         .zip(before)
         .collect();
     let (_, after) = periods::parts(&periods);
-    let mut periods_read = changed.len();
+    let mut from_parent = touched.len() - from_store;
     for (p, part) in periods.iter().zip(after) {
         let moved = matches!(part, Part::Split(_)) || before.get(&p.start) != Some(&part);
         if moved && !rows.contains_key(&p.start) && p.rows > 0 {
-            let (table, _, _) = read_period(snapshot, include_public, p.start, parent_max_id)?;
+            let mut table = base.rows_of(p.start)?;
+            table.renumber();
+            table.sort_by_time();
             rows.insert(p.start, (tables.len(), 0..table.rows.len()));
             tables.push(table);
-            periods_read += 1;
+            from_parent += 1;
         }
     }
     Ok(Assembled {
         read: ReadSummary {
             strategy: "changes",
             why: None,
-            periods_read,
+            new_rows: stats.rows + stats.excluded_refunded + stats.excluded_public,
+            periods_from_store: from_store,
+            periods_from_parent: from_parent,
             periods_reused: periods
                 .iter()
                 .filter(|p| !rows.contains_key(&p.start))
@@ -502,10 +584,19 @@ fn read_changes(
         periods,
         tables,
         rows,
-        new_since_parent,
-        max_id: snapshot.max_interaction_id()?,
+        new_since_parent: stats.rows,
+        max_id: stats.max_id,
         max_change_seq: snapshot.max_change_seq()?,
     })
+}
+
+/// A period's counts from its rows (sorted and deduplicated) and what was read.
+fn period_of(table: &Table, start: i64, tally: Tally) -> Period {
+    periods::periods_of(table, &BTreeMap::from([(start, tally)]))
+        .into_iter()
+        .next()
+        .map(|(p, _)| p)
+        .expect("a tally gives a period")
 }
 
 /// The rows of a version: where the cut falls, what each file holds, counts.
@@ -515,6 +606,9 @@ struct Layout<'a> {
     /// What the train and the test file are made of, in order.
     train: Vec<Piece<'a>>,
     test: Vec<Piece<'a>>,
+    /// The simulated rows after the cut, left out of test and kept apart so
+    /// that the next increment can rebuild a period from the files alone.
+    dropped: Vec<Piece<'a>>,
     counts: ManifestCounts,
     test_rows: u64,
 }
@@ -529,6 +623,7 @@ fn layout(assembled: &Assembled) -> Layout<'_> {
     let (cut, parts) = periods::parts(&assembled.periods);
     let mut train = Vec::new();
     let mut test = Vec::new();
+    let mut dropped = Vec::new();
     let mut counts = ManifestCounts {
         new_since_parent: assembled.new_since_parent,
         ..ManifestCounts::default()
@@ -574,10 +669,16 @@ fn layout(assembled: &Assembled) -> Layout<'_> {
                 }
                 counts.test_synthetic_dropped += p.synthetic_rows();
                 test_rows += p.rows - p.synthetic_rows();
-                test.push(match loaded {
-                    Some((table, rows)) => Piece::Fresh(table, periods::real(rows).into()),
-                    None => Piece::Reused(p.start),
-                });
+                match loaded {
+                    Some((table, rows)) => {
+                        test.push(Piece::Fresh(table, periods::real(rows).into()));
+                        dropped.push(Piece::Fresh(table, periods::simulated(rows).into()));
+                    }
+                    None => {
+                        test.push(Piece::Reused(p.start));
+                        dropped.push(Piece::Reused(p.start));
+                    }
+                }
             }
             (Part::Split(k), Some((table, rows))) => {
                 split_timestamp = Some(rows[k].timestamp);
@@ -600,6 +701,7 @@ fn layout(assembled: &Assembled) -> Layout<'_> {
                 test_rows += real.len() as u64;
                 train.push(Piece::Fresh(table, rows[..k].into()));
                 test.push(Piece::Fresh(table, real.into()));
+                dropped.push(Piece::Fresh(table, periods::simulated(&rows[k..]).into()));
             }
             (Part::Split(_), None) => unreachable!("a split period is always read"),
         }
@@ -609,6 +711,7 @@ fn layout(assembled: &Assembled) -> Layout<'_> {
         split_timestamp,
         train,
         test,
+        dropped,
         counts,
         test_rows,
     }
@@ -626,72 +729,121 @@ struct Encoded {
 /// CPU-bound), then splices each file from its pieces and the parent's row
 /// groups.
 fn encode_parts(layout: &Layout<'_>, base: Option<&Base>) -> Result<Vec<Encoded>> {
+    // Each table's dictionaries as Arrow arrays once, not once per period.
+    let mut values: Vec<(&Table, files::Values)> = Vec::new();
+    for piece in layout
+        .train
+        .iter()
+        .chain(&layout.test)
+        .chain(&layout.dropped)
+    {
+        if let Piece::Fresh(table, _) = piece {
+            if !values.iter().any(|(t, _)| std::ptr::eq(*t, *table)) {
+                values.push((*table, files::Values::of(table)));
+            }
+        }
+    }
+    let values_of = |table: &Table| {
+        &values
+            .iter()
+            .find(|(t, _)| std::ptr::eq(*t, table))
+            .expect("every table's values were built")
+            .1
+    };
     let fresh: Vec<(&Table, &[Row])> = layout
         .train
         .iter()
         .chain(&layout.test)
+        .chain(&layout.dropped)
         .filter_map(|piece| match piece {
             Piece::Fresh(table, rows) => Some((*table, &rows[..])),
             Piece::Reused(_) => None,
         })
         .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(fresh.len().max(1));
+    // Jobs: runs of consecutive pieces of one table, a few per thread, each
+    // encoded as one file with a row group per piece (a file per period would
+    // cost its own writer and footer hundreds of times over).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let total: usize = fresh.iter().map(|(_, rows)| rows.len()).sum();
+    let target = (total / (threads * 4)).max(1);
+    let mut jobs: Vec<Range<usize>> = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (i, (table, piece)) in fresh.iter().enumerate() {
+        if i > start && (rows >= target || !std::ptr::eq(*table, fresh[start].0)) {
+            jobs.push(start..i);
+            (start, rows) = (i, 0);
+        }
+        rows += piece.len();
+    }
+    if start < fresh.len() {
+        jobs.push(start..fresh.len());
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut encoded: Vec<Option<Result<(Bytes, ParquetMetaData)>>> =
-        (0..fresh.len()).map(|_| None).collect();
+        (0..jobs.len()).map(|_| None).collect();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
+        let handles: Vec<_> = (0..threads.min(jobs.len()))
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&(table, rows)) = fresh.get(i) else {
+                        let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(job) = jobs.get(j) else {
                             return done;
                         };
-                        let file = files::parquet_part(table, rows).and_then(|bytes| {
-                            let metadata = files::parquet_metadata(&bytes)?;
-                            Ok((bytes, metadata))
-                        });
-                        done.push((i, file));
+                        let pieces: Vec<&[Row]> = fresh[job.clone()].iter().map(|f| f.1).collect();
+                        let table = fresh[job.start].0;
+                        let file = files::parquet_groups(values_of(table), &pieces)
+                            .map(Bytes::from)
+                            .and_then(|bytes| {
+                                let metadata = files::parquet_metadata(&bytes)?;
+                                Ok((bytes, metadata))
+                            });
+                        done.push((j, file));
                     }
                 })
             })
             .collect();
         for h in handles {
-            for (i, file) in h.join().expect("encoding threads do not panic") {
-                encoded[i] = Some(file);
+            for (j, file) in h.join().expect("encoding threads do not panic") {
+                encoded[j] = Some(file);
             }
         }
     });
     let encoded: Vec<(Bytes, ParquetMetaData)> = encoded
         .into_iter()
-        .map(|e| e.expect("every piece was encoded"))
+        .map(|e| e.expect("every job was encoded"))
         .collect::<Result<_>>()?;
-    let mut encoded = encoded.iter();
+    // Each fresh piece's row groups, in order.
+    let mut groups = Vec::with_capacity(fresh.len());
+    for (job, (bytes, metadata)) in jobs.iter().zip(&encoded) {
+        let mut first = 0;
+        for (_, rows) in &fresh[job.clone()] {
+            let n = files::row_groups_of(rows.len());
+            groups.push(files::Groups {
+                file: bytes,
+                metadata,
+                range: first..first + n,
+            });
+            first += n;
+        }
+    }
+    let mut groups = groups.into_iter();
     let mut splice = |pieces: &[Piece<'_>], parent: Option<&ParentFile>| -> Result<Vec<u8>> {
-        let groups: Vec<files::Groups<'_>> = pieces
+        let parts: Vec<files::Groups<'_>> = pieces
             .iter()
             .map(|piece| match piece {
-                Piece::Fresh(..) => {
-                    let (bytes, metadata) = encoded.next().expect("one file per fresh piece");
-                    files::Groups {
-                        file: bytes,
-                        metadata,
-                        range: 0..metadata.num_row_groups(),
-                    }
-                }
+                Piece::Fresh(..) => groups.next().expect("row groups for every fresh piece"),
                 Piece::Reused(start) => parent
                     .expect("reused pieces come from a parent")
                     .groups_of(*start),
             })
             .collect();
-        files::splice(&groups)
+        files::splice(&parts)
     };
     let train = splice(&layout.train, base.map(|b| &b.train))?;
     let test = splice(&layout.test, base.map(|b| &b.test))?;
+    let dropped = splice(&layout.dropped, base.map(|b| &b.dropped))?;
     Ok(vec![
         Encoded {
             part: "train",
@@ -704,6 +856,12 @@ fn encode_parts(layout: &Layout<'_>, base: Option<&Base>) -> Result<Vec<Encoded>
             format: Format::Parquet,
             rows: layout.test_rows,
             bytes: test,
+        },
+        Encoded {
+            part: "dropped",
+            format: Format::Parquet,
+            rows: layout.counts.test_synthetic_dropped,
+            bytes: dropped,
         },
     ])
 }

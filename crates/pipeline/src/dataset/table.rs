@@ -193,7 +193,7 @@ impl Table {
     }
 
     /// Renumbers every dictionary in string order.
-    fn renumber(&mut self) {
+    pub fn renumber(&mut self) {
         let users = self.users.sort();
         let items = self.items.sort();
         let kinds = self.kinds.sort();

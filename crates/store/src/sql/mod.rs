@@ -259,6 +259,20 @@ impl Conn {
     }
 
     /// A read-only transaction: every query inside it sees one snapshot.
+    /// Whether SQLite reads the file through a memory map (a bulk read: a page
+    /// costs a memory access, not a system call). Serving's readers never map
+    /// (see `sqlite::Sqlite::reader`); PostgreSQL ignores it.
+    pub fn map_file(&self, on: bool) -> Result<()> {
+        match self {
+            Conn::Sqlite(c) => c.batch(if on {
+                "PRAGMA mmap_size = 2147418112"
+            } else {
+                "PRAGMA mmap_size = 0"
+            }),
+            Conn::Postgres(_) => Ok(()),
+        }
+    }
+
     pub fn snapshot(&self) -> Result<Tx<'_>> {
         self.begin(Begin::Snapshot)
     }
