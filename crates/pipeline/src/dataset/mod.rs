@@ -4,15 +4,22 @@
 //! voided orders' rows left out), keeps one row per (user, item, 5-minute
 //! window), the latest, sorts by time and cuts at 80 %: the first 80 % of the
 //! rows are `train`, the rest are `test` minus its simulated rows (a simulated
-//! row never enters an evaluation). It writes `datasets/<version>/train.parquet`
-//! and `test.parquet` (and `.csv` on request), then `manifest.json` with every
-//! file's rows and SHA-256, then records the version in the database.
+//! row never enters an evaluation). It writes `datasets/<version>/train.parquet`,
+//! `test.parquet` and `dropped.parquet` (the simulated rows after the cut), and
+//! `.csv` on request, then `manifest.json` with every file's rows and SHA-256,
+//! then records the version in the database.
 //!
 //! Versions follow the design: the first is `v1.0`; a build after new data is an
 //! increment, `vN.(M+1)`; `--full` starts a new line, `v(N+1).0`. Every version
 //! is complete in itself (train and test of all the data), so a trainer needs one
 //! manifest, never a chain. A build whose data equals the latest version's
 //! records nothing and answers that version, unless `full` is asked.
+//!
+//! An increment is built from what changed (see [`periods`]): the rows written
+//! since its parent, merged into their days' rows read back from the parent's
+//! files; the days the store's change log names, read again; every other day's
+//! row groups copied. Its files are the bytes a full build of the same data
+//! writes.
 //!
 //! Published objects are immutable: a version is reserved in the database
 //! before its files are written, so two builds never write the same keys, and a
@@ -392,17 +399,19 @@ fn read_everything(
             _ => tally.public += 1,
         }
     })?;
-    for r in &table.rows {
-        tallies
-            .entry(periods::period_start(r.timestamp))
-            .or_default()
-            .input += 1;
-    }
     let new_since_parent = match parent_max_id {
         Some(w) => table.rows.iter().filter(|r| r.id > w).count() as u64,
         None => stats.rows,
     };
     table.sort_by_time();
+    // Sorted, a period's rows are together: count them a run at a time.
+    let mut i = 0;
+    while i < table.rows.len() {
+        let start = periods::period_start(table.rows[i].timestamp);
+        let n = table.rows[i..].partition_point(|r| r.timestamp < start + PERIOD_SECONDS);
+        tallies.entry(start).or_default().input += n as u64;
+        i += n;
+    }
     table.dedup_windows();
     let mut periods = Vec::with_capacity(tallies.len());
     let mut rows = BTreeMap::new();
