@@ -399,6 +399,30 @@ fn an_increment_reads_only_what_changed_and_equals_a_full_build() {
     );
     assert_eq!(inc["counts"]["new_since_parent"], 40);
 
+    // Increments follow increments, with a change logged (and pruned) between:
+    // the log's watermark survives its pruning.
+    for round in 0..4i64 {
+        let next = d.path().join(format!("next-{round}.csv"));
+        let ts = start + 72 * day + round * 3_600;
+        std::fs::write(
+            &next,
+            format!("user_id,item_id,rating,timestamp\nn{round},p2,1,{ts}\n"),
+        )
+        .unwrap();
+        d.json(&["import", "--interactions", next.to_str().unwrap()]);
+        if round == 1 {
+            d.db()
+                .execute(
+                    "UPDATE training_interactions SET rating = 2 WHERE user_id = 'n0'",
+                    &[],
+                )
+                .unwrap();
+        }
+        let b = d.json(&["dataset", "build"]);
+        assert_eq!(b["kind"], "increment", "round {round}: {b}");
+        assert_eq!(b["read"]["strategy"], "changes", "round {round}: {b}");
+    }
+
     // A late row in the first week, changing that week alone.
     let late = d.path().join("late.csv");
     std::fs::write(

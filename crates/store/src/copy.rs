@@ -43,13 +43,13 @@ const fn counted(name: &'static str, key: &'static [&'static str]) -> Table {
     }
 }
 
-/// Every table of the schema. `copy_covers_the_whole_schema` fails when a
-/// migration adds a table that is not here.
 /// Tables left out of a copy: `dataset_changes` is the log of what changed
 /// since a dataset version, numbered by the database that holds it; the copied
 /// versions are marked so that the target's next build reads everything.
 const NOT_COPIED: &[&str] = &["dataset_changes"];
 
+/// Every table of the schema. `copy_covers_the_whole_schema` fails when a
+/// migration adds a table that is neither here nor in `NOT_COPIED`.
 const TABLES: &[Table] = &[
     table("shop_orders", &["order_id"]),
     table("shop_order_items", &["order_id", "line_no"]),
@@ -166,11 +166,15 @@ impl Store {
             tables.push(copied);
         }
         drop(snapshot);
-        // The target's change log is its own (see `NOT_COPIED`): its first
-        // dataset build reads everything.
-        target
-            .conn
-            .execute("UPDATE dataset_versions SET max_change_seq = -1", params![])?;
+        // The target's change log is its own (see `NOT_COPIED`): the source's
+        // watermarks mean nothing there, and its first build reads everything.
+        let tx = target.conn.transaction()?;
+        tx.execute("UPDATE dataset_versions SET max_change_seq = -1", params![])?;
+        tx.execute(
+            "DELETE FROM state WHERE key = ?1",
+            params![crate::datasets::CHANGES_PRUNED_KEY],
+        )?;
+        tx.commit()?;
         Ok(CopyReport {
             schema_version: version,
             tables,
@@ -410,6 +414,26 @@ mod tests {
         assert_eq!(
             found, listed,
             "store/src/copy.rs TABLES (or NOT_COPIED, with a reason) must list every table"
+        );
+    }
+
+    #[test]
+    fn a_copy_leaves_the_dataset_change_log_and_its_watermarks_behind() {
+        let source = Store::open_in_memory().unwrap();
+        let mut v = crate::DatasetVersion::reservation(1, 0, 1);
+        source.reserve_dataset_version(&v).unwrap();
+        v.max_change_seq = 5;
+        source.publish_dataset_version(&v).unwrap();
+        source.prune_dataset_changes(5).unwrap();
+        let target = Store::open_in_memory().unwrap();
+        source.copy_to(&target, &mut |_, _, _| {}).unwrap();
+        // The target numbers its own changes from 1: the source's watermarks
+        // would hide them, so its next build reads everything.
+        let copied = target.dataset_version("v1.0").unwrap().unwrap();
+        assert_eq!(copied.max_change_seq, -1);
+        assert_eq!(
+            target.state_get("dataset_changes_pruned_through").unwrap(),
+            None
         );
     }
 

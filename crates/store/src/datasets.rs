@@ -38,7 +38,7 @@ pub enum Exclusion {
 }
 
 /// The state key that says how far the change log was pruned.
-const CHANGES_PRUNED_KEY: &str = "dataset_changes_pruned_through";
+pub(crate) const CHANGES_PRUNED_KEY: &str = "dataset_changes_pruned_through";
 
 /// One interaction as a dataset reads it, borrowed from the database row.
 #[derive(Debug, Clone, Copy)]
@@ -99,33 +99,61 @@ pub struct ScanStats {
 /// through it describes the same instant.
 pub struct DatasetSnapshot<'s> {
     conn: &'s Conn,
-    tx: Tx<'s>,
+    /// Open until `finish` (`None` after).
+    tx: Option<Tx<'s>>,
+}
+
+impl Drop for DatasetSnapshot<'_> {
+    fn drop(&mut self) {
+        // Whether it finished or failed, the connection stops mapping the file.
+        let _ = self.conn.map_file(false);
+    }
 }
 
 impl DatasetSnapshot<'_> {
+    fn tx(&self) -> &Tx<'_> {
+        self.tx.as_ref().expect("a snapshot is open until finish")
+    }
+
     /// The highest interaction id (0 when there is none).
     pub fn max_interaction_id(&self) -> Result<i64> {
-        self.tx.query_row(
+        self.tx().query_row(
             "SELECT COALESCE(MAX(id), 0) FROM training_interactions",
             params![],
             |r| r.get(0),
         )
     }
 
-    /// The newest entry of the change log (0 when there is none).
+    /// The change log's watermark: every change numbered up to it is in this
+    /// snapshot. The newest entry, or how far the log was pruned when that is
+    /// further (entries are never renumbered, so an emptied log goes on from
+    /// there).
     pub fn max_change_seq(&self) -> Result<i64> {
-        self.tx.query_row(
+        let newest: i64 = self.tx().query_row(
             "SELECT COALESCE(MAX(seq), 0) FROM dataset_changes",
             params![],
             |r| r.get(0),
-        )
+        )?;
+        Ok(newest.max(self.changes_pruned_through()?))
+    }
+
+    /// How far the change log was pruned (0: never): a version whose
+    /// watermark is below it cannot be the parent of an increment, as some of
+    /// the changes since it are gone.
+    pub fn changes_pruned_through(&self) -> Result<i64> {
+        let value: Option<String> = self.tx().query_opt(
+            "SELECT value FROM state WHERE key = ?1",
+            params![CHANGES_PRUNED_KEY],
+            |r| r.get(0),
+        )?;
+        Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
     /// Calls `f` with every timestamp the change log holds after `after_seq`:
     /// an updated row's old and new one, a deleted row's, a refunded order's
     /// rows'. New rows are not logged: their ids are above the last build's.
     pub fn changed_timestamps(&self, after_seq: i64, mut f: impl FnMut(i64)) -> Result<()> {
-        self.tx.query_each(
+        self.tx().query_each(
             "SELECT timestamp FROM dataset_changes WHERE seq > ?1",
             params![after_seq],
             |r| {
@@ -154,7 +182,7 @@ impl DatasetSnapshot<'_> {
         if filter.time_range.is_some() {
             conditions.push("ti.timestamp >= ?2 AND ti.timestamp < ?3".into());
             values.extend([&range.0 as &dyn ToParam, &range.1]);
-            if self.tx.dialect() == Dialect::Sqlite {
+            if self.tx().dialect() == Dialect::Sqlite {
                 // Without statistics SQLite may walk every id instead.
                 from = "training_interactions ti INDEXED BY training_interactions_time";
             }
@@ -165,7 +193,7 @@ impl DatasetSnapshot<'_> {
             ..ScanStats::default()
         };
         if !filter.with_excluded {
-            stats.excluded_refunded = self.tx.query_row(
+            stats.excluded_refunded = self.tx().query_row(
                 &format!(
                     "SELECT COUNT(*) FROM {from} WHERE {conditions}
                        AND ti.origin >= 'order:' AND ti.origin < 'order;' AND {REFUNDED_SQL}"
@@ -174,7 +202,7 @@ impl DatasetSnapshot<'_> {
                 |r| r.get::<i64>(0),
             )? as u64;
             if !filter.include_public {
-                stats.excluded_public = self.tx.query_row(
+                stats.excluded_public = self.tx().query_row(
                     &format!(
                         "SELECT COUNT(*) FROM {from} WHERE {conditions} AND ti.source = 'public'"
                     ),
@@ -205,7 +233,7 @@ impl DatasetSnapshot<'_> {
                  WHERE {conditions} AND NOT ({REFUNDED_SQL}){public}{order}"
             )
         };
-        self.tx.query_each(&sql, &values, |r| {
+        self.tx().query_each(&sql, &values, |r| {
             let source = r.text(6)?;
             let excluded = if r.get(9)? {
                 Some(Exclusion::Refunded)
@@ -238,9 +266,11 @@ impl DatasetSnapshot<'_> {
     }
 
     /// Ends the read transaction.
-    pub fn finish(self) -> Result<()> {
-        self.tx.commit()?;
-        self.conn.map_file(false)
+    pub fn finish(mut self) -> Result<()> {
+        match self.tx.take() {
+            Some(tx) => tx.commit(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -290,7 +320,7 @@ impl Store {
         self.conn.map_file(true)?;
         Ok(DatasetSnapshot {
             conn: &self.conn,
-            tx: self.conn.snapshot()?,
+            tx: Some(self.conn.snapshot()?),
         })
     }
 
@@ -334,15 +364,6 @@ impl Store {
             params![CHANGES_PRUNED_KEY, through.to_string(), crate::now_ms()],
         )?;
         tx.commit()
-    }
-
-    /// How far the change log was pruned (0: never): a version whose watermark
-    /// is below it cannot be the parent of an increment.
-    pub fn dataset_changes_pruned_through(&self) -> Result<i64> {
-        Ok(self
-            .state_get(CHANGES_PRUNED_KEY)?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
     }
 
     /// Every dataset version, ready or being built, oldest first.

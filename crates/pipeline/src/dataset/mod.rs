@@ -169,9 +169,12 @@ pub struct Manifest {
     pub include_public: bool,
     /// Every day (UTC) with interactions, oldest first: the files hold one
     /// row group per period, and an increment re-reads only the periods that
-    /// changed (see `PERIOD_SECONDS`).
+    /// changed.
     #[serde(default)]
     pub periods: Vec<Period>,
+    /// Seconds of a period (0: a version built before periods).
+    #[serde(default)]
+    pub period_seconds: i64,
 }
 
 /// What `dataset build` did.
@@ -287,7 +290,6 @@ impl ParentFile {
 
 /// Finds the parent an increment can build on, or says why there is none.
 async fn base(
-    store: &Store,
     objects: &Objects,
     options: &BuildOptions,
     parent: Option<&DatasetVersion>,
@@ -303,10 +305,10 @@ async fn base(
     };
     let manifest: Manifest = serde_json::from_str(parent.manifest.as_deref().unwrap_or("{}"))
         .map_err(|e| format!("the manifest of {} is unreadable: {e}", parent.version))?;
-    if manifest.periods.is_empty() && manifest.rows > 0 {
+    if manifest.period_seconds != PERIOD_SECONDS {
         return Err(format!(
-            "{} records no periods (an older build)",
-            parent.version
+            "{} was built with another layout (periods of {} s, not {PERIOD_SECONDS} s)",
+            parent.version, manifest.period_seconds
         ));
     }
     if manifest.include_public != options.include_public {
@@ -318,15 +320,6 @@ async fn base(
             } else {
                 "without"
             }
-        ));
-    }
-    let pruned = store
-        .dataset_changes_pruned_through()
-        .map_err(|e| e.to_string())?;
-    if parent.max_change_seq < pruned {
-        return Err(format!(
-            "the change log since {} is gone (a newer build, or `store copy`)",
-            parent.version
         ));
     }
     let file = |part: &str| {
@@ -515,11 +508,9 @@ fn read_changes(
         .filter(|p| !touched.contains(&p.start))
         .map(|p| (p.start, p.clone()))
         .collect();
-    let mut from_store = 0;
     for &start in &touched {
         let (table, period) = if logged.contains(&start) {
             // Rows were updated or deleted: only the store knows the period now.
-            from_store += 1;
             read_period(snapshot, include_public, start)?
         } else {
             // Only new rows: the parent's rows of the period plus those.
@@ -566,7 +557,6 @@ fn read_changes(
         .zip(before)
         .collect();
     let (_, after) = periods::parts(&periods);
-    let mut from_parent = touched.len() - from_store;
     for (p, part) in periods.iter().zip(after) {
         let moved = matches!(part, Part::Split(_)) || before.get(&p.start) != Some(&part);
         if moved && !rows.contains_key(&p.start) && p.rows > 0 {
@@ -575,9 +565,10 @@ fn read_changes(
             table.sort_by_time();
             rows.insert(p.start, (tables.len(), 0..table.rows.len()));
             tables.push(table);
-            from_parent += 1;
         }
     }
+    let from_store = logged.len();
+    let from_parent = rows.keys().filter(|s| !logged.contains(s)).count();
     Ok(Assembled {
         read: ReadSummary {
             strategy: "changes",
@@ -587,7 +578,7 @@ fn read_changes(
             periods_from_parent: from_parent,
             periods_reused: periods
                 .iter()
-                .filter(|p| !rows.contains_key(&p.start))
+                .filter(|p| p.rows > 0 && !rows.contains_key(&p.start))
                 .count(),
         },
         periods,
@@ -917,9 +908,22 @@ pub async fn build(
     };
 
     let parent = store.latest_ready_dataset_version()?;
-    let base = base(store, objects, &options, parent.as_ref()).await;
+    let base = base(objects, &options, parent.as_ref()).await;
     lap("parent", &mut timings);
     let snapshot = store.dataset_snapshot()?;
+    // Checked in the snapshot the changes are read from: a build that pruned
+    // the log since `base` was chosen is seen here.
+    let pruned = snapshot.changes_pruned_through()?;
+    let base = base.and_then(|b| {
+        if b.version.max_change_seq < pruned {
+            Err(format!(
+                "the change log since {} is gone (a newer build, or `store copy`)",
+                b.version.version
+            ))
+        } else {
+            Ok(b)
+        }
+    });
     let assembled = match &base {
         Ok(base) => read_changes(&snapshot, options.include_public, base, progress)?,
         Err(why) => read_everything(
@@ -1047,6 +1051,7 @@ pub async fn build(
         recipe: Recipe::default(),
         include_public: options.include_public,
         periods: assembled.periods.clone(),
+        period_seconds: PERIOD_SECONDS,
     };
     let manifest_json = serde_json::to_string_pretty(&manifest)
         .map_err(|e| Error::Data(format!("manifest: {e}")))?;

@@ -131,7 +131,7 @@ impl Table {
         mut excluded: impl FnMut(&TrainingRow<'_>),
     ) -> Result<(Table, ScanStats)> {
         // A capacity hint that costs no scan (ids are dense unless rows were deleted).
-        let total = if filter.time_range.is_none() {
+        let total = if filter.time_range.is_none() && filter.after_id.is_none() {
             snapshot.max_interaction_id()?.max(0)
         } else {
             0

@@ -258,7 +258,6 @@ impl Conn {
         self.begin(Begin::Exclusive)
     }
 
-    /// A read-only transaction: every query inside it sees one snapshot.
     /// Whether SQLite reads the file through a memory map (a bulk read: a page
     /// costs a memory access, not a system call). Serving's readers never map
     /// (see `sqlite::Sqlite::reader`); PostgreSQL ignores it.
@@ -273,6 +272,7 @@ impl Conn {
         }
     }
 
+    /// A read-only transaction: every query inside it sees one snapshot.
     pub fn snapshot(&self) -> Result<Tx<'_>> {
         self.begin(Begin::Snapshot)
     }

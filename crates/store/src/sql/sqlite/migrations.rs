@@ -306,8 +306,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         WHERE interaction_type = 'purchase';
     "#,
     // 13: what changed in the interactions besides new rows, so that a dataset
-    // increment re-reads only the 30-day periods that changed (new rows are
-    // found by id, which is never reused). Triggers, so that no writer can forget.
+    // increment re-reads only the days that changed (new rows are found by id,
+    // which is never reused). Triggers, so that no writer can forget. (An
+    // `INSERT OR REPLACE` would delete without firing them, unless
+    // recursive_triggers is on: no writer uses it.)
     r#"
     CREATE TABLE dataset_changes (
         seq       INTEGER PRIMARY KEY AUTOINCREMENT,
