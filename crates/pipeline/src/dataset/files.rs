@@ -18,7 +18,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
@@ -239,14 +239,20 @@ pub fn row_group_first_timestamps(metadata: &ParquetMetaData) -> Result<Vec<i64>
 /// dictionaries (call [`Table::renumber`] after the last), every row's id set
 /// to `id`: rows read back from a dataset file have lost theirs, and are older
 /// than any row written since.
-pub fn read_groups(groups: &Groups<'_>, id: i64, table: &mut Table) -> Result<()> {
-    if groups.range.is_empty() {
+pub fn read_groups(
+    file: &Bytes,
+    metadata: &ArrowReaderMetadata,
+    range: Range<usize>,
+    id: i64,
+    table: &mut Table,
+) -> Result<()> {
+    if range.is_empty() {
         return Ok(());
     }
     let error = |e: &dyn std::fmt::Display| Error::Data(format!("reading a dataset file: {e}"));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(groups.file.clone())
-        .map_err(|e| error(&e))?
-        .with_row_groups(groups.range.clone().collect())
+    // The footer parsed once per file, not once per period read.
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), metadata.clone())
+        .with_row_groups(range.collect())
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| error(&e))?;

@@ -31,6 +31,7 @@ mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -38,6 +39,7 @@ use manirec_store::{
     DatasetKind, DatasetSnapshot, DatasetStatus, DatasetVersion, Exclusion, Objects, ScanFilter,
     Store,
 };
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Serialize};
 
@@ -245,7 +247,8 @@ impl Base {
     fn rows_of(&self, start: i64) -> Result<Table> {
         let mut table = Table::default();
         for file in [&self.train, &self.test, &self.dropped] {
-            files::read_groups(&file.groups_of(start), 0, &mut table)?;
+            let range = file.groups.get(&start).cloned().unwrap_or(0..0);
+            files::read_groups(&file.bytes, &file.reader, range, 0, &mut table)?;
         }
         Ok(table)
     }
@@ -254,7 +257,8 @@ impl Base {
 /// One of the parent's Parquet files, with its row groups by period.
 struct ParentFile {
     bytes: Bytes,
-    metadata: ParquetMetaData,
+    /// The footer, page indexes included, parsed once.
+    reader: ArrowReaderMetadata,
     groups: BTreeMap<i64, Range<usize>>,
 }
 
@@ -272,9 +276,11 @@ impl ParentFile {
             }
             range.end = i + 1;
         }
+        let reader = ArrowReaderMetadata::try_new(Arc::new(metadata), Default::default())
+            .map_err(|e| Error::Data(format!("reading a Parquet footer: {e}")))?;
         Ok(ParentFile {
             bytes,
-            metadata,
+            reader,
             groups,
         })
     }
@@ -282,7 +288,7 @@ impl ParentFile {
     fn groups_of(&self, start: i64) -> files::Groups<'_> {
         files::Groups {
             file: &self.bytes,
-            metadata: &self.metadata,
+            metadata: self.reader.metadata(),
             range: self.groups.get(&start).cloned().unwrap_or(0..0),
         }
     }
