@@ -167,11 +167,14 @@ impl Store {
         }
         drop(snapshot);
         // The target's change log is its own (see `NOT_COPIED`): the source's
-        // watermarks mean nothing there, and its first build reads everything.
+        // watermarks mean nothing there. Its first build reads everything, and
+        // its prune mark is its own log's (the row stays, so counts match).
         let tx = target.conn.transaction()?;
         tx.execute("UPDATE dataset_versions SET max_change_seq = -1", params![])?;
         tx.execute(
-            "DELETE FROM state WHERE key = ?1",
+            "UPDATE state SET value = (SELECT CAST(COALESCE(MAX(seq), 0) AS TEXT)
+                                         FROM dataset_changes)
+             WHERE key = ?1",
             params![crate::datasets::CHANGES_PRUNED_KEY],
         )?;
         tx.commit()?;
@@ -428,12 +431,16 @@ mod tests {
         let target = Store::open_in_memory().unwrap();
         source.copy_to(&target, &mut |_, _, _| {}).unwrap();
         // The target numbers its own changes from 1: the source's watermarks
-        // would hide them, so its next build reads everything.
+        // would hide them, so its next build reads everything, and its prune
+        // mark is its own.
         let copied = target.dataset_version("v1.0").unwrap().unwrap();
         assert_eq!(copied.max_change_seq, -1);
         assert_eq!(
-            target.state_get("dataset_changes_pruned_through").unwrap(),
-            None
+            target
+                .state_get("dataset_changes_pruned_through")
+                .unwrap()
+                .as_deref(),
+            Some("0")
         );
     }
 
