@@ -14,7 +14,9 @@ What it measures. One run, one machine, the same rows for both:
      as a separate process: read_csv, to_datetime(unit='s').dt.floor('5min'),
      drop_duplicates(subset=[user_id, item_id, time_window], keep='last'),
      sort_values('timestamp'), 80/20 split, write train/test Parquet;
-  4. checks that both kept the same number of rows, prints the ratio;
+  4. checks that both kept the same number of rows, prints the ratio of the
+     medians (each timed command runs --repeat times, 3 by default, the two
+     sides interleaved, so that the machine's swings fall on both);
   5. the weekly workflow: 1 % new rows in the week after the last (setup:
      imported, and exported again so that pandas reads every row), then times
      `manirec dataset build` (an increment: it reads the periods that changed
@@ -29,6 +31,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,6 +126,8 @@ def main():
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--manirec", default="target/release/manirec")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each timed command, interleaved (medians reported)")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="manirec-bench-")
     os.makedirs(work, exist_ok=True)
@@ -146,21 +152,26 @@ def main():
     csv_path = os.path.join(data, "objects", exported["key"])
     print(f"exported {exported['rows']:,} rows to {csv_path}", file=sys.stderr)
 
-    rust_s, rust_mb, out = run(manirec + ["dataset", "build", "--full"], env)
-    build = json.loads(out)
+    # Each side several times, interleaved, so that the machine's minute-to-
+    # minute swings fall on both: medians and ranges are reported.
     pandas_out = os.path.join(work, "pandas")
     os.makedirs(pandas_out, exist_ok=True)
-    pandas_s, pandas_mb, pout = run([sys.executable, "-c", PANDAS, csv_path, pandas_out])
+    rust, pandas = [], []
+    for _ in range(args.repeat):
+        secs, mb, out = run(manirec + ["dataset", "build", "--full"], env)
+        rust.append((secs, mb))
+        build = json.loads(out)
+        secs, mb, pout = run([sys.executable, "-c", PANDAS, csv_path, pandas_out])
+        pandas.append((secs, mb))
     total = int(pout.split("Total: ")[1].split(",")[0])
 
     result = {
         "rows_in": exported["rows"],
+        "repeat": args.repeat,
         "rows_after_dedup": {"manirec": build["rows"], "pandas": total},
-        "manirec": {"seconds": round(rust_s, 2), "peak_rss_mib": round(rust_mb),
-                    "steps_ms": build["timings_ms"]},
-        "pandas": {"seconds": round(pandas_s, 2), "peak_rss_mib": round(pandas_mb)},
-        "speedup": round(pandas_s / rust_s, 1),
-        "memory_ratio": round(pandas_mb / rust_mb, 1),
+        "manirec": {**timing(rust), "steps_ms": build["timings_ms"]},
+        "pandas": timing(pandas),
+        "speedup": round(median(pandas) / median(rust), 1),
         "cpus": os.cpu_count(),
         "versions": {"pandas": __import__("pandas").__version__,
                      "pyarrow": __import__("pyarrow").__version__},
@@ -170,30 +181,41 @@ def main():
         sys.exit("manirec and pandas kept a different number of rows")
 
     # The weekly workflow: 1 % new rows in the week after the last, then an
-    # increment against pandas' full re-merge.
+    # increment against pandas' full re-merge. Each increment runs on a fresh
+    # copy of the store as it stands after the import (the copy is not timed).
     new = os.path.join(work, "new-week.csv")
     if not os.path.exists(new):
         generate_apart(new, max(args.rows // 100, 1), seed=8, start=START + DAYS * 86_400, days=7)
         run(manirec + ["import", "--interactions", new, "--source", "realtime"], env)
     _, _, out = run(manirec + ["export", "--format", "csv"], env)
     all_csv = os.path.join(data, "objects", json.loads(out)["key"])
-    inc_s, inc_mb, out = run(manirec + ["dataset", "build"], env)
-    inc = json.loads(out)
-    pandas_inc_s, pandas_inc_mb, pout = run([sys.executable, "-c", PANDAS, all_csv, pandas_out])
+    copy = os.path.join(work, "increment")
+    rust, pandas = [], []
+    for _ in range(args.repeat):
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(data, copy)
+        # The copy's pages on disk first: else the build's first fsync would
+        # write back the whole freshly copied file.
+        os.sync()
+        on_copy = [args.manirec, "--data-dir", copy, "--json"]
+        secs, mb, out = run(on_copy + ["dataset", "build"], env)
+        rust.append((secs, mb))
+        inc = json.loads(out)
+        secs, mb, pout = run([sys.executable, "-c", PANDAS, all_csv, pandas_out])
+        pandas.append((secs, mb))
     inc_total = int(pout.split("Total: ")[1].split(",")[0])
-    _, _, out = run(manirec + ["dataset", "build", "--full"], env)
+    _, _, out = run(on_copy + ["dataset", "build", "--full"], env)
     full = json.loads(out)
+    shutil.rmtree(copy, ignore_errors=True)
     sums = lambda b: sorted((f["part"], f["sha256"]) for f in b["files"])
     result["increment"] = {
         "new_rows": inc["counts"]["new_since_parent"],
         "version": inc["version"],
         "read": inc["read"],
         "rows_after_dedup": {"manirec": inc["rows"], "pandas": inc_total},
-        "manirec": {"seconds": round(inc_s, 3), "peak_rss_mib": round(inc_mb),
-                    "steps_ms": inc["timings_ms"]},
-        "pandas_full_remerge": {"seconds": round(pandas_inc_s, 2),
-                                "peak_rss_mib": round(pandas_inc_mb)},
-        "speedup": round(pandas_inc_s / inc_s, 1),
+        "manirec": {**timing(rust, 3), "steps_ms": inc["timings_ms"]},
+        "pandas_full_remerge": timing(pandas),
+        "speedup": round(median(pandas) / median(rust), 1),
         "files_equal_a_full_build": sums(inc) == sums(full),
     }
     print(json.dumps(result, indent=2))
@@ -202,5 +224,16 @@ def main():
     if sums(inc) != sums(full):
         sys.exit("the increment's files differ from a full build's")
 
+
+def median(runs):
+    return statistics.median(s for s, _ in runs)
+
+
+def timing(runs, digits=2):
+    """Median and range of the wall times, the largest peak memory."""
+    secs = [s for s, _ in runs]
+    return {"seconds": round(statistics.median(secs), digits),
+            "seconds_range": [round(min(secs), digits), round(max(secs), digits)],
+            "peak_rss_mib": round(max(mb for _, mb in runs))}
 
 main()

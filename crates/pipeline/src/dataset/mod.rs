@@ -337,6 +337,17 @@ async fn base(
             .ok_or_else(|| format!("{} has no {part}.parquet", parent.version))
     };
     let keys = (file("train")?, file("test")?, file("dropped")?);
+    // The periods live in the manifest object only (see `build`).
+    let key = parent
+        .manifest_key
+        .clone()
+        .ok_or_else(|| format!("{} has no manifest", parent.version))?;
+    let bytes = objects.get(&key).await.map_err(|e| format!("{key}: {e}"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{key} is unreadable: {e}"))?;
+    if manifest.periods.is_empty() && manifest.rows > 0 {
+        return Err(format!("{key} lists no periods"));
+    }
     let fetch = |key: String| async move {
         let bytes = objects.get(&key).await.map_err(|e| format!("{key}: {e}"))?;
         ParentFile::parse(bytes).map_err(|e| format!("{key}: {e}"))
@@ -1083,7 +1094,17 @@ pub async fn build(
         return Err(e);
     }
     record.manifest_key = Some(manifest_key.clone());
-    record.manifest = Some(manifest_json);
+    // The register keeps the manifest without its periods (a few hundred bytes
+    // a day of data, which every write of the row would carry); an increment
+    // reads them from manifest.json.
+    let registered = Manifest {
+        periods: Vec::new(),
+        ..manifest.clone()
+    };
+    record.manifest = Some(
+        serde_json::to_string_pretty(&registered)
+            .map_err(|e| Error::Data(format!("manifest: {e}")))?,
+    );
     store.publish_dataset_version(&record)?;
     // The next increment starts from this version: older changes are done with.
     store.prune_dataset_changes(assembled.max_change_seq)?;
