@@ -36,8 +36,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use manirec_store::{
-    DatasetKind, DatasetSnapshot, DatasetStatus, DatasetVersion, Exclusion, Objects, ScanFilter,
-    Store,
+    DatasetKind, DatasetSnapshot, DatasetStatus, DatasetVersion, Objects, ScanFilter, Store,
 };
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::file::metadata::ParquetMetaData;
@@ -401,13 +400,7 @@ fn read_everything(
     };
     let mut tallies: BTreeMap<i64, Tally> = BTreeMap::new();
     let (mut table, stats) = Table::read(snapshot, filter, progress, |r| {
-        let tally = tallies
-            .entry(periods::period_start(r.timestamp))
-            .or_default();
-        match r.excluded {
-            Some(Exclusion::Refunded) => tally.refunded += 1,
-            _ => tally.public += 1,
-        }
+        periods::tally_excluded(&mut tallies, r)
     })?;
     let new_since_parent = match parent_max_id {
         Some(w) => table.rows.iter().filter(|r| r.id > w).count() as u64,
@@ -461,11 +454,9 @@ fn read_period(
         ..ScanFilter::default()
     };
     let mut tally = Tally::default();
-    let (mut table, stats) =
-        Table::read(snapshot, filter, &crate::NoProgress, |r| match r.excluded {
-            Some(Exclusion::Refunded) => tally.refunded += 1,
-            _ => tally.public += 1,
-        })?;
+    let (mut table, stats) = Table::read(snapshot, filter, &crate::NoProgress, |r| {
+        tally.exclude(r.excluded)
+    })?;
     tally.input = stats.rows;
     table.sort_by_time();
     table.dedup_windows();
@@ -497,13 +488,7 @@ fn read_changes(
         ..ScanFilter::default()
     };
     let (new_rows, stats) = Table::read(snapshot, filter, &crate::NoProgress, |r| {
-        let tally = new_tallies
-            .entry(periods::period_start(r.timestamp))
-            .or_default();
-        match r.excluded {
-            Some(Exclusion::Refunded) => tally.refunded += 1,
-            _ => tally.public += 1,
-        }
+        periods::tally_excluded(&mut new_tallies, r)
     })?;
     let mut by_period: BTreeMap<i64, Vec<&Row>> = BTreeMap::new();
     for r in &new_rows.rows {

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use manirec_store::{Exclusion, TrainingRow};
 use serde::{Deserialize, Serialize};
 
 use super::table::{Row, Table};
@@ -78,6 +79,25 @@ pub struct Tally {
     pub refunded: u64,
     /// Public rows left out.
     pub public: u64,
+}
+
+impl Tally {
+    /// Counts a row left out of the dataset, by why.
+    pub fn exclude(&mut self, why: Option<Exclusion>) {
+        match why {
+            Some(Exclusion::Refunded) => self.refunded += 1,
+            Some(Exclusion::Public) => self.public += 1,
+            None => {}
+        }
+    }
+}
+
+/// Counts a row left out in the tally of its period.
+pub fn tally_excluded(tallies: &mut BTreeMap<i64, Tally>, row: &TrainingRow<'_>) {
+    tallies
+        .entry(period_start(row.timestamp))
+        .or_default()
+        .exclude(row.excluded);
 }
 
 /// The periods of `table`'s rows (sorted by time and deduplicated), each with
