@@ -127,12 +127,7 @@ impl Values {
 
 /// The rows as a Parquet file.
 pub fn parquet_bytes(table: &Table, rows: &[Row]) -> Result<Vec<u8>> {
-    parquet_with(&Values::of(table), rows)
-}
-
-/// The rows as a Parquet file, their ids looked up in `values`.
-fn parquet_with(values: &Values, rows: &[Row]) -> Result<Vec<u8>> {
-    parquet_groups(values, &[rows])
+    parquet_groups(&Values::of(table), &[rows])
 }
 
 /// The row groups one piece of rows makes (none when it is empty).

@@ -40,6 +40,7 @@ use manirec_store::{
 };
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::file::metadata::ParquetMetaData;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use files::{csv_bytes, encode, parquet_bytes, Format};
@@ -246,8 +247,8 @@ impl Base {
     fn rows_of(&self, start: i64) -> Result<Table> {
         let mut table = Table::default();
         for file in [&self.train, &self.test, &self.dropped] {
-            let range = file.groups.get(&start).cloned().unwrap_or(0..0);
-            files::read_groups(&file.bytes, &file.reader, range, 0, &mut table)?;
+            let groups = file.groups_of(start);
+            files::read_groups(groups.file, &file.reader, groups.range, 0, &mut table)?;
         }
         Ok(table)
     }
@@ -308,8 +309,14 @@ async fn base(
     let Some(parent) = parent else {
         return Err("no version yet".into());
     };
-    let manifest: Manifest = serde_json::from_str(parent.manifest.as_deref().unwrap_or("{}"))
-        .map_err(|e| format!("the manifest of {} is unreadable: {e}", parent.version))?;
+    // The manifest object, not the register's copy: only it lists the periods.
+    let key = parent
+        .manifest_key
+        .clone()
+        .ok_or_else(|| format!("{} has no manifest", parent.version))?;
+    let bytes = objects.get(&key).await.map_err(|e| format!("{key}: {e}"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{key} is unreadable: {e}"))?;
     if manifest.period_seconds != PERIOD_SECONDS {
         return Err(format!(
             "{} was built with another layout (periods of {} s, not {PERIOD_SECONDS} s)",
@@ -336,14 +343,6 @@ async fn base(
             .ok_or_else(|| format!("{} has no {part}.parquet", parent.version))
     };
     let keys = (file("train")?, file("test")?, file("dropped")?);
-    // The periods live in the manifest object only (see `build`).
-    let key = parent
-        .manifest_key
-        .clone()
-        .ok_or_else(|| format!("{} has no manifest", parent.version))?;
-    let bytes = objects.get(&key).await.map_err(|e| format!("{key}: {e}"))?;
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{key} is unreadable: {e}"))?;
     if manifest.periods.is_empty() && manifest.rows > 0 {
         return Err(format!("{key} lists no periods"));
     }
@@ -765,7 +764,7 @@ fn encode_parts(layout: &Layout<'_>, base: Option<&Base>) -> Result<Vec<Encoded>
     // Jobs: runs of consecutive pieces of one table, a few per thread, each
     // encoded as one file with a row group per piece (a file per period would
     // cost its own writer and footer hundreds of times over).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = rayon::current_num_threads();
     let total: usize = fresh.iter().map(|(_, rows)| rows.len()).sum();
     let target = (total / (threads * 4)).max(1);
     let mut jobs: Vec<Range<usize>> = Vec::new();
@@ -780,41 +779,17 @@ fn encode_parts(layout: &Layout<'_>, base: Option<&Base>) -> Result<Vec<Encoded>
     if start < fresh.len() {
         jobs.push(start..fresh.len());
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut encoded: Vec<Option<Result<(Bytes, ParquetMetaData)>>> =
-        (0..jobs.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.min(jobs.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(job) = jobs.get(j) else {
-                            return done;
-                        };
-                        let pieces: Vec<&[Row]> = fresh[job.clone()].iter().map(|f| f.1).collect();
-                        let table = fresh[job.start].0;
-                        let file = files::parquet_groups(values_of(table), &pieces)
-                            .map(Bytes::from)
-                            .and_then(|bytes| {
-                                let metadata = files::parquet_metadata(&bytes)?;
-                                Ok((bytes, metadata))
-                            });
-                        done.push((j, file));
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            for (j, file) in h.join().expect("encoding threads do not panic") {
-                encoded[j] = Some(file);
-            }
-        }
-    });
-    let encoded: Vec<(Bytes, ParquetMetaData)> = encoded
-        .into_iter()
-        .map(|e| e.expect("every job was encoded"))
+    let encoded: Vec<(Bytes, ParquetMetaData)> = jobs
+        .par_iter()
+        .map(|job| {
+            let pieces: Vec<&[Row]> = fresh[job.clone()].iter().map(|f| f.1).collect();
+            let bytes = Bytes::from(files::parquet_groups(
+                values_of(fresh[job.start].0),
+                &pieces,
+            )?);
+            let metadata = files::parquet_metadata(&bytes)?;
+            Ok((bytes, metadata))
+        })
         .collect::<Result<_>>()?;
     // Each fresh piece's row groups, in order.
     let mut groups = Vec::with_capacity(fresh.len());
