@@ -191,7 +191,7 @@ impl Store {
     /// (`training_interactions_user_history`), on every recommendation.
     pub fn user_history(&self, user_id: &str, limit: usize) -> Result<Vec<HistoryRow>> {
         self.conn
-            .query_map(USER_HISTORY, params![user_id, limit as i64], |r| {
+            .query_map(&user_history_sql(limit), params![user_id], |r| {
                 Ok(HistoryRow {
                     item_id: r.get(0)?,
                     timestamp: r.get(1)?,
@@ -242,9 +242,15 @@ impl Store {
 }
 
 /// [`Store::user_history`]'s statement: every column it reads is in the index.
-const USER_HISTORY: &str = "SELECT item_id, timestamp, interaction_type, rating, synthetic
-     FROM training_interactions WHERE user_id = ?1
-     ORDER BY timestamp DESC, item_id DESC LIMIT ?2";
+/// The limit is written into the SQL, not bound: SQLite compiles a statement
+/// again each time a `LIMIT ?` is bound (see `Conn::statements_reprepared`).
+fn user_history_sql(limit: usize) -> String {
+    format!(
+        "SELECT item_id, timestamp, interaction_type, rating, synthetic
+         FROM training_interactions WHERE user_id = ?1
+         ORDER BY timestamp DESC, item_id DESC LIMIT {limit}"
+    )
+}
 
 /// One row of a user's history, as serving reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -391,8 +397,8 @@ mod tests {
         let plan: Vec<String> = store
             .conn
             .query_map(
-                &format!("EXPLAIN QUERY PLAN {USER_HISTORY}"),
-                params!["u_1", 500],
+                &format!("EXPLAIN QUERY PLAN {}", user_history_sql(500)),
+                params!["u_1"],
                 |r| r.get::<String>(3),
             )
             .unwrap();

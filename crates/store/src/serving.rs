@@ -250,12 +250,8 @@ impl Store {
             None => (Some(user_id), None),
         };
         self.conn.query_map(
-            "SELECT event_type, product_id, timestamp_ms FROM (
-                 SELECT seq, event_type, product_id, timestamp_ms FROM behavior_events
-                 WHERE seq > ?1 AND (user_id = ?2 OR (user_id IS NULL AND session_id = ?3))
-                 ORDER BY seq DESC LIMIT ?4) AS recent
-             ORDER BY seq",
-            params![watermark, user, session, limit as i64],
+            &unsynced_events_sql(limit),
+            params![watermark, user, session],
             |r| {
                 Ok(RecentEvent {
                     event_type: r.get(0)?,
@@ -265,6 +261,18 @@ impl Store {
             },
         )
     }
+}
+
+/// The limit is written into the SQL, not bound: SQLite compiles a statement
+/// again each time a `LIMIT ?` is bound (see `Conn::statements_reprepared`).
+fn unsynced_events_sql(limit: usize) -> String {
+    format!(
+        "SELECT event_type, product_id, timestamp_ms FROM (
+             SELECT seq, event_type, product_id, timestamp_ms FROM behavior_events
+             WHERE seq > ?1 AND (user_id = ?2 OR (user_id IS NULL AND session_id = ?3))
+             ORDER BY seq DESC LIMIT {limit}) AS recent
+         ORDER BY seq"
+    )
 }
 
 #[cfg(test)]
@@ -278,10 +286,8 @@ mod tests {
         let plan: Vec<String> = store
             .conn
             .query_map(
-                "EXPLAIN QUERY PLAN SELECT seq FROM behavior_events
-                 WHERE seq > ?1 AND (user_id = ?2 OR (user_id IS NULL AND session_id = ?3))
-                 ORDER BY seq DESC LIMIT ?4",
-                params![0, "u_1", "s1", 10],
+                &format!("EXPLAIN QUERY PLAN {}", unsynced_events_sql(10)),
+                params![0, "u_1", "s1"],
                 |r| r.get::<String>(3),
             )
             .unwrap();
@@ -371,5 +377,29 @@ mod tests {
             "c"
         );
         assert!(store.unsynced_events("u_nobody", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_recommendations_reads_are_not_compiled_again_on_each_call() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .insert_events(&[
+                event("e1", "product_view", "a", "s1", None),
+                event("e2", "purchase", "b", "s2", None),
+            ])
+            .unwrap();
+        // Each read a recommendation makes, for several shoppers: a statement
+        // whose plan depends on a bound value (a `LIMIT ?`) would be parsed
+        // and planned again every time.
+        for user in ["u_1", "session:s1", "session:s2", "u_2"] {
+            store.sync_watermark().unwrap();
+            store.forgotten_among(&[user]).unwrap();
+            store.linked_users(&[user.to_owned()]).unwrap();
+            store.user_history(user, 50).unwrap();
+            store.purchased_items(user).unwrap();
+            store.unsynced_events(user, 50).unwrap();
+            store.events_after(0, 1000).unwrap();
+        }
+        assert_eq!(store.conn.statements_reprepared(), 0);
     }
 }

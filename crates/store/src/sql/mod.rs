@@ -258,6 +258,16 @@ impl Conn {
         self.begin(Begin::Exclusive)
     }
 
+    /// Statements SQLite compiled again since the connection opened (none for
+    /// PostgreSQL, whose statements are not cached this way).
+    #[cfg(test)]
+    pub fn statements_reprepared(&self) -> u64 {
+        match self {
+            Conn::Sqlite(c) => c.reprepared(),
+            Conn::Postgres(_) => 0,
+        }
+    }
+
     /// Whether SQLite reads the file through a memory map (a bulk read: a page
     /// costs a memory access, not a system call). Serving's readers never map
     /// (see `sqlite::Sqlite::reader`); PostgreSQL ignores it.

@@ -4,11 +4,13 @@
 
 mod migrations;
 
+#[cfg(test)]
+use std::cell::Cell;
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags};
 
 use super::{Begin, Row, ToParam, Value};
 use crate::{Error, Result};
@@ -22,6 +24,10 @@ const STATEMENT_CACHE: usize = 128;
 /// A SQLite connection.
 pub(crate) struct Sqlite {
     conn: Connection,
+    /// How often a cached statement was compiled again before it ran (see
+    /// [`Sqlite::reprepared`]).
+    #[cfg(test)]
+    reprepared: Cell<u64>,
 }
 
 fn open_error(target: &Path, e: impl std::fmt::Display) -> Error {
@@ -58,7 +64,11 @@ impl Sqlite {
         // "acknowledged" means "on disk". Group commits keep the fsyncs few.
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
             .map_err(map)?;
-        let db = Sqlite { conn };
+        let db = Sqlite {
+            conn,
+            #[cfg(test)]
+            reprepared: Cell::new(0),
+        };
         db.migrate()?;
         Ok(db)
     }
@@ -90,7 +100,11 @@ impl Sqlite {
         // file's pages; a read(2) of one is cheap.
         conn.execute_batch("PRAGMA query_only = ON; PRAGMA mmap_size = 0;")
             .map_err(map)?;
-        Ok(Some(Sqlite { conn }))
+        Ok(Some(Sqlite {
+            conn,
+            #[cfg(test)]
+            reprepared: Cell::new(0),
+        }))
     }
 
     fn migrate(&self) -> Result<()> {
@@ -128,7 +142,29 @@ impl Sqlite {
 
     pub fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(map)?;
-        stmt.execute(bind(params)).map_err(map)
+        let done = stmt.execute(bind(params)).map_err(map);
+        self.count_reprepares(&stmt);
+        done
+    }
+
+    /// Statements compiled again since the connection opened. A cached
+    /// statement is recompiled after a schema change, and also whenever a
+    /// parameter that its plan depends on is bound, as `LIMIT ?` is: that
+    /// parses the SQL again on every call, a fifth of a busy server's time
+    /// (docs/bench-serve.md), so hot statements write such values as literals
+    /// and a test holds them to zero.
+    #[cfg(test)]
+    pub fn reprepared(&self) -> u64 {
+        self.reprepared.get()
+    }
+
+    fn count_reprepares(&self, stmt: &CachedStatement<'_>) {
+        #[cfg(test)]
+        self.reprepared.set(
+            self.reprepared.get() + stmt.reset_status(rusqlite::StatementStatus::RePrepare) as u64,
+        );
+        #[cfg(not(test))]
+        let _ = stmt;
     }
 
     pub fn batch(&self, sql: &str) -> Result<()> {
@@ -146,6 +182,8 @@ impl Sqlite {
         while let Some(row) = rows.next().map_err(map)? {
             f(&Row::Sqlite(row))?;
         }
+        drop(rows);
+        self.count_reprepares(&stmt);
         Ok(())
     }
 
