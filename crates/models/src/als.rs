@@ -239,14 +239,22 @@ impl Als {
             a[d * f + d] += self.config.regularization as f64;
         }
         let mut b = vec![0f64; f];
+        let mut y = vec![0f64; f];
         for &(i, v) in row {
-            let y = &self.item_factors[i as usize * f..(i as usize + 1) * f];
+            for (to, &from) in y
+                .iter_mut()
+                .zip(&self.item_factors[i as usize * f..(i as usize + 1) * f])
+            {
+                *to = from as f64;
+            }
             let cm1 = (self.config.alpha * v) as f64;
             for r in 0..f {
-                let yr = y[r] as f64;
+                let yr = y[r];
                 b[r] += (1.0 + cm1) * yr;
-                for c in 0..f {
-                    a[r * f + c] += cm1 * yr * y[c] as f64;
+                // The lower triangle only: the solve reads no other entry.
+                let w = cm1 * yr;
+                for (a, &yc) in a[r * f..=r * f + r].iter_mut().zip(&y[..=r]) {
+                    *a += w * yc;
                 }
             }
         }
