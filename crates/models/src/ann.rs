@@ -280,6 +280,28 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn lists_come_by_bound_and_ties_go_to_the_lower_list() {
+        // Lists 0, 1 and 3 have the same centroid and radius: equal bounds.
+        let centroids = vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.5, 0.5];
+        let index = IvfIndex {
+            dim: 2,
+            centroid_norms: centroids
+                .chunks_exact(2)
+                .map(|c| dot::<false>(c, c))
+                .collect(),
+            centroids,
+            radii: vec![0.1, 0.1, 0.3, 0.1, 0.0],
+            offsets: vec![0; 6],
+            ids: vec![],
+            vectors: vec![],
+        };
+        let order: Vec<u32> = index.probes(&[2.0, 1.0]).map(|p| p.list).collect();
+        assert_eq!(order, [0, 1, 3, 2, 4]);
+        let bounds: Vec<f32> = index.probes(&[2.0, 1.0]).map(|p| p.bound).collect();
+        assert!(bounds.windows(2).all(|w| w[0] >= w[1]), "{bounds:?}");
+    }
+
     fn exact_top(vectors: &[f32], dim: usize, q: &[f32], k: usize) -> Vec<u32> {
         let mut s: Vec<(f32, u32)> = vectors
             .chunks_exact(dim)

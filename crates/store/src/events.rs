@@ -175,15 +175,11 @@ impl Store {
 
     /// Up to `limit` events with a sequence number above `after`, in sequence order.
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, BehaviorEvent)>> {
-        // The limit is a literal: a bound one recompiles the statement each call
-        // (see `Conn::statements_reprepared`).
         self.conn.query_map(
-            &format!(
-                "SELECT seq, event_id, event_type, product_id, user_id, session_id, device_id,
-                        timestamp_ms, request_id, properties
-                 FROM behavior_events WHERE seq > ?1 ORDER BY seq LIMIT {limit}"
-            ),
-            params![after],
+            "SELECT seq, event_id, event_type, product_id, user_id, session_id, device_id,
+                    timestamp_ms, request_id, properties
+             FROM behavior_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            params![after, limit as i64],
             |r| {
                 Ok((
                     r.get(0)?,

@@ -191,7 +191,7 @@ impl Store {
     /// (`training_interactions_user_history`), on every recommendation.
     pub fn user_history(&self, user_id: &str, limit: usize) -> Result<Vec<HistoryRow>> {
         self.conn
-            .query_map(&user_history_sql(limit), params![user_id], |r| {
+            .query_map(USER_HISTORY, params![user_id, limit as i64], |r| {
                 Ok(HistoryRow {
                     item_id: r.get(0)?,
                     timestamp: r.get(1)?,
@@ -242,15 +242,9 @@ impl Store {
 }
 
 /// [`Store::user_history`]'s statement: every column it reads is in the index.
-/// The limit is written into the SQL, not bound: SQLite compiles a statement
-/// again each time a `LIMIT ?` is bound (see `Conn::statements_reprepared`).
-fn user_history_sql(limit: usize) -> String {
-    format!(
-        "SELECT item_id, timestamp, interaction_type, rating, synthetic
-         FROM training_interactions WHERE user_id = ?1
-         ORDER BY timestamp DESC, item_id DESC LIMIT {limit}"
-    )
-}
+const USER_HISTORY: &str = "SELECT item_id, timestamp, interaction_type, rating, synthetic
+     FROM training_interactions WHERE user_id = ?1
+     ORDER BY timestamp DESC, item_id DESC LIMIT ?2";
 
 /// One row of a user's history, as serving reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -397,8 +391,8 @@ mod tests {
         let plan: Vec<String> = store
             .conn
             .query_map(
-                &format!("EXPLAIN QUERY PLAN {}", user_history_sql(500)),
-                params!["u_1"],
+                &format!("EXPLAIN QUERY PLAN {USER_HISTORY}"),
+                params!["u_1", 500],
                 |r| r.get::<String>(3),
             )
             .unwrap();

@@ -208,9 +208,9 @@ impl Store {
     pub fn job_runs(&self, job: Option<Job>, limit: usize) -> Result<Vec<JobRun>> {
         self.conn.query_map(
             &format!(
-                "SELECT {COLUMNS} FROM job_runs WHERE CAST(?1 AS TEXT) IS NULL OR job = ?1 ORDER BY id DESC LIMIT {limit}"
+                "SELECT {COLUMNS} FROM job_runs WHERE CAST(?1 AS TEXT) IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2"
             ),
-            params![job],
+            params![job, limit as i64],
             from_row,
         )
     }

@@ -258,8 +258,8 @@ impl Conn {
         self.begin(Begin::Exclusive)
     }
 
-    /// Statements SQLite compiled again since the connection opened (none for
-    /// PostgreSQL, whose statements are not cached this way).
+    /// Statements SQLite compiled again since the connection opened (0 for
+    /// PostgreSQL, which does not re-plan a statement on binding).
     #[cfg(test)]
     pub fn statements_reprepared(&self) -> u64 {
         match self {

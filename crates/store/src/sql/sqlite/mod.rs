@@ -9,6 +9,7 @@ use std::cell::Cell;
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags};
 
@@ -28,6 +29,18 @@ pub(crate) struct Sqlite {
     /// [`Sqlite::reprepared`]).
     #[cfg(test)]
     reprepared: Cell<u64>,
+}
+
+/// The query planner's stability guarantee: a statement's plan never depends
+/// on the values bound to it. Without it SQLite (3.50) compiles a cached
+/// statement again each time a value its plan may use is bound, as a
+/// `LIMIT ?` is (and with statistics, any indexed `column = ?`): the history
+/// and unsynced-events reads of every recommendation were parsed and planned
+/// anew, a fifth of a busy server's time (docs/bench-serve.md).
+fn stable_plans(conn: &Connection) -> Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(map)?;
+    Ok(())
 }
 
 fn open_error(target: &Path, e: impl std::fmt::Display) -> Error {
@@ -60,6 +73,7 @@ impl Sqlite {
     fn configure(conn: Connection) -> Result<Self> {
         conn.busy_timeout(Duration::from_secs(30)).map_err(map)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        stable_plans(&conn)?;
         // FULL: a committed transaction survives a power cut, not only a crash, so
         // "acknowledged" means "on disk". Group commits keep the fsyncs few.
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
@@ -91,6 +105,7 @@ impl Sqlite {
         .map_err(|e| open_error(path, e))?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(map)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        stable_plans(&conn)?;
         // No memory map, and SQLite's default page cache: a reader drops both
         // whenever another connection commits, and on a busy server (events, the
         // answer log) the munmap and the page faults after it, or the freeing of
@@ -147,12 +162,9 @@ impl Sqlite {
         done
     }
 
-    /// Statements compiled again since the connection opened. A cached
-    /// statement is recompiled after a schema change, and also whenever a
-    /// parameter that its plan depends on is bound, as `LIMIT ?` is: that
-    /// parses the SQL again on every call, a fifth of a busy server's time
-    /// (docs/bench-serve.md), so hot statements write such values as literals
-    /// and a test holds them to zero.
+    /// Statements compiled again since the connection opened (after a schema
+    /// change, or, without [`stable_plans`], on binding a value their plan
+    /// may depend on).
     #[cfg(test)]
     pub fn reprepared(&self) -> u64 {
         self.reprepared.get()
@@ -179,12 +191,16 @@ impl Sqlite {
     ) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(map)?;
         let mut rows = stmt.query(bind(params)).map_err(map)?;
-        while let Some(row) = rows.next().map_err(map)? {
-            f(&Row::Sqlite(row))?;
-        }
+        let mut each = || -> Result<()> {
+            while let Some(row) = rows.next().map_err(map)? {
+                f(&Row::Sqlite(row))?;
+            }
+            Ok(())
+        };
+        let done = each();
         drop(rows);
         self.count_reprepares(&stmt);
-        Ok(())
+        done
     }
 
     pub fn begin(&self, kind: Begin) -> Result<()> {
