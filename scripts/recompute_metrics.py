@@ -9,7 +9,7 @@ HitRate@K also come from trec_eval (pytrec_eval-terrier, `ndcg_cut`, `success`),
 code no one on the team wrote; trec_eval's recall and MAP divide by |relevant|
 where the contract divides by min(K, |relevant|), so those two are computed here.
 
-  python3 recompute_metrics.py --train T.tsv --test S.tsv --dump D.jsonl [--protocol warm|session]
+  python3 recompute_metrics.py --train T.tsv --test S.tsv --dump D.jsonl [--protocol warm|session|first_visit]
 """
 import argparse
 import json
@@ -42,6 +42,14 @@ def relevant_sets(train, test, protocol):
                 r = {i for i in its if i in items and i not in seen[u]}
                 if r:
                     rel[u] = r
+        elif protocol == "first_visit":
+            # The contract: a customer (not a session:/device: visitor) new in
+            # test, scored with no context; every test item in train is relevant.
+            if u in seen or u.startswith(("session:", "device:")):
+                continue
+            r = {i for i in its if i in items}
+            if r:
+                rel[u] = r
         elif u not in seen:
             # The contract: items not in train dropped first, then each item kept
             # at its first occurrence, then the first max(1, n // 2) are context.
@@ -58,7 +66,7 @@ def main():
     ap.add_argument("--train", required=True)
     ap.add_argument("--test", required=True)
     ap.add_argument("--dump", required=True)
-    ap.add_argument("--protocol", default="warm", choices=["warm", "session"])
+    ap.add_argument("--protocol", default="warm", choices=["warm", "session", "first_visit"])
     a = ap.parse_args()
     rel, ctx, n_items = relevant_sets(read(a.train), read(a.test), a.protocol)
     lists, dumped_ctx = {}, {}

@@ -19,6 +19,8 @@ const CATEGORIES: &[(&str, f64, f64)] = &[
     ("Socks", 0.03, 11.9),
 ];
 
+const COUNTRIES: &[&str] = &["US", "GB", "DE", "FR", "CA", "AU"];
+
 const THEMES: &[&str] = &[
     "Cats",
     "Space",
@@ -92,6 +94,10 @@ pub struct AccountRow {
     pub role: &'static str,
     /// Sign-up time.
     pub created_at: i64,
+    /// Where they live (two-letter code): a customer's usually matches their
+    /// first theme (regional tastes), so an account says something before any
+    /// order does.
+    pub country: &'static str,
 }
 
 /// A base product.
@@ -249,7 +255,7 @@ pub fn generate(spec: &ShopSpec) -> Shop {
     let shop_start = spec.now - 400 * day;
 
     // Accounts: designers first, then customers.
-    let accounts: Vec<AccountRow> = (0..spec.accounts + spec.designers)
+    let mut accounts: Vec<AccountRow> = (0..spec.accounts + spec.designers)
         .map(|i| {
             let first = FIRST[rng.random_range(0..FIRST.len())];
             let last = LAST[rng.random_range(0..LAST.len())];
@@ -270,6 +276,7 @@ pub fn generate(spec: &ShopSpec) -> Shop {
                     "customer"
                 },
                 created_at: shop_start + rng.random_range(0..380 * day),
+                country: "",
             }
         })
         .collect();
@@ -359,6 +366,18 @@ pub fn generate(spec: &ShopSpec) -> Shop {
             activity: pareto(&mut rng, 1.2),
         })
         .collect();
+    // Countries from a stream of their own: the rest of the shop is the same
+    // with or without them.
+    let mut geo = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x6e0);
+    for (i, a) in accounts.iter_mut().enumerate() {
+        let home = i
+            .checked_sub(spec.designers)
+            .map(|c| COUNTRIES[tastes[c].themes[0] % COUNTRIES.len()]);
+        a.country = match home {
+            Some(h) if geo.random_bool(0.7) => h,
+            _ => COUNTRIES[geo.random_range(0..COUNTRIES.len())],
+        };
+    }
     let preference = |taste: &Taste, p: &EndProductRow, t: i64| -> f64 {
         if p.created_at > t {
             return 0.0; // not published yet

@@ -7,7 +7,7 @@ use crate::Shop;
 
 /// The shop's own schema, as its D1 database has it (not manirec's).
 const SHOP_SCHEMA: &str = r#"
-CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT, role TEXT, created_at TEXT);
+CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT, role TEXT, created_at TEXT, country TEXT);
 CREATE TABLE categories (id INTEGER PRIMARY KEY, name TEXT);
 CREATE TABLE base_products (id INTEGER PRIMARY KEY, title TEXT, category_id INTEGER, price REAL, created_at TEXT);
 CREATE TABLE end_products (id TEXT PRIMARY KEY, base_product_id INTEGER, designer_id INTEGER, title TEXT, status TEXT, created_at TEXT);
@@ -29,9 +29,15 @@ impl Shop {
         conn.execute_batch(SHOP_SCHEMA)?;
         let tx = conn.transaction()?;
         {
-            let mut s = tx.prepare("INSERT INTO accounts VALUES (?1, ?2, ?3, ?4)")?;
+            let mut s = tx.prepare("INSERT INTO accounts VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for a in &self.accounts {
-                s.execute(params![a.id, a.email, a.role, sqlite_time(a.created_at)])?;
+                s.execute(params![
+                    a.id,
+                    a.email,
+                    a.role,
+                    sqlite_time(a.created_at),
+                    a.country
+                ])?;
             }
             let mut s = tx.prepare("INSERT INTO categories VALUES (?1, ?2)")?;
             for (i, c) in self.categories.iter().enumerate() {

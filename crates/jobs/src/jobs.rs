@@ -91,6 +91,7 @@ impl Jobs {
                     experiments: &config.experiments,
                     force,
                     start,
+                    user_key: &config.user_key,
                 }))
             })
             .await??;

@@ -456,6 +456,17 @@ pub struct TrainArgs {
     /// Two-tower mini-batch size (the in-batch negatives).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Two-tower: embed what the shop's accounts say of each customer
+    /// (country, age, … see the README's "Customers' accounts"); the training
+    /// then reports the first-visit protocol.
+    #[arg(long)]
+    pub accounts: bool,
+    /// Two-tower with --accounts: share of the training pairs that lost the
+    /// user id and kept their account that lose their history too, so the
+    /// query tower learns to answer from the account alone (a first visit);
+    /// 0.5 by default.
+    #[arg(long, value_name = "SHARE")]
+    pub history_dropout: Option<f32>,
     /// Session models: weights kept per item (item-kNN, RP3beta, SR) or
     /// neighbour sessions (V-SKNN).
     #[arg(long)]
@@ -495,8 +506,10 @@ pub struct EvaluateArgs {
     /// Model version (default: the active one, else the latest trained).
     #[arg(long, value_name = "V")]
     pub model_version: Option<String>,
-    /// warm or session.
-    #[arg(long, default_value = "warm")]
+    /// warm (known customers, next items), session (new visitors, from the
+    /// first half of their visit) or first-visit (new customers, from their
+    /// account alone: what a two-tower model learnt of its features).
+    #[arg(long, default_value = "warm", value_name = "warm|session|first-visit")]
     pub protocol: String,
     /// Also write the ranked lists scored, one JSON object per line.
     #[arg(long, value_name = "FILE")]

@@ -36,6 +36,13 @@
 //!   `--kinds a,b` only those, `--neighbours K` EASE's neighbourhood.
 //! - `sparse-ease`: sparse EASE (`--neighbours 50,100,…`) beside dense EASE at
 //!   the same `--lambda` on the public data sets, both protocols.
+//! - `accounts`: a customer's first visit (the `first_visit` protocol: new
+//!   customers scored from their account alone), and `session` and `warm`, for
+//!   the two-tower model with and without account features, beside popularity
+//!   and "popular among customers who share a feature" (computed here, not by
+//!   model code): MovieLens 100K (`u.user`: age, gender, occupation, first zip
+//!   digit; genres as item features) and the Olist sample (`customers.csv`:
+//!   state; categories as item features; a user is `customer_unique_id`).
 //! - `dedup`: the 5-minute dedup keeping the strongest row (the contract's)
 //!   beside the older rule keeping the latest, on the generated shop and session
 //!   logs: rows removed, cart/purchase rows kept, and every model (defaults) on
@@ -57,8 +64,8 @@ use manirec_models::evaluate::{
 };
 use manirec_models::tune::{tune, TuneOptions};
 use manirec_models::{
-    temporal_split, train, Als, Interaction, Interactions, ItemFeatures, Model, ModelKind,
-    ModelSpec, Split,
+    temporal_split, train, Als, Features, Interaction, Interactions, Model, ModelKind, ModelSpec,
+    Split,
 };
 
 fn read_ml100k(path: &Path) -> Vec<Interaction> {
@@ -655,14 +662,15 @@ fn main() {
         "catalogue" => catalogue(&a),
         "sparse-ease" => sparse_ease(&a),
         "dedup" => dedup(&a),
+        "accounts" => accounts(&a),
         other => panic!(
-            "unknown command {other}: quality | sweep | scale | two-tower | sessions | catalogue | sparse-ease | dedup"
+            "unknown command {other}: quality | sweep | scale | two-tower | sessions | catalogue | sparse-ease | dedup | accounts"
         ),
     }
 }
 
 /// MovieLens 100K's genres (`u.item`'s 19 flags, named by `u.genre`) as `genre=…` features.
-fn ml100k_genres(dir: &Path) -> ItemFeatures {
+fn ml100k_genres(dir: &Path) -> Features {
     let read = |name: &str| -> Vec<String> {
         let bytes = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // u.item is Latin-1; only ids and flags are read.
@@ -677,7 +685,7 @@ fn ml100k_genres(dir: &Path) -> ItemFeatures {
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .collect();
-    let mut f = ItemFeatures::new();
+    let mut f = Features::new();
     for l in read("u.item") {
         let p: Vec<&str> = l.split('|').collect();
         if p.len() < 5 + names.len() {
@@ -694,9 +702,9 @@ fn ml100k_genres(dir: &Path) -> ItemFeatures {
 }
 
 /// MovieLens latest-small's genres (`movies.csv`), named as ML-100K's.
-fn latest_genres(path: &Path) -> ItemFeatures {
+fn latest_genres(path: &Path) -> Features {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut f = ItemFeatures::new();
+    let mut f = Features::new();
     for l in text.lines().skip(1) {
         // movieId,title (maybe quoted, with commas),genres: the genres are last.
         let (Some((id, _)), Some((_, genres))) = (l.split_once(','), l.rsplit_once(',')) else {
@@ -739,6 +747,12 @@ fn two_tower_spec(a: &Args) -> ModelSpec {
     }
     if let Some(v) = get("item-dropout") {
         t.item_id_dropout = v as f32;
+    }
+    if let Some(v) = get("account-dropout") {
+        t.account_dropout = v as f32;
+    }
+    if let Some(v) = get("history-dropout") {
+        t.history_dropout = v as f32;
     }
     if let Some(v) = get("history") {
         t.history_len = v as usize;
@@ -1430,6 +1444,230 @@ fn dedup(a: &Args) {
                         ));
                     }
                     println!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// A CSV line's fields (the Olist files quote nothing that holds a comma in the
+/// columns read here).
+fn csv_fields(line: &str) -> Vec<String> {
+    line.split(',')
+        .map(|f| f.trim_matches('"').to_string())
+        .collect()
+}
+
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    let f = BufReader::new(File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    f.lines().skip(1).map(|l| csv_fields(&l.unwrap())).collect()
+}
+
+/// MovieLens 100K's users (`u.user`: id|age|gender|occupation|zip) as account
+/// features, by the pipeline's rules (age by its first digit), and the first zip
+/// digit (a region of the United States).
+fn ml100k_accounts(dir: &Path, f: &mut Features) {
+    let text = std::fs::read_to_string(dir.join("u.user")).unwrap();
+    for l in text.lines() {
+        let p: Vec<&str> = l.split('|').collect();
+        let age: u32 = p[1].parse().unwrap();
+        f.insert_user(p[0], "age", &(age / 10 * 10).to_string());
+        f.insert_user(p[0], "gender", &p[2].to_lowercase());
+        f.insert_user(p[0], "occupation", p[3]);
+        f.insert_user(p[0], "region", &p[4][..1]);
+    }
+}
+
+/// The Olist sample: one row per order item (`customer_unique_id`, product,
+/// purchase time), products' categories as item features, customers' states as
+/// account features.
+fn olist(dir: &Path) -> (Vec<Interaction>, Features) {
+    let customers: HashMap<String, (String, String)> = csv_rows(&dir.join("customers.csv"))
+        .into_iter()
+        .map(|r| (r[0].clone(), (r[1].clone(), r[4].to_lowercase())))
+        .collect();
+    let orders: HashMap<String, (String, i64)> = csv_rows(&dir.join("orders.csv"))
+        .into_iter()
+        .filter_map(|r| {
+            let t = unix_seconds(&r[3])?;
+            let (user, _) = customers.get(&r[1])?;
+            Some((r[0].clone(), (user.clone(), t)))
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for r in csv_rows(&dir.join("order_items.csv")) {
+        if let Some((user, t)) = orders.get(&r[0]) {
+            rows.push(Interaction::rating(user.as_str(), r[2].as_str(), 1.0, *t));
+        }
+    }
+    let mut f = Features::new();
+    for r in csv_rows(&dir.join("products.csv")) {
+        if !r[1].is_empty() {
+            f.insert(&r[0], "category", &r[1]);
+        }
+    }
+    for (user, state) in customers.values() {
+        f.insert_user(user, "state", state);
+    }
+    (rows, f)
+}
+
+/// `YYYY-MM-DD hh:mm:ss` (UTC) as Unix seconds (days from the civil date, as
+/// in Howard Hinnant's algorithm).
+fn unix_seconds(s: &str) -> Option<i64> {
+    let n = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0, 4)?, n(5, 7)?, n(8, 10)?);
+    let (hh, mm, ss) = (n(11, 13)?, n(14, 16)?, n(17, 19)?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// "Popular among customers like you": each item's share of the train users who
+/// share a feature with the customer, summed over the customer's features
+/// (global popularity breaks ties); popularity for a customer without features.
+fn group_popularity(
+    split: &Split,
+    f: &Features,
+    cases: &[manirec_models::evaluate::Case],
+) -> Vec<RankedList> {
+    let mut users_items: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+    for r in &split.train {
+        users_items
+            .entry(&r.user_id)
+            .or_default()
+            .insert(&r.item_id);
+    }
+    let mut group: HashMap<&str, (f64, HashMap<&str, f64>)> = HashMap::new();
+    let mut global: HashMap<&str, f64> = HashMap::new();
+    for (u, items) in &users_items {
+        for &i in items {
+            *global.entry(i).or_default() += 1.0;
+        }
+        for name in f.user(u) {
+            let g = group.entry(name.as_str()).or_default();
+            g.0 += 1.0;
+            for &i in items {
+                *g.1.entry(i).or_default() += 1.0;
+            }
+        }
+    }
+    let top = global.values().fold(1.0f64, |a, &b| a.max(b));
+    cases
+        .iter()
+        .map(|c| {
+            let mut score: HashMap<&str, f64> =
+                global.iter().map(|(&i, &n)| (i, 1e-6 * n / top)).collect();
+            for name in f.user(&c.user_id) {
+                if let Some((n, items)) = group.get(name.as_str()) {
+                    for (&i, &k) in items {
+                        *score.entry(i).or_default() += k / n;
+                    }
+                }
+            }
+            let mut ranked: Vec<(&str, f64)> = score.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+            RankedList {
+                user_id: c.user_id.clone(),
+                context: None,
+                items: ranked
+                    .into_iter()
+                    .take(20)
+                    .map(|(i, _)| i.to_string())
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn accounts(a: &Args) {
+    let opts = EvalOptions::default();
+    let mut sets: Vec<(&str, Split, Features)> = Vec::new();
+    let ml = a.data.join("ml-100k");
+    if ml.join("u.user").exists() {
+        let mut f = ml100k_genres(&ml);
+        ml100k_accounts(&ml, &mut f);
+        sets.push((
+            "ml-100k",
+            temporal_split(read_ml100k(&ml.join("u.data")), 0.8),
+            f,
+        ));
+    }
+    let ol = a.data.join("olist-10k-subset");
+    if ol.join("customers.csv").exists() {
+        let (rows, f) = olist(&ol);
+        sets.push(("olist", temporal_split(rows, 0.8), f));
+    }
+    println!("| data | protocol | model | users | train s | NDCG@10 | Recall@20 | HitRate@10 | coverage@20 |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, split, with_accounts) in &sets {
+        let mut items_only = Features::new();
+        for i in with_accounts.items() {
+            for feat in with_accounts.get(i) {
+                let (field, value) = feat.split_once('=').unwrap();
+                items_only.insert(i, field, value);
+            }
+        }
+        let pop = train(&split.train, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+        let spec = two_tower_spec(a);
+        let mut models = Vec::new();
+        for (label, f) in [
+            ("two-tower, items' features", &items_only),
+            ("two-tower + accounts", with_accounts),
+        ] {
+            let t = Instant::now();
+            let m = train(&split.train, &spec, Some(f)).unwrap();
+            models.push((label, m, t.elapsed().as_secs_f64()));
+        }
+        for protocol in [Protocol::FirstVisit, Protocol::Session, Protocol::Warm] {
+            let cs = cases(&split.train, &split.test, protocol, pop.items());
+            let mut printed_pop = false;
+            for (label, m, secs) in &models {
+                let (r, lists) =
+                    evaluate(m, &pop, &split.train, &split.test, protocol, &opts).unwrap();
+                if !printed_pop {
+                    let s = Scores {
+                        metrics: r.baseline.clone(),
+                        metrics_ci: r.baseline_ci.clone(),
+                    };
+                    print_row(name, protocol, "popularity", r.users_evaluated, 0.0, &s);
+                    if protocol == Protocol::FirstVisit {
+                        let g = group_popularity(split, with_accounts, &cs);
+                        let s = score_ranked(&g, &cs, pop.items(), &opts);
+                        print_row(
+                            name,
+                            protocol,
+                            "popular among customers like you",
+                            cs.len(),
+                            0.0,
+                            &s,
+                        );
+                    }
+                    printed_pop = true;
+                }
+                let s = Scores {
+                    metrics: r.metrics.clone(),
+                    metrics_ci: r.metrics_ci.clone(),
+                };
+                print_row(name, protocol, label, r.users_evaluated, *secs, &s);
+                eprintln!(
+                    "{name} {protocol:?} {label}: lift over popularity [{:.4}, {:.4}]",
+                    r.ndcg10_lift_ci[0], r.ndcg10_lift_ci[1]
+                );
+                if let Some(dir) = &a.dump {
+                    std::fs::create_dir_all(dir).unwrap();
+                    write_split(dir, name, split);
+                    let tag = if label.contains("accounts") {
+                        "accounts"
+                    } else {
+                        "items"
+                    };
+                    let file = dir.join(format!("{name}.{tag}.{protocol:?}.jsonl").to_lowercase());
+                    write_dump(BufWriter::new(File::create(file).unwrap()), &lists).unwrap();
                 }
             }
         }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::split::is_anonymous;
 use crate::{Error, Interaction, Model, Result, Vocab};
 
-/// The two protocols of the contract.
+/// The protocols of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
@@ -31,6 +31,11 @@ pub enum Protocol {
     Warm,
     /// New users scored from the first half of their session.
     Session,
+    /// New customers (not visitors known by a session or device only) scored
+    /// from nothing but who they are (their id, so their account's features
+    /// where the model has them): a customer's first visit. Every catalogue
+    /// item of their test part is relevant.
+    FirstVisit,
 }
 
 impl std::str::FromStr for Protocol {
@@ -39,9 +44,10 @@ impl std::str::FromStr for Protocol {
         match s {
             "warm" => Ok(Protocol::Warm),
             "session" => Ok(Protocol::Session),
+            "first-visit" | "first_visit" => Ok(Protocol::FirstVisit),
             _ => Err(Error::Config {
                 name: "protocol",
-                message: format!("{s:?} (expected warm or session)"),
+                message: format!("{s:?} (expected warm, session or first-visit)"),
             }),
         }
     }
@@ -67,8 +73,12 @@ pub const METRIC_KEYS: [&str; 7] = [
 pub struct Case {
     /// The user.
     pub user_id: String,
+    /// Whether the model is told who the user is (`warm`, `first_visit`); a
+    /// `session` is scored from its context alone, as an anonymous visitor is
+    /// served, even where the user has an account the model embeds.
+    pub by_id: bool,
     /// Rows the model may use: `(item, weight, timestamp, synthetic)`; the user's
-    /// train rows (`warm`) or context rows (`session`).
+    /// train rows (`warm`), context rows (`session`) or none (`first_visit`).
     pub rows: Vec<(u32, f32, i64, bool)>,
     /// "Now" of the signal's time decay for these rows.
     pub reference_ts: i64,
@@ -134,6 +144,7 @@ pub fn cases(
                 }
                 out.push(Case {
                     user_id: user.to_string(),
+                    by_id: true,
                     rows: indexed(hist, items),
                     reference_ts: train_reference,
                     context: Vec::new(),
@@ -169,6 +180,7 @@ pub fn cases(
                 let ctx_rows = &rows[..first_row[n_ctx]];
                 out.push(Case {
                     user_id: user.to_string(),
+                    by_id: false,
                     rows: indexed(ctx_rows, items),
                     reference_ts: ctx_rows.iter().map(|r| r.timestamp).max().unwrap_or(0),
                     context: distinct[..n_ctx].iter().map(|s| s.to_string()).collect(),
@@ -176,6 +188,22 @@ pub fn cases(
                         .iter()
                         .filter_map(|id| items.get(id))
                         .collect(),
+                    relevant,
+                });
+            }
+            (Protocol::FirstVisit, None) if !crate::is_visitor(user) => {
+                let relevant: HashSet<u32> =
+                    rows.iter().filter_map(|r| items.get(&r.item_id)).collect();
+                if relevant.is_empty() {
+                    continue;
+                }
+                out.push(Case {
+                    user_id: user.to_string(),
+                    by_id: true,
+                    rows: Vec::new(),
+                    reference_ts: train_reference,
+                    context: Vec::new(),
+                    exclude: HashSet::new(),
                     relevant,
                 });
             }
@@ -259,7 +287,8 @@ pub fn rank(model: &Model, cases: &[Case]) -> Vec<Vec<u32>> {
             || vec![0f32; n],
             |scores, c| {
                 let hist = model.history(c.rows.iter().copied(), c.reference_ts);
-                model.score_into(Some(&c.user_id), &hist, scores);
+                let user = c.by_id.then_some(c.user_id.as_str());
+                model.score_into(user, &hist, scores);
                 model.top_k(scores, MAX_K, &c.exclude, |_| true)
             },
         )
@@ -577,7 +606,7 @@ pub fn cold_start(
     model: &Model,
     train: &[Interaction],
     test: &[Interaction],
-    features: &crate::ItemFeatures,
+    features: &crate::Features,
 ) -> Option<ColdStart> {
     let tt = model.two_tower()?;
     let items = model.items();
@@ -649,7 +678,7 @@ pub fn cold_start(
     for user in order {
         let rows = &user_rows[user];
         let hist: Vec<u32> = rows.iter().filter_map(|r| items.get(&r.item_id)).collect();
-        let mine = match tt.query(tt.user_index(user), &hist) {
+        let mine = match tt.query(Some(user), &hist) {
             Some(q) => {
                 let s: Vec<f64> = vectors
                     .chunks_exact(d)

@@ -1,22 +1,43 @@
-//! Item features: what a model may know of an item besides its interactions.
+//! Features: what a model may know of an item or a customer besides their
+//! interactions.
 //!
 //! Each item has a short list of `field=value` strings (`category=tees`,
 //! `base=b12`, `designer=d7`, `price_band=2`, `genre=Comedy`). Popularity reads
 //! the `category` field (per-category popularity); the two-tower model embeds
 //! every feature, so an item with features and no interaction still gets a vector.
+//!
+//! Customers have the same kind of list, from their shop account (`country=DE`,
+//! `gender=F`, `age=30-39`): the two-tower query tower embeds them, so a customer
+//! on their first visit, with an account and nothing else, is not a stranger.
 
 use std::collections::HashMap;
 
 /// The field popularity groups items by.
 pub const CATEGORY: &str = "category";
 
-/// Item id → its `field=value` features, sorted and unique per item.
+/// Item id → its `field=value` features, and user id → theirs; sorted and unique
+/// per id.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ItemFeatures {
+pub struct Features {
     map: HashMap<String, Vec<String>>,
+    users: HashMap<String, Vec<String>>,
 }
 
-impl ItemFeatures {
+fn insert_into(map: &mut HashMap<String, Vec<String>>, id: &str, field: &str, value: &str) {
+    let list = map.entry(id.to_string()).or_default();
+    let feature = format!("{field}={value}");
+    if let Err(at) = list.binary_search(&feature) {
+        list.insert(at, feature);
+    }
+}
+
+fn sorted_keys(map: &HashMap<String, Vec<String>>) -> Vec<&str> {
+    let mut v: Vec<&str> = map.keys().map(String::as_str).collect();
+    v.sort_unstable();
+    v
+}
+
+impl Features {
     /// No features.
     pub fn new() -> Self {
         Self::default()
@@ -33,11 +54,22 @@ impl ItemFeatures {
 
     /// Adds `field=value` to `item` (a feature it already has is not repeated).
     pub fn insert(&mut self, item: &str, field: &str, value: &str) {
-        let list = self.map.entry(item.to_string()).or_default();
-        let feature = format!("{field}={value}");
-        if let Err(at) = list.binary_search(&feature) {
-            list.insert(at, feature);
-        }
+        insert_into(&mut self.map, item, field, value);
+    }
+
+    /// Adds `field=value` to customer `user` (the id interactions carry).
+    pub fn insert_user(&mut self, user: &str, field: &str, value: &str) {
+        insert_into(&mut self.users, user, field, value);
+    }
+
+    /// A customer's features (empty when unknown).
+    pub fn user(&self, user: &str) -> &[String] {
+        self.users.get(user).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every customer with a feature, sorted by id.
+    pub fn users(&self) -> Vec<&str> {
+        sorted_keys(&self.users)
     }
 
     /// An item's features (empty when unknown).
@@ -60,17 +92,15 @@ impl ItemFeatures {
 
     /// Every item with a feature, sorted by id.
     pub fn items(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.map.keys().map(String::as_str).collect();
-        v.sort_unstable();
-        v
+        sorted_keys(&self.map)
     }
 
-    /// How many items have features.
+    /// How many items have features (customers not counted).
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
-    /// Whether no item has a feature.
+    /// Whether no item has a feature (customers not counted).
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -82,7 +112,7 @@ mod tests {
 
     #[test]
     fn features_are_sorted_unique_and_give_the_category() {
-        let mut f = ItemFeatures::new();
+        let mut f = Features::new();
         f.insert("a", "designer", "d1");
         f.insert("a", "category", "tees");
         f.insert("a", "designer", "d1");
@@ -90,5 +120,18 @@ mod tests {
         assert_eq!(f.category("a"), Some("tees"));
         assert_eq!(f.category("b"), None);
         assert!(f.get("b").is_empty());
+    }
+
+    #[test]
+    fn customers_have_their_own_features() {
+        let mut f = Features::new();
+        f.insert_user("u1", "country", "DE");
+        f.insert_user("u1", "country", "DE");
+        f.insert("u1", "category", "tees");
+        assert_eq!(f.user("u1"), ["country=DE"]);
+        assert_eq!(f.get("u1"), ["category=tees"]);
+        assert_eq!(f.users(), ["u1"]);
+        assert!(f.user("u2").is_empty());
+        assert_eq!(f.len(), 1);
     }
 }

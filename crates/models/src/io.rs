@@ -16,8 +16,11 @@
 //!   cold items from them; `two_tower.user_emb`, `two_tower.item_emb`,
 //!   `two_tower.hist_emb`, `two_tower.feat_emb` (F32, [rows, dim]); `cold.json`,
 //!   `two_tower.cold_ptr`, `two_tower.cold_idx`: items with features and no
-//!   training row, and their features (absent in older two-tower artifacts). The
-//!   candidate vectors are recomputed on load (same code, same order, same bits);
+//!   training row, and their features (absent in older two-tower artifacts);
+//!   `accounts.json`, `two_tower.account_ptr`, `two_tower.account_idx`: customers
+//!   with account features (`user:field=value` in `features.json`), trained on or
+//!   not (absent in older artifacts: none). The candidate vectors are recomputed
+//!   on load (same code, same order, same bits);
 //! - item-kNN, RP3beta, SR, blend: `graph.indptr` (U64, [items + 1]), `graph.indices`
 //!   (U32, [nnz]), `graph.data` (F32, [nnz]): the sparse item × item weights, rows
 //!   by catalogue index;
@@ -124,13 +127,24 @@ impl Model {
                     vec![t.feat_idx.len()],
                     u32_bytes(&t.feat_idx),
                 );
-                let cold = json_bytes(&t.cold.items);
-                put("cold.json", Dtype::U8, vec![cold.len()], cold);
-                for (name, v) in [
-                    ("two_tower.cold_ptr", &t.cold.ptr),
-                    ("two_tower.cold_idx", &t.cold.idx),
+                for (ids, ptr, idx, rows) in [
+                    (
+                        "cold.json",
+                        "two_tower.cold_ptr",
+                        "two_tower.cold_idx",
+                        &t.cold,
+                    ),
+                    (
+                        "accounts.json",
+                        "two_tower.account_ptr",
+                        "two_tower.account_idx",
+                        &t.accounts,
+                    ),
                 ] {
-                    put(name, Dtype::U32, vec![v.len()], u32_bytes(v));
+                    let names = json_bytes(&rows.ids);
+                    put(ids, Dtype::U8, vec![names.len()], names);
+                    put(ptr, Dtype::U32, vec![rows.ptr.len()], u32_bytes(&rows.ptr));
+                    put(idx, Dtype::U32, vec![rows.idx.len()], u32_bytes(&rows.idx));
                 }
                 for (name, w) in [
                     ("two_tower.user_emb", &t.user_emb),
@@ -383,24 +397,33 @@ impl Model {
                 let item_emb = table("two_tower.item_emb", n)?;
                 let hist_emb = table("two_tower.hist_emb", n)?;
                 let feat_emb = table("two_tower.feat_emb", features.len())?;
-                let cold = if st.names().contains(&"cold.json") {
-                    let c = crate::two_tower::ColdItems {
-                        items: vocab("cold.json")?,
-                        ptr: u32s("two_tower.cold_ptr")?,
-                        idx: u32s("two_tower.cold_idx")?,
-                    };
-                    let ok = c.ptr.len() == c.items.len() + 1
-                        && c.ptr.first() == Some(&0)
-                        && c.ptr.windows(2).all(|w| w[0] <= w[1])
-                        && c.ptr.last().map(|&p| p as usize) == Some(c.idx.len())
-                        && c.idx.iter().all(|&f| (f as usize) < features.len());
-                    if !ok {
-                        return Err(bad("two-tower cold items do not match".into()));
+                // Absent in older artifacts: none.
+                let rows = |ids: &str, ptr: &str, idx: &str, what: &str| {
+                    if !st.names().contains(&ids) {
+                        return Ok(Default::default());
                     }
-                    c
-                } else {
-                    Default::default()
+                    let r = crate::two_tower::FeatureRows {
+                        ids: vocab(ids)?,
+                        ptr: u32s(ptr)?,
+                        idx: u32s(idx)?,
+                    };
+                    if !r.is_consistent(features.len()) {
+                        return Err(bad(format!("two-tower {what} do not match")));
+                    }
+                    Ok(r)
                 };
+                let cold = rows(
+                    "cold.json",
+                    "two_tower.cold_ptr",
+                    "two_tower.cold_idx",
+                    "cold items",
+                )?;
+                let accounts = rows(
+                    "accounts.json",
+                    "two_tower.account_ptr",
+                    "two_tower.account_idx",
+                    "account features",
+                )?;
                 let mut t = crate::TwoTower {
                     users,
                     items: items.clone(),
@@ -414,6 +437,7 @@ impl Model {
                     config: spec.two_tower,
                     candidates: Vec::new(),
                     cold,
+                    accounts,
                 };
                 t.refresh_candidates();
                 Inner::TwoTower(Box::new(t))

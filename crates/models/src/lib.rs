@@ -12,7 +12,7 @@
 //! - [`Model`]: [`Popular`] (time-decayed popularity, global and per category, the
 //!   cold-start fallback), [`Als`] (implicit ALS with fold-in and warm start),
 //!   [`Ease`] (Steck's closed-form item-item model), [`TwoTower`] (a retrieval
-//!   model whose candidate tower embeds [`ItemFeatures`], so new items get a
+//!   model whose candidate tower embeds [`Features`], so new items get a
 //!   vector before their first interaction), and the session models of
 //!   [`session`] ([`ItemGraph`]: item-kNN, RP3beta, SR; [`Vsknn`]), which score a
 //!   visitor from the ordered items of their session. Train with [`train`].
@@ -43,11 +43,11 @@ pub mod two_tower;
 pub use als::{Als, AlsConfig};
 pub use ease::{Ease, EaseConfig};
 pub use error::{Error, Result};
-pub use features::ItemFeatures;
+pub use features::Features;
 pub use matrix::{Interactions, Vocab};
 pub use model::{train, Anchor, Model, ModelKind, ModelSpec, Request, Scored};
 pub use popular::{Popular, PopularConfig};
 pub use session::{ItemGraph, SessionConfig, Vsknn};
 pub use signal::{Signal, SyntheticPolicy};
-pub use split::{is_anonymous, temporal_split, Interaction, Split, ANONYMOUS_PREFIX};
+pub use split::{is_anonymous, is_visitor, temporal_split, Interaction, Split, ANONYMOUS_PREFIX};
 pub use two_tower::{TwoTower, TwoTowerConfig};

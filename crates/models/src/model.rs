@@ -13,8 +13,8 @@ use crate::linalg::matvec;
 use crate::popular::Popular;
 use crate::session::{ItemGraph, SessionConfig, Vsknn};
 use crate::{
-    Als, AlsConfig, Ease, EaseConfig, Error, Interaction, Interactions, ItemFeatures,
-    PopularConfig, Result, Signal, TwoTower, TwoTowerConfig, Vocab,
+    Als, AlsConfig, Ease, EaseConfig, Error, Features, Interaction, Interactions, PopularConfig,
+    Result, Signal, TwoTower, TwoTowerConfig, Vocab,
 };
 
 /// Which algorithm.
@@ -189,11 +189,7 @@ pub struct Model {
 /// Trains `spec` on `rows` (a dataset's train part). `features` gives items their
 /// category (per-category popularity) and, for the two-tower model, every
 /// feature its candidate tower embeds.
-pub fn train(
-    rows: &[Interaction],
-    spec: &ModelSpec,
-    features: Option<&ItemFeatures>,
-) -> Result<Model> {
+pub fn train(rows: &[Interaction], spec: &ModelSpec, features: Option<&Features>) -> Result<Model> {
     let data = Interactions::build(rows, &spec.signal)?;
     Model::fit(rows, &data, spec, features)
 }
@@ -204,7 +200,7 @@ impl Model {
         rows: &[Interaction],
         data: &Interactions,
         spec: &ModelSpec,
-        features: Option<&ItemFeatures>,
+        features: Option<&Features>,
     ) -> Result<Model> {
         let popular = Popular::fit(rows, data, spec.popular, features)?;
         let inner = match spec.kind {
@@ -240,7 +236,7 @@ impl Model {
         rows: &[Interaction],
         data: &Interactions,
         spec: &ModelSpec,
-        features: Option<&ItemFeatures>,
+        features: Option<&Features>,
         graph: ItemGraph,
     ) -> Result<Model> {
         Ok(Model {
@@ -260,7 +256,7 @@ impl Model {
         previous: &Model,
         rows: &[Interaction],
         spec: &ModelSpec,
-        features: Option<&ItemFeatures>,
+        features: Option<&Features>,
     ) -> Result<Model> {
         let (users, items) = match (&previous.inner, spec.kind) {
             (Inner::Als(prev), ModelKind::Als) => prev.vocab(),
@@ -304,7 +300,7 @@ impl Model {
         pretrained: &Model,
         rows: &[Interaction],
         spec: &ModelSpec,
-        features: Option<&ItemFeatures>,
+        features: Option<&Features>,
     ) -> Result<Model> {
         let (Some(p), ModelKind::TwoTower) = (pretrained.two_tower(), spec.kind) else {
             return Err(Error::Config {
@@ -418,7 +414,7 @@ impl Model {
             }
             Inner::TwoTower(tt) => {
                 let hist: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
-                if let Some(q) = tt.query(user.and_then(|u| tt.user_index(u)), &hist) {
+                if let Some(q) = tt.query(user, &hist) {
                     tt.scores_for(&q, out);
                     return true;
                 }
@@ -455,6 +451,23 @@ impl Model {
             .filter(|i| !exclude.contains(i) && keep(*i))
             .take(k)
             .collect()
+    }
+
+    /// Whether the model was trained on `user_id` itself (ALS' factors,
+    /// two-tower's id embedding); the other kinds know no one, only histories.
+    pub fn knows_user(&self, user_id: &str) -> bool {
+        match &self.inner {
+            Inner::Als(als) => als.users.get(user_id).is_some(),
+            Inner::TwoTower(tt) => tt.users.get(user_id).is_some(),
+            Inner::Ease(_) | Inner::Graph(_) | Inner::Vsknn(_) | Inner::Popular => false,
+        }
+    }
+
+    /// Whether the model knows `user_id` by their shop account (a two-tower
+    /// model given account features): it can answer their first visit.
+    pub fn knows_account(&self, user_id: &str) -> bool {
+        self.two_tower()
+            .is_some_and(|t| !t.accounts.of(user_id).is_empty())
     }
 
     /// Whether ranking for `user_id` reads the request's history: not when ALS
@@ -598,7 +611,7 @@ impl Model {
             },
             Inner::TwoTower(tt) => {
                 let hist: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
-                tt.query(user.and_then(|u| tt.user_index(u)), &hist)
+                tt.query(user, &hist)
             }
             Inner::Ease(_) | Inner::Graph(_) | Inner::Vsknn(_) | Inner::Popular => None,
         }
@@ -760,7 +773,7 @@ impl Model {
         self.items().get(item_id).is_some()
             || self
                 .two_tower()
-                .is_some_and(|t| t.cold.items.get(item_id).is_some())
+                .is_some_and(|t| t.cold.ids.get(item_id).is_some())
     }
 
     /// The vector of a design the model was not trained on, from its features

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Interaction, Interactions, ItemFeatures, Result, Signal, Vocab};
+use crate::{Features, Interaction, Interactions, Result, Signal, Vocab};
 
 /// Popularity settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -61,7 +61,7 @@ impl Popular {
         rows: &[Interaction],
         data: &Interactions,
         config: PopularConfig,
-        features: Option<&ItemFeatures>,
+        features: Option<&Features>,
     ) -> Result<Self> {
         let decay = Signal {
             half_life_days: config.half_life_days,

@@ -25,6 +25,13 @@ pub fn is_anonymous(user_id: &str) -> bool {
     user_id.starts_with(ANONYMOUS_PREFIX)
 }
 
+/// Whether a user id stands for a visitor known only by a storefront session
+/// or device (`session:…`, `device:…`, as the event store names them), not a
+/// customer with an account: a first visit is a customer's.
+pub fn is_visitor(user_id: &str) -> bool {
+    user_id.starts_with("session:") || user_id.starts_with("device:")
+}
+
 /// One training interaction, as the dataset files hold it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interaction {

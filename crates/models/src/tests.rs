@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::evaluate::{self, cases, evaluate, EvalOptions, Protocol};
 use crate::{
-    temporal_split, train, Anchor, Interaction, ItemFeatures, Model, ModelKind, ModelSpec, Request,
+    temporal_split, train, Anchor, Features, Interaction, Model, ModelKind, ModelSpec, Request,
     Scored, Vocab,
 };
 
@@ -61,8 +61,8 @@ fn small_two_tower() -> ModelSpec {
 }
 
 /// Item `i{n}` of [`clustered`]'s data: category `c{group}`, designer `d{n / 5}`.
-fn clustered_features(items: usize, per_cluster: usize) -> ItemFeatures {
-    let mut f = ItemFeatures::new();
+fn clustered_features(items: usize, per_cluster: usize) -> Features {
+    let mut f = Features::new();
     for i in 0..items {
         f.insert(
             &format!("i{i}"),
@@ -292,7 +292,12 @@ fn reloaded_models_score_bit_for_bit_the_same() {
     let cats: HashMap<String, String> = (0..60)
         .map(|i| (format!("i{i}"), format!("c{}", i / 20)))
         .collect();
-    let features = ItemFeatures::from_categories(&cats);
+    let mut features = Features::from_categories(&cats);
+    // Customers' accounts, and one customer with an account and no row yet.
+    for u in 0..120 {
+        features.insert_user(&format!("u{u}"), "country", &format!("k{}", u % 3));
+    }
+    features.insert_user("newcomer", "country", "k1");
     let mut sparse_ease = small_ease();
     sparse_ease.ease.max_items = 10;
     sparse_ease.ease.neighbours = 8;
@@ -319,7 +324,11 @@ fn reloaded_models_score_bit_for_bit_the_same() {
             Interaction::rating("v", "i3", 1.0, 5),
             Interaction::rating("v", "i4", 2.0, 6),
         ];
-        for req in [Request::user("u7", 20), Request::visitor(&history, 20)] {
+        for req in [
+            Request::user("u7", 20),
+            Request::user("newcomer", 20),
+            Request::visitor(&history, 20),
+        ] {
             let a = model.recommend(&req);
             let b = back.recommend(&req);
             assert_eq!(a.len(), 20);
@@ -343,7 +352,7 @@ fn category_popularity_and_similar_items() {
     let cats: HashMap<String, String> = (0..60)
         .map(|i| (format!("i{i}"), format!("c{}", i / 20)))
         .collect();
-    let features = ItemFeatures::from_categories(&cats);
+    let features = Features::from_categories(&cats);
     let model = train(&rows, &small_ease(), Some(&features)).unwrap();
     let top = model.most_popular(5, Some("c1"));
     assert_eq!(top.len(), 5);
@@ -468,6 +477,60 @@ fn two_tower_beats_popularity_on_data_with_taste_groups() {
     .unwrap();
     assert!(r.users_evaluated > 100);
     assert!(r.beats_baseline, "{:?} vs {:?}", r.metrics, r.baseline);
+}
+
+#[test]
+fn a_first_visit_is_ranked_by_the_customers_account() {
+    // Four taste groups; a customer's country names their group. Customers
+    // u240.. have an account and no train row: their first visit.
+    let rows = clustered(300, 4, 20, 3);
+    let is_new = |r: &Interaction| r.user_id[1..].parse::<usize>().unwrap() >= 240;
+    let (test, train_rows): (Vec<Interaction>, Vec<Interaction>) =
+        rows.into_iter().partition(is_new);
+    let mut features = clustered_features(80, 20);
+    for u in 0..300 {
+        features.insert_user(&format!("u{u}"), "country", &format!("k{}", u % 4));
+    }
+    let pop = train(&train_rows, &ModelSpec::new(ModelKind::Popular), None).unwrap();
+    let opts = EvalOptions::default();
+    let model = train(&train_rows, &small_two_tower(), Some(&features)).unwrap();
+    assert_eq!(model.two_tower().unwrap().accounts(), 300);
+    let (r, lists) = evaluate(
+        &model,
+        &pop,
+        &train_rows,
+        &test,
+        Protocol::FirstVisit,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(r.users_evaluated, 60);
+    assert!(lists.iter().all(|l| l.context.is_none()));
+    assert!(
+        r.beats_baseline && r.metrics["ndcg@10"] > 2.0 * r.baseline["ndcg@10"],
+        "{:?} vs {:?}",
+        r.metrics,
+        r.baseline
+    );
+    // The same model without accounts knows nothing of them: popularity's answer.
+    let items_only = clustered_features(80, 20);
+    let blind = train(&train_rows, &small_two_tower(), Some(&items_only)).unwrap();
+    let (b, _) = evaluate(
+        &blind,
+        &pop,
+        &train_rows,
+        &test,
+        Protocol::FirstVisit,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(b.metrics["ndcg@10"], b.baseline["ndcg@10"]);
+    // Warm start takes the accounts given now, never the previous model's (an
+    // erased customer's account is gone from the shop).
+    let again = Model::warm_start(&model, &train_rows, model.spec(), Some(&items_only)).unwrap();
+    assert_eq!(again.two_tower().unwrap().accounts(), 0);
+    let again = Model::warm_start(&model, &train_rows, model.spec(), Some(&features)).unwrap();
+    assert_eq!(again.two_tower().unwrap().accounts(), 300);
 }
 
 #[test]

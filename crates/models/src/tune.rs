@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::evaluate::{cases, score, EvalOptions, Protocol};
 use crate::{
-    temporal_split, Error, Interaction, Interactions, ItemFeatures, ItemGraph, Model, ModelKind,
+    temporal_split, Error, Features, Interaction, Interactions, ItemGraph, Model, ModelKind,
     ModelSpec, Result,
 };
 
@@ -92,7 +92,8 @@ pub fn validation_cases(
     items: &crate::Vocab,
 ) -> Vec<crate::evaluate::Case> {
     match protocol {
-        Protocol::Warm => cases(&split.train, &split.test, Protocol::Warm, items),
+        // A first visit is scored by who the visitor is: their ids stay.
+        Protocol::Warm | Protocol::FirstVisit => cases(&split.train, &split.test, protocol, items),
         Protocol::Session => {
             let renamed: Vec<Interaction> = split
                 .test
@@ -117,7 +118,7 @@ fn blend_model(
     rows: &[Interaction],
     data: &Interactions,
     spec: &ModelSpec,
-    features: Option<&ItemFeatures>,
+    features: Option<&Features>,
     members: &mut HashMap<String, ItemGraph>,
 ) -> Result<Model> {
     spec.session.validate()?;
@@ -206,7 +207,7 @@ fn set(spec: &mut ModelSpec, p: Param, v: f64) {
 pub fn tune(
     train: &[Interaction],
     base: &ModelSpec,
-    features: Option<&ItemFeatures>,
+    features: Option<&Features>,
     opts: &TuneOptions,
 ) -> Result<TuneReport> {
     let split = temporal_split(train.to_vec(), crate::split::TRAIN_FRACTION);

@@ -1,11 +1,13 @@
 //! A two-tower retrieval model (the TensorFlow Recommenders design), written
 //! out by hand on `f32` slices.
 //!
-//! - Query tower: the user's id embedding plus the mean of the embeddings of the
-//!   user's most recent items (a separate "history" table), L2-normalised. The
-//!   user id is dropped from a share of the training examples (`user_dropout`), so
-//!   the tower also scores from a context alone: the `session` protocol and
-//!   anonymous visitors (no user id, no fold-in).
+//! - Query tower: the user's id embedding plus the sum of their account's
+//!   features' embeddings (`country=…`, `age=…`; see [`Features::user`]) plus the
+//!   mean of the embeddings of the user's most recent items (a separate "history"
+//!   table), L2-normalised. The user id is dropped from a share of the training
+//!   examples (`user_dropout`), so the tower also scores from a context alone (the
+//!   `session` protocol, anonymous visitors: no user id, no fold-in) and from an
+//!   account alone (a customer's first visit).
 //! - Candidate tower: the item's id embedding plus the sum of its features'
 //!   embeddings (`category=…`, `designer=…`, `genre=…`), L2-normalised. The id is
 //!   dropped from a share of the examples (`item_id_dropout`), so an item known
@@ -75,7 +77,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::linalg::{axpy, dot, matvec, vecmat};
 use crate::split::is_anonymous;
-use crate::{Error, Interaction, Interactions, ItemFeatures, Result, Vocab};
+use crate::{Error, Features, Interaction, Interactions, Result, Vocab};
 
 /// Two-tower hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -100,6 +102,14 @@ pub struct TwoTowerConfig {
     pub user_dropout: f32,
     /// Share of training pairs whose candidate leaves the item id out.
     pub item_id_dropout: f32,
+    /// Share of the training pairs that lost their user id (and whose user has
+    /// account features) that lose the account too: the tower must still answer
+    /// an anonymous visitor, who has none, from the history alone.
+    pub account_dropout: f32,
+    /// Share of the pairs that lost their user id and kept their account that
+    /// lose their history, so the tower learns to answer from the account
+    /// alone: a customer's first visit.
+    pub history_dropout: f32,
     /// Seed of the initial embeddings, the shuffles and the dropouts.
     pub seed: u64,
     /// Worker threads; `None`: rayon's global pool.
@@ -121,6 +131,8 @@ impl Default for TwoTowerConfig {
             logq: 1.5,
             user_dropout: 0.5,
             item_id_dropout: 0.2,
+            account_dropout: 0.5,
+            history_dropout: 0.5,
             seed: 42,
             threads: None,
         }
@@ -152,6 +164,8 @@ impl TwoTowerConfig {
         for (name, p) in [
             ("user_dropout", self.user_dropout),
             ("item_id_dropout", self.item_id_dropout),
+            ("account_dropout", self.account_dropout),
+            ("history_dropout", self.history_dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return bad(name, format!("{p} (must be in [0, 1))"));
@@ -200,46 +214,100 @@ pub struct TwoTower {
     pub(crate) candidates: Vec<f32>,
     /// Items that had features and no training row: not in the catalogue, but
     /// their features are kept so that `similar` answers for them.
-    pub(crate) cold: ColdItems,
+    pub(crate) cold: FeatureRows,
+    /// Every customer the model was given account features for, trained on or
+    /// not, with those features (names prefixed [`USER_FEATURE`] in `features`).
+    pub(crate) accounts: FeatureRows,
 }
 
-/// Items known by their features only, with those features (indices into
-/// `features`, the ones the model has embeddings for).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct ColdItems {
-    pub(crate) items: Vocab,
+/// How a customer's feature is named among the model's features: `user:country=DE`
+/// is never an item's `country=DE`.
+pub(crate) const USER_FEATURE: &str = "user:";
+
+/// Ids with their features (indices into the model's `features`), CSR.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FeatureRows {
+    pub(crate) ids: Vocab,
     pub(crate) ptr: Vec<u32>,
     pub(crate) idx: Vec<u32>,
 }
 
-impl ColdItems {
-    /// The items of `item_features` outside `catalogue` with at least one known feature.
-    fn collect(item_features: Option<&ItemFeatures>, catalogue: &Vocab, features: &Vocab) -> Self {
-        let mut cold = ColdItems {
+impl Default for FeatureRows {
+    fn default() -> Self {
+        FeatureRows {
+            ids: Vocab::default(),
             ptr: vec![0],
-            ..Default::default()
-        };
+            idx: Vec::new(),
+        }
+    }
+}
+
+impl FeatureRows {
+    /// The items of `item_features` outside `catalogue` with at least one feature
+    /// in `features`.
+    fn cold_items(item_features: Option<&Features>, catalogue: &Vocab, features: &Vocab) -> Self {
+        let mut cold = FeatureRows::default();
         let Some(f) = item_features else {
             return cold;
         };
         for id in f.items() {
-            if catalogue.get(id).is_some() {
-                continue;
+            if catalogue.get(id).is_none() {
+                cold.push(id, f.get(id).iter().filter_map(|n| features.get(n)));
             }
-            let known: Vec<u32> = f.get(id).iter().filter_map(|n| features.get(n)).collect();
-            if known.is_empty() {
-                continue;
-            }
-            cold.items.insert(id);
-            cold.idx.extend(known);
-            cold.ptr.push(cold.idx.len() as u32);
         }
         cold
+    }
+
+    /// Every customer of `user_features` with their features, added to `features`.
+    fn accounts(user_features: &[(&str, Vec<String>)], features: &mut Vocab) -> Self {
+        let mut rows = FeatureRows::default();
+        for (id, names) in user_features {
+            let known: Vec<u32> = names
+                .iter()
+                .map(|n| features.insert(&format!("{USER_FEATURE}{n}")))
+                .collect();
+            rows.push(id, known);
+        }
+        rows
+    }
+
+    /// Adds `id` with `features`, unless it has none.
+    fn push(&mut self, id: &str, features: impl IntoIterator<Item = u32>) {
+        let before = self.idx.len();
+        self.idx.extend(features);
+        if self.idx.len() > before {
+            self.ids.insert(id);
+            self.ptr.push(self.idx.len() as u32);
+        }
     }
 
     pub(crate) fn features(&self, k: u32) -> &[u32] {
         &self.idx[self.ptr[k as usize] as usize..self.ptr[k as usize + 1] as usize]
     }
+
+    /// The features of `id`; empty when it has none.
+    pub(crate) fn of(&self, id: &str) -> &[u32] {
+        self.ids.get(id).map_or(&[], |k| self.features(k))
+    }
+
+    /// Checks a loaded table against the number of features it indexes into.
+    pub(crate) fn is_consistent(&self, features: usize) -> bool {
+        self.ptr.len() == self.ids.len() + 1
+            && self.ptr.first() == Some(&0)
+            && self.ptr.windows(2).all(|w| w[0] <= w[1])
+            && self.ptr.last().map(|&p| p as usize) == Some(self.idx.len())
+            && self.idx.iter().all(|&f| (f as usize) < features)
+    }
+}
+
+/// The customers of `features` with their `field=value` lists, sorted by id.
+fn user_lists(features: Option<&Features>) -> Vec<(&str, Vec<String>)> {
+    features.map_or_else(Vec::new, |f| {
+        f.users()
+            .into_iter()
+            .map(|u| (u, f.user(u).to_vec()))
+            .collect()
+    })
 }
 
 /// One embedding table with its Adam moments and a sparse gradient.
@@ -305,7 +373,11 @@ struct Pairs {
     hist: Vec<u32>,
     /// `ln P(item)`, per catalogue item.
     log_p: Vec<f32>,
+    /// Each user's row in the model's accounts (`NO_ACCOUNT`: none), by user index.
+    account: Vec<u32>,
 }
+
+const NO_ACCOUNT: u32 = u32::MAX;
 
 impl Pairs {
     fn history(&self, e: usize) -> &[u32] {
@@ -327,6 +399,7 @@ impl Pairs {
             hist_ptr: vec![0],
             hist: Vec::new(),
             log_p: Vec::new(),
+            account: Vec::new(),
         };
         let mut counts = vec![0f64; data.items.len()];
         for u in 0..data.users.len() as u32 {
@@ -389,7 +462,7 @@ fn init(rng: &mut ChaCha8Rng, n: usize, d: usize) -> Vec<f32> {
 /// The features of each catalogue item as indices into `features` (which grows).
 fn index_features(
     items: &Vocab,
-    item_features: Option<&ItemFeatures>,
+    item_features: Option<&Features>,
     features: &mut Vocab,
 ) -> (Vec<u32>, Vec<u32>) {
     let mut ptr = vec![0u32];
@@ -410,7 +483,7 @@ impl TwoTower {
     pub fn fit(
         rows: &[Interaction],
         data: &Interactions,
-        item_features: Option<&ItemFeatures>,
+        item_features: Option<&Features>,
         config: &TwoTowerConfig,
     ) -> Result<Self> {
         Self::fit_from(None, rows, data, item_features, config)
@@ -423,7 +496,7 @@ impl TwoTower {
         pretrained: Option<&TwoTower>,
         rows: &[Interaction],
         data: &Interactions,
-        item_features: Option<&ItemFeatures>,
+        item_features: Option<&Features>,
         config: &TwoTowerConfig,
     ) -> Result<Self> {
         config.validate()?;
@@ -437,6 +510,7 @@ impl TwoTower {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut features = Vocab::default();
         let (feat_ptr, feat_idx) = index_features(&data.items, item_features, &mut features);
+        let accounts = FeatureRows::accounts(&user_lists(item_features), &mut features);
         let user_emb = init(&mut rng, data.users.len(), d);
         let item_emb = init(&mut rng, data.items.len(), d);
         let hist_emb = init(&mut rng, data.items.len(), d);
@@ -461,10 +535,11 @@ impl TwoTower {
             feat_emb,
             config: *config,
             candidates: Vec::new(),
-            cold: ColdItems::default(),
+            cold: FeatureRows::default(),
+            accounts,
         };
         model.train(rows, data, &mut rng)?;
-        model.cold = ColdItems::collect(item_features, &model.items, &model.features);
+        model.cold = FeatureRows::cold_items(item_features, &model.items, &model.features);
         Ok(model)
     }
 
@@ -476,7 +551,7 @@ impl TwoTower {
         previous: &TwoTower,
         rows: &[Interaction],
         data: &Interactions,
-        item_features: Option<&ItemFeatures>,
+        item_features: Option<&Features>,
         config: &TwoTowerConfig,
     ) -> Result<Self> {
         config.validate()?;
@@ -500,7 +575,7 @@ impl TwoTower {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut features = previous.features.clone();
         // Items without features now keep the ones the previous model knew.
-        let mut kept = ItemFeatures::new();
+        let mut kept = Features::new();
         for (i, id) in data.items.ids().iter().enumerate() {
             let known = item_features.map_or(&[][..], |f| f.get(id));
             if !known.is_empty() {
@@ -517,6 +592,9 @@ impl TwoTower {
             }
         }
         let (feat_ptr, feat_idx) = index_features(&data.items, Some(&kept), &mut features);
+        // Accounts are never carried over: those given now are the shop's
+        // (an erased customer's account is gone from it).
+        let accounts = FeatureRows::accounts(&user_lists(item_features), &mut features);
         let grow = |rng: &mut ChaCha8Rng, old: &[f32], n: usize| {
             let mut w = old.to_vec();
             w.extend(init(rng, n - old.len() / d, d));
@@ -538,10 +616,11 @@ impl TwoTower {
             feat_emb,
             config: *config,
             candidates: Vec::new(),
-            cold: ColdItems::default(),
+            cold: FeatureRows::default(),
+            accounts,
         };
         model.train(rows, data, &mut rng)?;
-        model.cold = ColdItems::collect(item_features, &model.items, &model.features);
+        model.cold = FeatureRows::cold_items(item_features, &model.items, &model.features);
         Ok(model)
     }
 
@@ -569,7 +648,15 @@ impl TwoTower {
     ) -> Result<()> {
         let cfg = self.config;
         let d = cfg.dim;
-        let pairs = Pairs::build(rows, data, cfg.history_len);
+        let mut pairs = Pairs::build(rows, data, cfg.history_len);
+        pairs.account = (0..self.users.len() as u32)
+            .map(|u| {
+                self.accounts
+                    .ids
+                    .get(self.users.id(u))
+                    .unwrap_or(NO_ACCOUNT)
+            })
+            .collect();
         let mut user = Table::new(std::mem::take(&mut self.user_emb), d);
         let mut item = Table::new(std::mem::take(&mut self.item_emb), d);
         let mut hist = Table::new(std::mem::take(&mut self.hist_emb), d);
@@ -592,9 +679,25 @@ impl TwoTower {
                         .iter()
                         .map(|_| rng.random::<f32>() >= cfg.item_id_dropout)
                         .collect();
+                    // A pair that lost its user id and has an account asks as an
+                    // anonymous visitor (history only), or else possibly as a first
+                    // visit (account only). Nothing is drawn for the others, so a
+                    // model without accounts is the same as before they existed.
+                    let (mut keep_account, mut keep_hist) =
+                        (vec![true; batch.len()], vec![true; batch.len()]);
+                    for (j, &e) in batch.iter().enumerate() {
+                        if keep_user[j] || pairs.account[pairs.user[e] as usize] == NO_ACCOUNT {
+                            continue;
+                        }
+                        keep_account[j] = rng.random::<f32>() >= cfg.account_dropout;
+                        if keep_account[j] && cfg.history_dropout > 0.0 {
+                            keep_hist[j] = rng.random::<f32>() >= cfg.history_dropout;
+                        }
+                    }
                     step += 1;
                     let tables = [&mut user, &mut item, &mut hist, &mut feat];
-                    this.batch_step(&pairs, batch, &keep_user, &keep_id, tables);
+                    let keep = [&keep_user[..], &keep_id, &keep_account, &keep_hist];
+                    this.batch_step(&pairs, batch, keep, tables);
                     for t in [&mut user, &mut item, &mut hist, &mut feat] {
                         t.adam(d, cfg.learning_rate, step);
                     }
@@ -616,8 +719,7 @@ impl TwoTower {
         &self,
         pairs: &Pairs,
         batch: &[usize],
-        keep_user: &[bool],
-        keep_id: &[bool],
+        [keep_user, keep_id, keep_account, keep_hist]: [&[bool]; 4],
         tables: [&mut Table; 4],
     ) {
         let cfg = &self.config;
@@ -634,10 +736,18 @@ impl TwoTower {
             .enumerate()
             .for_each(|(j, (((q, c), qn), cn))| {
                 let e = batch[j];
-                let h = pairs.history(e);
-                if keep_user[j] || h.is_empty() {
-                    let u = pairs.user[e] as usize;
+                let h = if keep_hist[j] { pairs.history(e) } else { &[] };
+                let u = pairs.user[e];
+                let account = match keep_account[j] {
+                    true => self.account_features(pairs, u),
+                    false => &[],
+                };
+                if keep_user[j] || (h.is_empty() && account.is_empty()) {
+                    let u = u as usize;
                     q.copy_from_slice(&user_t.w[u * d..(u + 1) * d]);
+                }
+                for &f in account {
+                    axpy::<false>(1.0, &feat_t.w[f as usize * d..(f as usize + 1) * d], q);
                 }
                 let s = 1.0 / h.len().max(1) as f32;
                 for &x in h {
@@ -701,9 +811,17 @@ impl TwoTower {
         let gc: Vec<&[f32]> = gc.chunks_exact(d).collect();
         // Into the tables, in example order.
         for (j, &e) in batch.iter().enumerate() {
-            let h = pairs.history(e);
-            if keep_user[j] || h.is_empty() {
-                user_t.add(pairs.user[e], d, 1.0, gq[j]);
+            let h = if keep_hist[j] { pairs.history(e) } else { &[] };
+            let u = pairs.user[e];
+            let account = match keep_account[j] {
+                true => self.account_features(pairs, u),
+                false => &[],
+            };
+            if keep_user[j] || (h.is_empty() && account.is_empty()) {
+                user_t.add(u, d, 1.0, gq[j]);
+            }
+            for &f in account {
+                feat_t.add(f, d, 1.0, gq[j]);
             }
             let s = 1.0 / h.len().max(1) as f32;
             for &x in h {
@@ -717,6 +835,14 @@ impl TwoTower {
             for &f in feats {
                 feat_t.add(f, d, 1.0, gc[j]);
             }
+        }
+    }
+
+    /// The account features of training user `u` (empty without an account).
+    fn account_features(&self, pairs: &Pairs, u: u32) -> &[u32] {
+        match pairs.account[u as usize] {
+            NO_ACCOUNT => &[],
+            k => self.accounts.features(k),
         }
     }
 
@@ -734,19 +860,29 @@ impl TwoTower {
         self.candidates = cand;
     }
 
-    /// The query vector of a known `user` and/or a `history` of catalogue items
-    /// (all of them averaged: a served history has no time order, and the mean
-    /// of many items is close to the mean of the most recent ones trained on);
-    /// `None` when there is neither.
-    pub(crate) fn query(&self, user: Option<u32>, history: &[u32]) -> Option<Vec<f32>> {
+    /// The query vector of a `user` (their trained embedding when the model
+    /// knows them, their account's features when it was given them) and/or a
+    /// `history` of catalogue items (all of them averaged: a served history has
+    /// no time order, and the mean of many items is close to the mean of the most
+    /// recent ones trained on); `None` when there is none of these.
+    pub(crate) fn query(&self, user: Option<&str>, history: &[u32]) -> Option<Vec<f32>> {
         let d = self.config.dim;
         let h = history;
-        if user.is_none() && h.is_empty() {
+        let known = user.and_then(|u| self.users.get(u));
+        let account = user.map_or(&[][..], |u| self.accounts.of(u));
+        if known.is_none() && account.is_empty() && h.is_empty() {
             return None;
         }
         let mut q = vec![0f32; d];
-        if let Some(u) = user {
+        if let Some(u) = known {
             q.copy_from_slice(&self.user_emb[u as usize * d..(u as usize + 1) * d]);
+        }
+        for &f in account {
+            axpy::<false>(
+                1.0,
+                &self.feat_emb[f as usize * d..(f as usize + 1) * d],
+                &mut q,
+            );
         }
         let s = 1.0 / h.len().max(1) as f32;
         for &x in h {
@@ -801,7 +937,7 @@ impl TwoTower {
     /// The candidate vector of an item outside the catalogue that had features at
     /// training time (a new design); `None` for any other item.
     pub(crate) fn cold_vector_of(&self, item_id: &str) -> Option<Vec<f32>> {
-        let k = self.cold.items.get(item_id)?;
+        let k = self.cold.ids.get(item_id)?;
         let names: Vec<String> = self
             .cold
             .features(k)
@@ -811,9 +947,9 @@ impl TwoTower {
         self.cold_item_vector(&names)
     }
 
-    /// The user's index, when the model knows them.
-    pub(crate) fn user_index(&self, user: &str) -> Option<u32> {
-        self.users.get(user)
+    /// How many customers the model has account features for.
+    pub fn accounts(&self) -> usize {
+        self.accounts.ids.len()
     }
 
     /// Whether the model learnt an embedding for feature `name` (`field=value`):

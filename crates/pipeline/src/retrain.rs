@@ -43,6 +43,9 @@ pub struct RetrainConfig {
     pub traffic: u8,
     /// Start an A/B test; without, a candidate that is not worse is promoted.
     pub ab_test: bool,
+    /// A two-tower candidate embeds customers' accounts (see
+    /// `training::add_account_features`).
+    pub accounts: bool,
 }
 
 impl Default for RetrainConfig {
@@ -54,6 +57,7 @@ impl Default for RetrainConfig {
             tolerance: 0.02,
             traffic: 50,
             ab_test: true,
+            accounts: false,
         }
     }
 }
@@ -95,6 +99,8 @@ pub struct RetrainContext<'a> {
     pub force: bool,
     /// Who started it (a scheduled start runs only when due).
     pub start: JobStart,
+    /// The shop's user key (a two-tower candidate embeds customers' accounts).
+    pub user_key: &'a crate::identity::UserKey,
 }
 
 /// Runs the loop once.
@@ -263,6 +269,7 @@ async fn steps(ctx: &RetrainContext<'_>, journal: &mut Journal<'_>) -> Result<(J
             warm_start,
             tune: None,
             pretrain: None,
+            accounts: ctx.retrain.accounts.then(|| ctx.user_key.clone()),
         },
     )
     .await?;

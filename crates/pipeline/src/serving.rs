@@ -12,7 +12,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use manirec_models::ann::IvfIndex;
-use manirec_models::{Anchor, ItemFeatures, Model, Request, Scored};
+use manirec_models::evaluate::Protocol;
+use manirec_models::{Anchor, Features, Model, Request, Scored};
 use manirec_store::{session_user, ModelStatus, RuleKind, Store};
 
 use crate::identity::UserKey;
@@ -50,6 +51,11 @@ pub struct LiveModel {
     /// The catalogue's designs this model does not know, for the catalogue it
     /// was last asked with (computed once per catalogue, not per request).
     new_designs: std::sync::Mutex<Arc<NewDesigns>>,
+    /// Whether an account alone may answer (a customer with no history whom
+    /// the model was not trained on): only when its `first_visit` report beat
+    /// popularity ([`measured_to_win`]); otherwise such a customer gets
+    /// popularity's answer, as any stranger.
+    pub first_visits: bool,
 }
 
 /// The live designs (arrived by `products/*` webhooks) a model was not
@@ -98,7 +104,15 @@ impl LiveModel {
             model,
             index,
             new_designs: Default::default(),
+            first_visits: false,
         }
+    }
+
+    /// The same, answering first visits from accounts when `yes` (see
+    /// [`LiveModel::first_visits`]).
+    pub fn answering_first_visits(mut self, yes: bool) -> Self {
+        self.first_visits = yes;
+        self
     }
 
     /// A model for a few answers (the command line): no retrieval index.
@@ -108,6 +122,7 @@ impl LiveModel {
             model,
             index: None,
             new_designs: Default::default(),
+            first_visits: false,
         }
     }
 
@@ -195,7 +210,7 @@ pub struct Catalogue {
     live: Vec<(String, String)>,
     /// The live designs' features, named as at training: a two-tower model
     /// embeds a design it was not trained on from them.
-    features: ItemFeatures,
+    features: Features,
     /// A hash of `live` and `features`: what a model's [`NewDesigns`] were
     /// computed from.
     fingerprint: u64,
@@ -364,28 +379,40 @@ fn by_relatedness(mut pool: Vec<Scored>, anchors: &[&str], catalogue: &Catalogue
     pool
 }
 
-/// A registered version's session-protocol NDCG@10 at training, when it beat
+/// A registered version's NDCG@10 at training under `protocol` (`session` or
+/// `first_visit`, kept in its metrics beside the warm report), when it beat
 /// popularity there (its lift interval above zero).
-fn session_ndcg(v: &manirec_store::ModelVersion) -> Option<f64> {
+fn protocol_ndcg(v: &manirec_store::ModelVersion, protocol: Protocol) -> Option<f64> {
     let m: serde_json::Value = serde_json::from_str(v.metrics.as_deref()?).ok()?;
-    let s = &m["session"];
+    let key = serde_json::to_value(protocol).ok()?;
+    let s = &m[key.as_str()?];
     if s["beats_baseline"].as_bool() != Some(true) {
         return None;
     }
     s["metrics"]["ndcg@10"].as_f64()
 }
 
-/// The version that answers anonymous sessions instead of the active one: of
-/// the versions trained on the active model's dataset (the shop's own data,
-/// evaluated on the same test part) and not retired, the one with the best
-/// session-protocol NDCG@10 measured at training, when it beat popularity there
-/// and did better than the active version. `None`: the active version answers
-/// sessions too. The measurement decides, not the kind.
-pub fn session_version(store: &Store) -> Result<Option<manirec_store::ModelVersion>> {
+/// Whether `v`'s report under `protocol`, measured at training, beat popularity.
+pub fn measured_to_win(v: &manirec_store::ModelVersion, protocol: Protocol) -> bool {
+    protocol_ndcg(v, protocol).is_some()
+}
+
+/// The version that answers one kind of request instead of the active one:
+/// anonymous sessions (`Protocol::Session`) or customers the active version has
+/// never seen (`Protocol::FirstVisit`). Of the versions trained on the active
+/// model's dataset (the shop's own data, evaluated on the same test part) and
+/// not retired, the one with the best NDCG@10 under that protocol measured at
+/// training, when it beat popularity there and did better than the active
+/// version. `None`: the active version answers those too. The measurement
+/// decides, not the kind.
+pub fn version_for(
+    store: &Store,
+    protocol: Protocol,
+) -> Result<Option<manirec_store::ModelVersion>> {
     let Some(active) = store.active_model_version()? else {
         return Ok(None);
     };
-    let floor = session_ndcg(&active).unwrap_or(f64::NEG_INFINITY);
+    let floor = protocol_ndcg(&active, protocol).unwrap_or(f64::NEG_INFINITY);
     let best = store
         .model_versions()?
         .into_iter()
@@ -394,7 +421,7 @@ pub fn session_version(store: &Store) -> Result<Option<manirec_store::ModelVersi
                 && matches!(v.status, ModelStatus::Candidate | ModelStatus::Active)
                 && v.version != active.version
         })
-        .filter_map(|v| session_ndcg(&v).map(|n| (n, v)))
+        .filter_map(|v| protocol_ndcg(&v, protocol).map(|n| (n, v)))
         .filter(|(n, _)| *n > floor)
         .max_by(|a, b| {
             a.0.total_cmp(&b.0)
@@ -522,8 +549,14 @@ pub fn recommend(
     } else {
         ask.k
     };
+    // A customer known by nothing but an account is a stranger unless the
+    // model's accounts measured to win.
+    let first_visit = ask
+        .user
+        .is_some_and(|u| ask.past.history.is_empty() && !live.model.knows_user(u));
+    let user_id = ask.user.filter(|_| live.first_visits || !first_visit);
     let mut ranked = live.model.recommend(&Request {
-        user_id: ask.user,
+        user_id,
         history: &ask.past.history,
         k: pool,
         exclude: &excluded,
@@ -778,7 +811,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// Item `i{n}`: 4 kinds of design (category `c{n / 25}`), designers of 5.
-    fn design(f: &mut ItemFeatures, id: &str, n: usize) {
+    fn design(f: &mut Features, id: &str, n: usize) {
         f.insert(id, "category", &format!("c{}", n / 25));
         f.insert(id, "designer", &format!("d{}", n / 5));
     }
@@ -805,7 +838,7 @@ mod tests {
                 ));
             }
         }
-        let mut trained = ItemFeatures::new();
+        let mut trained = Features::new();
         for n in 0..100 {
             design(&mut trained, &format!("i{n}"), n);
         }
@@ -940,12 +973,14 @@ mod tests {
     }
 
     /// Registers a version of `kind` on `dataset` whose session report is
-    /// `ndcg` (beating popularity or not).
+    /// `ndcg` (beating popularity or not), and whose first-visit report is its
+    /// tenth.
     fn register(store: &Store, kind: &str, dataset: &str, ndcg: f64, beats: bool) -> String {
         let v = store.reserve_model_version(kind, dataset, "{}").unwrap();
         let metrics = serde_json::json!({
             "metrics": {"ndcg@10": 0.2},
             "session": {"metrics": {"ndcg@10": ndcg}, "beats_baseline": beats},
+            "first_visit": {"metrics": {"ndcg@10": ndcg / 10.0}, "beats_baseline": beats},
         });
         store
             .register_model_candidate(&v, "{}", &metrics.to_string(), "k", "s")
@@ -954,24 +989,23 @@ mod tests {
     }
 
     #[test]
-    fn the_best_measured_session_model_answers_sessions() {
+    fn the_best_measured_model_answers_sessions_and_first_visits() {
         let store = Store::open_in_memory().unwrap();
-        assert_eq!(session_version(&store).unwrap(), None, "no active model");
+        let session = |s: &Store| version_for(s, Protocol::Session).unwrap();
+        assert_eq!(session(&store), None, "no active model");
         let active = register(&store, "als", "v1.0", 0.30, true);
         store.promote_model_version(&active).unwrap();
-        assert_eq!(
-            session_version(&store).unwrap(),
-            None,
-            "only the active one"
-        );
+        assert_eq!(session(&store), None, "only the active one");
         let worse = register(&store, "ease", "v1.0", 0.25, true);
         let undecided = register(&store, "sr", "v1.0", 0.50, false);
         let other_data = register(&store, "vsknn", "v1.1", 0.60, true);
-        assert_eq!(session_version(&store).unwrap(), None);
+        assert_eq!(session(&store), None);
         let best = register(&store, "item-knn", "v1.0", 0.40, true);
-        let got = session_version(&store).unwrap().unwrap();
+        let got = session(&store).unwrap();
         assert_eq!(got.version, best);
         assert!(![worse, undecided, other_data].contains(&got.version));
+        let first = version_for(&store, Protocol::FirstVisit).unwrap().unwrap();
+        assert_eq!(first.version, best, "the same rule, on its own report");
     }
 
     fn scored(ids: &[&str]) -> Vec<Scored> {

@@ -19,7 +19,7 @@ use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, Strin
 use bytes::Bytes;
 use manirec_models::evaluate::{self, ColdStart, EvalOptions, Protocol, RankedList, Report};
 use manirec_models::tune::{self, TuneOptions};
-use manirec_models::{Interaction, ItemFeatures, Model, ModelKind, ModelSpec};
+use manirec_models::{Features, Interaction, Model, ModelKind, ModelSpec};
 use manirec_store::{
     now_ms, DatasetStatus, DatasetVersion, ItemAttributes, ModelStatus, ModelVersion, Objects,
     ScanFilter, Store,
@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::dataset::Manifest;
 use crate::export::sha256_hex;
+use crate::identity::UserKey;
 use crate::trigger::{mark_trained, Quality};
 use crate::{Error, Result};
 
@@ -45,6 +46,11 @@ pub struct TrainRequest {
     pub tune: Option<TuneOptions>,
     /// Pre-train on the store's public interactions first (two-tower only).
     pub pretrain: Option<Pretrain>,
+    /// Embed customers' accounts (two-tower; see [`add_account_features`]): the
+    /// shop's user key, which finds each account's customer id. The training then
+    /// reports the `first_visit` protocol, which decides whether serving trusts
+    /// them. `None` (the default): items' features only.
+    pub accounts: Option<UserKey>,
 }
 
 /// Pre-training a two-tower model on the store's public interactions (`import
@@ -55,7 +61,7 @@ pub struct TrainRequest {
 #[derive(Debug, Clone, Default)]
 pub struct Pretrain {
     /// The public items' features (see [`crate::import::features_csv`]).
-    pub features: ItemFeatures,
+    pub features: Features,
 }
 
 /// What pre-training did, and what it changed against the same training on
@@ -126,13 +132,17 @@ pub struct TrainSummary {
     /// the first half of their session): what serving reads to pick the model
     /// that answers anonymous sessions.
     pub session: SessionScores,
+    /// Two-tower with account features only: the `first_visit` protocol (new
+    /// customers scored from their account alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_visit: Option<SessionScores>,
     /// Object key of the artifact.
     pub artifact: String,
     /// SHA-256 of the artifact.
     pub sha256: String,
 }
 
-/// A model's session-protocol evaluation at training.
+/// A model's evaluation at training under a protocol other than `warm`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionScores {
     /// Users evaluated.
@@ -147,6 +157,19 @@ pub struct SessionScores {
     pub ndcg10_lift_ci: [f64; 2],
     /// Whether that interval lies above zero.
     pub beats_baseline: bool,
+}
+
+impl From<Report> for SessionScores {
+    fn from(r: Report) -> Self {
+        SessionScores {
+            users_evaluated: r.users_evaluated,
+            metrics: r.metrics,
+            metrics_ci: r.metrics_ci,
+            baseline: r.baseline,
+            ndcg10_lift_ci: r.ndcg10_lift_ci,
+            beats_baseline: r.beats_baseline,
+        }
+    }
 }
 
 /// What `evaluate` did.
@@ -370,17 +393,92 @@ pub fn read_parquet(bytes: Bytes) -> std::result::Result<Vec<Interaction>, Strin
 /// `designer`, `price_band` (0: under 10, 1: under 20, 2: under 40, 3: under 80,
 /// 4: 80 and more, in the shop's currency) and `kind` (base or end product).
 /// Popularity uses the category; the two-tower model embeds them all.
-pub fn item_features(store: &Store) -> Result<ItemFeatures> {
-    let mut f = ItemFeatures::new();
+pub fn item_features(store: &Store) -> Result<Features> {
+    let mut f = Features::new();
     for a in store.item_attributes()? {
         add_item_features(&mut f, &a);
     }
     Ok(f)
 }
 
+/// The account fields a customer's features come from (matched without regard
+/// to case; an account's other columns, names and addresses among them, never
+/// reach a model).
+pub const ACCOUNT_FIELDS: &[&str] = &[
+    "country",
+    "country_code",
+    "province",
+    "province_code",
+    "state",
+    "region",
+    "city",
+    "language",
+    "locale",
+    "currency",
+    "gender",
+    "age",
+    "age_group",
+    "occupation",
+    "customer_group",
+    "tier",
+    "role",
+];
+
+/// Adds each account's features to `f`, under the customer id its email gives
+/// (`key`, as orders and the storefront compute it): the [`ACCOUNT_FIELDS`] of
+/// the account's columns as labels, strings lower-cased (up to 32 characters:
+/// longer ones are free text, not a group), numbers and booleans as written;
+/// `age` by decade (34, or "34", is `age=30`; an age that is no number is left
+/// out, a birth date names too few people).
+pub fn add_account_features(f: &mut Features, store: &Store, key: &UserKey) -> Result<()> {
+    for account in store.accounts()? {
+        let Some(email) = account.email.as_deref().filter(|e| !e.trim().is_empty()) else {
+            continue;
+        };
+        let Some(attributes) = account.attributes.as_deref().and_then(|a| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(a).ok()
+        }) else {
+            continue;
+        };
+        let user = key.user_id_for_email(email);
+        for (field, value) in &attributes {
+            let field = field.trim().to_lowercase();
+            if !ACCOUNT_FIELDS.contains(&field.as_str()) {
+                continue;
+            }
+            if let Some(value) = account_feature_value(&field, value) {
+                f.insert_user(&user, &field, &value);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn account_feature_value(field: &str, v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    if field == "age" {
+        let age = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        }
+        .filter(|a| (0.0..150.0).contains(a))?;
+        return Some(((age / 10.0).floor() as u32 * 10).to_string());
+    }
+    match v {
+        Value::String(s) => {
+            let s = s.trim();
+            (!s.is_empty() && s.chars().count() <= 32).then(|| s.to_lowercase())
+        }
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 /// One item's features, by [`item_features`]' rules: serving embeds a design
 /// added after training from the same names the model learnt.
-pub(crate) fn add_item_features(f: &mut ItemFeatures, a: &ItemAttributes) {
+pub(crate) fn add_item_features(f: &mut Features, a: &ItemAttributes) {
     let id = &a.item_id;
     f.insert(id, "kind", a.kind);
     if let Some(c) = &a.category_id {
@@ -422,7 +520,7 @@ pub async fn load_model(objects: &Objects, v: &ModelVersion) -> Result<Model> {
 }
 
 /// Popularity trained on a dataset's train part: every evaluation's baseline.
-pub fn baseline(rows: &DatasetRows, features: &ItemFeatures) -> Result<Model> {
+pub fn baseline(rows: &DatasetRows, features: &Features) -> Result<Model> {
     manirec_models::train(
         &rows.train,
         &ModelSpec::new(ModelKind::Popular),
@@ -453,7 +551,10 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
     if rows.train.is_empty() {
         return Err(data(format!("dataset {} has no train rows", dv.version)));
     }
-    let features = item_features(store)?;
+    let mut features = item_features(store)?;
+    if let (Some(key), ModelKind::TwoTower) = (&req.accounts, req.spec.kind) {
+        add_account_features(&mut features, store, key)?;
+    }
     let mut spec = req.spec;
     if req.pretrain.is_some() {
         if spec.kind != ModelKind::TwoTower {
@@ -554,7 +655,7 @@ fn pretrain(
     store: &Store,
     spec: &ModelSpec,
     pretrain: &Pretrain,
-    shop: &ItemFeatures,
+    shop: &Features,
     train: &[Interaction],
 ) -> Result<Start> {
     let mut rows = Vec::new();
@@ -617,7 +718,7 @@ async fn train_reserved(
     version: &str,
     spec: &ModelSpec,
     rows: &DatasetRows,
-    features: &ItemFeatures,
+    features: &Features,
     start: Start,
 ) -> Result<TrainSummary> {
     let started = Instant::now();
@@ -673,6 +774,21 @@ async fn train_reserved(
         &EvalOptions::default(),
     )
     .map_err(model_error)?;
+    let first_visit = match model.two_tower() {
+        Some(tt) if tt.accounts() > 0 => Some(
+            evaluate::evaluate(
+                &model,
+                &base,
+                &rows.train,
+                &rows.test,
+                Protocol::FirstVisit,
+                &EvalOptions::default(),
+            )
+            .map_err(model_error)?
+            .0,
+        ),
+        _ => None,
+    };
     let cold_start = evaluate::cold_start(&model, &rows.train, &rows.test, features);
     let bytes = model.to_bytes().map_err(model_error)?;
     let sha = sha256_hex(&bytes);
@@ -682,6 +798,9 @@ async fn train_reserved(
     // The registry's report is the warm one (the contract's), with the session
     // protocol's beside it under "session".
     metrics["session"] = report_json(&session);
+    if let Some(r) = &first_visit {
+        metrics["first_visit"] = report_json(r);
+    }
     let meta = serde_json::json!({
         "model_version": version,
         "model": spec.kind.as_str(),
@@ -720,14 +839,8 @@ async fn train_reserved(
         pretrain: pretrained,
         tune: None,
         cold_start,
-        session: SessionScores {
-            users_evaluated: session.users_evaluated,
-            metrics: session.metrics,
-            metrics_ci: session.metrics_ci,
-            baseline: session.baseline,
-            ndcg10_lift_ci: session.ndcg10_lift_ci,
-            beats_baseline: session.beats_baseline,
-        },
+        session: SessionScores::from(session),
+        first_visit: first_visit.map(SessionScores::from),
         artifact: key,
         sha256: sha,
     })
@@ -901,5 +1014,59 @@ pub async fn quality(store: &Store, objects: &Objects) -> Result<Option<Quality>
     match quality_inputs(store)? {
         Some(inputs) => quality_of(objects, &inputs).await,
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use manirec_store::Account;
+
+    use super::*;
+
+    #[test]
+    fn account_features_come_from_the_listed_fields_under_the_customer_id() {
+        let mut store = Store::open_in_memory().unwrap();
+        let account = |id: &str, email: Option<&str>, attributes: &str| Account {
+            id: id.into(),
+            email: email.map(String::from),
+            created_at: Some(1_700_000_000),
+            attributes: Some(attributes.into()),
+        };
+        store
+            .upsert_accounts(&[
+                account(
+                    "1",
+                    Some(" Ana@Example.com"),
+                    r#"{"Country": "DE", "age": 34, "first_name": "Ana", "vip": true, "tier": "gold"}"#,
+                ),
+                account("2", None, r#"{"country": "FR"}"#),
+                account(
+                    "3",
+                    Some("bo@example.com"),
+                    r#"{"country": "a long free text that names no group at all", "customer_group": 1234, "age": "1990-05-01", "city": {"name": "Paris"}}"#,
+                ),
+                account("4", Some("cy@example.com"), "not json"),
+                account("5", Some("di@example.com"), r#"{"age": "47", "occupation": "Nurse"}"#),
+            ])
+            .unwrap();
+        let key = UserKey::from_bytes([3; 32]);
+        let mut f = Features::new();
+        add_account_features(&mut f, &store, &key).unwrap();
+        // The id orders and the storefront compute from the same email.
+        let ana = key.user_id_for_email("ana@example.com");
+        assert_eq!(f.user(&ana), ["age=30", "country=de", "tier=gold"]);
+        let bo = key.user_id_for_email("bo@example.com");
+        assert_eq!(
+            f.user(&bo),
+            ["customer_group=1234"],
+            "a label, not a quantity"
+        );
+        let di = key.user_id_for_email("di@example.com");
+        assert_eq!(f.user(&di), ["age=40", "occupation=nurse"]);
+        assert_eq!(
+            f.users().len(),
+            3,
+            "no email, or no readable columns: nothing"
+        );
     }
 }

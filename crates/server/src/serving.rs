@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use manirec_models::evaluate::Protocol;
 use manirec_pipeline::experiments::{assign, Variant};
-use manirec_pipeline::serving::{CatalogRules, Catalogue, LiveModel};
+use manirec_pipeline::serving::{measured_to_win, version_for, CatalogRules, Catalogue, LiveModel};
 use manirec_store::{Experiment, ModelVersion, RecommendationLog};
 
 use crate::{ApiError, AppState};
@@ -22,9 +23,13 @@ pub struct Serving {
     pub active: Option<Arc<LiveModel>>,
     /// The version that measured best under the session protocol on the
     /// active version's dataset, when not the active one
-    /// (`manirec_pipeline::serving::session_version`): it answers anonymous
+    /// (`manirec_pipeline::serving::version_for`): it answers anonymous
     /// sessions outside experiments.
     pub session: Option<Arc<LiveModel>>,
+    /// Likewise under the first-visit protocol: it answers, outside
+    /// experiments, a customer with no history whom it knows by their account
+    /// and the chosen model was not trained on (see [`Serving::for_first_visit`]).
+    pub first_visit: Option<Arc<LiveModel>>,
     /// The running experiment and its arms' models.
     pub experiment: Option<RunningExperiment>,
     /// The shop's rules.
@@ -64,16 +69,29 @@ impl Serving {
         }
         self.active.clone().map(|m| (m, None, Variant::Control))
     }
+
+    /// The model for `unit`'s first visit instead of `chosen` (see
+    /// [`Serving::first_visit`]): a customer (not a session or device) whom
+    /// `chosen` was not trained on and the first-visit model knows by their
+    /// account. It is theirs only when they have no history either, which the
+    /// caller checks.
+    pub fn for_first_visit(&self, unit: &str, chosen: &LiveModel) -> Option<Arc<LiveModel>> {
+        let model = self.first_visit.as_ref()?;
+        let customer = !unit.starts_with("session:") && !unit.starts_with("device:");
+        (customer && !chosen.model.knows_user(unit) && model.model.knows_account(unit))
+            .then(|| model.clone())
+    }
 }
 
 /// The next snapshot: versions already loaded in `current` are reused.
 pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving, ApiError> {
-    let (active, session, experiment, rules, catalogue) = state
+    let (active, session, first_visit, experiment, rules, catalogue) = state
         .db()
         // Reads only: off the writer's thread, so ingestion never waits for it.
         .read(|s| -> manirec_pipeline::Result<_> {
             let active = s.active_model_version()?;
-            let session = manirec_pipeline::serving::session_version(s)?;
+            let session = version_for(s, Protocol::Session)?;
+            let first_visit = version_for(s, Protocol::FirstVisit)?;
             let experiment = match s.running_experiment()? {
                 Some(e) => {
                     let control = s.model_version(&e.control)?;
@@ -84,17 +102,22 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
             };
             let rules = CatalogRules::load(s)?;
             let catalogue = Catalogue::load(s, &rules.hidden)?;
-            Ok((active, session, experiment, rules, catalogue))
+            Ok((active, session, first_visit, experiment, rules, catalogue))
         })
         .await?
         .map_err(ApiError::internal)?;
     let mut loaded: HashMap<String, Arc<LiveModel>> = HashMap::new();
-    let known = current.active.iter().chain(current.session.iter()).chain(
-        current
-            .experiment
-            .iter()
-            .flat_map(|e| [&e.control, &e.treatment]),
-    );
+    let known = current
+        .active
+        .iter()
+        .chain(current.session.iter())
+        .chain(current.first_visit.iter())
+        .chain(
+            current
+                .experiment
+                .iter()
+                .flat_map(|e| [&e.control, &e.treatment]),
+        );
     for m in known {
         loaded.insert(m.version.clone(), m.clone());
     }
@@ -102,16 +125,8 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
         Some(v) => Some(model(state, &mut loaded, &v).await?),
         None => None,
     };
-    let session = match session {
-        Some(v) => match model(state, &mut loaded, &v).await {
-            Ok(m) => Some(m),
-            Err(err) => {
-                tracing::error!(version = %v.version, error = %err, "cannot load the session model; the active model answers sessions");
-                None
-            }
-        },
-        None => None,
-    };
+    let session = model_for(state, &mut loaded, session, "sessions").await;
+    let first_visit = model_for(state, &mut loaded, first_visit, "first visits").await;
     let experiment = match experiment {
         Some((e, Some(c), Some(t))) => {
             let control = model(state, &mut loaded, &c).await;
@@ -147,10 +162,29 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
     Ok(Serving {
         active,
         session,
+        first_visit,
         experiment,
         rules,
         catalogue,
     })
+}
+
+/// The model of `version` for one kind of request (`what`), when there is one
+/// and it loads: a failure leaves those requests to the active model, loudly.
+async fn model_for(
+    state: &AppState,
+    loaded: &mut HashMap<String, Arc<LiveModel>>,
+    version: Option<ModelVersion>,
+    what: &str,
+) -> Option<Arc<LiveModel>> {
+    let v = version?;
+    match model(state, loaded, &v).await {
+        Ok(m) => Some(m),
+        Err(err) => {
+            tracing::error!(version = %v.version, error = %err, "cannot load the model for {what}; the active model answers them");
+            None
+        }
+    }
 }
 
 async fn model(
@@ -166,10 +200,13 @@ async fn model(
         .map_err(ApiError::internal)?;
     tracing::info!(version = %v.version, "model loaded");
     let version = v.version.clone();
+    let first_visits = measured_to_win(v, Protocol::FirstVisit);
     let live = Arc::new(
-        tokio::task::spawn_blocking(move || LiveModel::new(version, model))
-            .await
-            .map_err(ApiError::internal)?,
+        tokio::task::spawn_blocking(move || {
+            LiveModel::new(version, model).answering_first_visits(first_visits)
+        })
+        .await
+        .map_err(ApiError::internal)?,
     );
     loaded.insert(v.version.clone(), live.clone());
     Ok(live)
@@ -303,5 +340,78 @@ mod tests {
         let none = LogBuffer::default();
         assert!(!none.push(answer(None), 0.0));
         assert_eq!(log.take().len(), 13);
+    }
+
+    #[test]
+    fn a_customers_first_visit_goes_to_the_model_that_knows_their_account() {
+        use manirec_models::{Features, Interaction, ModelKind, ModelSpec};
+        // Customers c0..c39 bought; c40 has an account and nothing else.
+        let rows: Vec<Interaction> = (0..400)
+            .map(|n| {
+                let user = format!("c{}", n % 40);
+                Interaction::rating(user, format!("i{}", n % 13), 1.0, n as i64)
+            })
+            .collect();
+        let mut features = Features::new();
+        for u in 0..=40 {
+            features.insert_user(&format!("c{u}"), "country", "de");
+        }
+        let train = |kind, f: Option<&Features>| {
+            let mut spec = ModelSpec::new(kind);
+            spec.als.factors = 4;
+            spec.two_tower.dim = 8;
+            spec.two_tower.epochs = 1;
+            let model = manirec_models::train(&rows, &spec, f).unwrap();
+            Arc::new(LiveModel::new(kind.as_str().into(), model))
+        };
+        let active = train(ModelKind::Als, None);
+        let first = train(ModelKind::TwoTower, Some(&features));
+        let serving = Serving {
+            active: Some(active.clone()),
+            first_visit: Some(first.clone()),
+            ..Serving::default()
+        };
+        let route = |unit: &str| {
+            let chosen = serving.choose(Some(unit)).unwrap().0;
+            serving
+                .for_first_visit(unit, &chosen)
+                .map(|m| m.version.clone())
+        };
+        assert_eq!(route("c40").as_deref(), Some("two-tower"));
+        assert_eq!(route("c3"), None, "the active model was trained on c3");
+        assert_eq!(route("c41"), None, "no account");
+        assert_eq!(route("session:s1"), None, "a visitor, not a customer");
+        // Popularity, or a model of histories, knows no one: the account answers.
+        let popular = train(ModelKind::Popular, None);
+        assert!(serving.for_first_visit("c3", &popular).is_some());
+        let without = Serving {
+            active: Some(active),
+            ..Serving::default()
+        };
+        assert!(without.for_first_visit("c40", &first).is_none());
+
+        // The account answers only when the model's first-visit report won.
+        let answer = |live: &LiveModel| {
+            let ask = manirec_pipeline::serving::Ask {
+                user: Some("c40"),
+                past: &Default::default(),
+                k: 5,
+                category: None,
+                exclude: &[],
+            };
+            let rules = CatalogRules::default();
+            let items =
+                manirec_pipeline::serving::recommend(live, &ask, &rules, &Catalogue::default());
+            items.into_iter().map(|s| s.item_id).collect::<Vec<_>>()
+        };
+        let popular_answer: Vec<String> = first
+            .model
+            .most_popular(5, None)
+            .into_iter()
+            .map(|s| s.item_id)
+            .collect();
+        assert_eq!(answer(&first), popular_answer, "not measured to win");
+        let trusted = LiveModel::new("m".into(), first.model.clone()).answering_first_visits(true);
+        assert_ne!(answer(&trusted), popular_answer);
     }
 }

@@ -613,6 +613,25 @@ impl Store {
         )
     }
 
+    /// Every account with an email (the ones a customer id can be computed
+    /// for), sorted by id: what the models may know of a customer besides their
+    /// interactions.
+    pub fn accounts(&self) -> Result<Vec<Account>> {
+        self.conn.query_map(
+            "SELECT id, email, created_at, attributes FROM shop_accounts
+              WHERE email IS NOT NULL ORDER BY id",
+            params![],
+            |r| {
+                Ok(Account {
+                    id: r.get(0)?,
+                    email: r.get(1)?,
+                    created_at: r.get(2)?,
+                    attributes: r.get(3)?,
+                })
+            },
+        )
+    }
+
     /// What a storefront card shows of each of `ids` (see [`ItemDetails`] for
     /// where each field comes from), in one statement of neutral SQL. Ids the
     /// mirror does not know are absent from the map.

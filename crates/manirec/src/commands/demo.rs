@@ -176,6 +176,8 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
             warm_start: false,
             tune: None,
             pretrain: None,
+            // The demo shows what accounts do (the first-visit report).
+            accounts: Some(ctx.settings.user_key()?),
         };
         trained.push(training::train(&store, &objects, &req).await?);
     }
@@ -198,6 +200,7 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
                 "beats_baseline": t.beats_baseline,
                 "ndcg10_lift_ci": t.ndcg10_lift_ci,
                 "session": t.session,
+                "first_visit": t.first_visit,
                 "cold_start": t.cold_start,
             })).collect::<Vec<_>>(),
         }),
@@ -372,6 +375,17 @@ fn comparison(trained: &[TrainSummary]) -> String {
         );
     }
     for t in trained {
+        if let Some(f) = t.first_visit.as_ref().filter(|f| f.users_evaluated > 0) {
+            let _ = writeln!(
+                out,
+                "First visits (new customers, from their account alone, {} customers): {} ndcg@10 {:.4}, popularity {:.4} ({})",
+                f.users_evaluated,
+                t.model,
+                m(&f.metrics, "ndcg@10"),
+                m(&f.baseline, "ndcg@10"),
+                verdict(f.beats_baseline, f.ndcg10_lift_ci)
+            );
+        }
         if let Some(c) = t.cold_start.as_ref().filter(|c| c.interactions > 0) {
             let _ = writeln!(
                 out,

@@ -247,6 +247,7 @@ pub async fn poll(ctx: &Context) -> Result<()> {
 }
 
 pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
+    use manirec_models::evaluate::Protocol;
     use manirec_pipeline::serving::{
         self, past, training_user, Ask, CatalogRules, Catalogue, LiveModel, Past,
     };
@@ -258,7 +259,8 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
     };
     // One answer: scoring every item once is cheaper than building an index.
     let model = training::load_model(&objects, &active).await?;
-    let live = LiveModel::without_index(active.version, model);
+    let first_visits = serving::measured_to_win(&active, Protocol::FirstVisit);
+    let live = LiveModel::without_index(active.version, model).answering_first_visits(first_visits);
     let key = ctx.settings.user_key()?;
     let user = training_user(&store, &key, args.user.as_deref(), args.session.as_deref())?;
     let known = match &user {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result};
 use manirec_models::evaluate::{write_dump, Protocol};
 use manirec_models::tune::TuneOptions;
-use manirec_models::{ItemFeatures, ModelKind, ModelSpec};
+use manirec_models::{Features, ModelKind, ModelSpec};
 use manirec_pipeline::import::features_csv::read_item_features;
 use manirec_pipeline::training::{
     self, EvaluateSummary, ModelList, Pretrain, Promotion, TrainRequest, TrainSummary,
@@ -69,6 +69,9 @@ pub fn spec(args: &TrainArgs) -> Result<ModelSpec> {
     if let Some(v) = args.batch_size {
         spec.two_tower.batch_size = v;
     }
+    if let Some(v) = args.history_dropout {
+        spec.two_tower.history_dropout = v;
+    }
     let s = &mut spec.session;
     if let Some(v) = args.neighbours {
         s.neighbours = v;
@@ -126,10 +129,14 @@ pub async fn train(ctx: &Context, args: TrainArgs) -> Result<()> {
             Some(PretrainArg::Public) => Some(Pretrain {
                 features: match &args.pretrain_features {
                     Some(path) => read_item_features(path)?,
-                    None => ItemFeatures::new(),
+                    None => Features::new(),
                 },
             }),
             None => None,
+        },
+        accounts: match args.accounts {
+            true => Some(ctx.settings.user_key()?),
+            false => None,
         },
     };
     let summary = training::train(&store, &objects, &req).await?;

@@ -7,12 +7,12 @@
 
 use std::path::Path;
 
-use manirec_models::ItemFeatures;
+use manirec_models::Features;
 
 use crate::{Error, Result};
 
 /// Reads the feature file at `path`.
-pub fn read_item_features(path: &Path) -> Result<ItemFeatures> {
+pub fn read_item_features(path: &Path) -> Result<Features> {
     let input_error = |message: String| Error::Input {
         path: path.display().to_string(),
         message,
@@ -35,7 +35,7 @@ pub fn read_item_features(path: &Path) -> Result<ItemFeatures> {
             header.iter().collect::<Vec<_>>().join(",")
         )));
     }
-    let mut features = ItemFeatures::new();
+    let mut features = Features::new();
     for (line, record) in reader.records().enumerate() {
         let record = record.map_err(|e| input_error(format!("line {}: {e}", line + 2)))?;
         let Some(item) = record.get(0).filter(|i| !i.is_empty()) else {

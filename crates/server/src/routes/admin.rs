@@ -215,6 +215,9 @@ struct TrainBody {
     warm_start: bool,
     /// A complete model spec (as `models list` shows in `params`), overriding `model`.
     spec: Option<ModelSpec>,
+    /// Two-tower: embed customers' accounts.
+    #[serde(default)]
+    accounts: bool,
 }
 
 async fn train(State(state): State<AppState>, Json(body): Json<TrainBody>) -> Answer {
@@ -232,6 +235,7 @@ async fn train(State(state): State<AppState>, Json(body): Json<TrainBody>) -> An
         warm_start: body.warm_start,
         tune: None,
         pretrain: None,
+        accounts: body.accounts.then(|| state.config().jobs.user_key.clone()),
     };
     let summary = state
         .jobs()

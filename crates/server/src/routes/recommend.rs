@@ -146,13 +146,26 @@ pub async fn recommendations(
         .db()
         .read(move |store| -> manirec_pipeline::Result<_> {
             let user = training_user(store, &key, user_id.as_deref(), session_id.as_deref())?;
-            let chosen = snapshot.choose(user.as_deref());
+            let mut chosen = snapshot.choose(user.as_deref());
             let known = match (&user, &chosen) {
                 (Some(u), Some((live, _, _))) => {
                     past(store, u, &weights, live.model.needs_history(Some(u)))?
                 }
                 _ => Past::default(),
             };
+            if let (Some(u), Some((live, None, _))) = (&user, &mut chosen) {
+                if let Some(first) = snapshot.for_first_visit(u, live) {
+                    // A first visit only if nothing at all is known of them yet
+                    // (`known` holds no history when the model had no use for it).
+                    let first_time = match live.model.needs_history(Some(u)) {
+                        true => known.history.is_empty(),
+                        false => past(store, u, &weights, true)?.history.is_empty(),
+                    };
+                    if first_time {
+                        *live = first;
+                    }
+                }
+            }
             Ok((user, known, chosen))
         })
         .await?
