@@ -736,13 +736,9 @@ impl TwoTower {
             .enumerate()
             .for_each(|(j, (((q, c), qn), cn))| {
                 let e = batch[j];
-                let h = if keep_hist[j] { pairs.history(e) } else { &[] };
-                let u = pairs.user[e];
-                let account = match keep_account[j] {
-                    true => self.account_features(pairs, u),
-                    false => &[],
-                };
-                if keep_user[j] || (h.is_empty() && account.is_empty()) {
+                let keep = [keep_user[j], keep_account[j], keep_hist[j]];
+                let (user, account, h) = self.query_inputs(pairs, e, keep);
+                if let Some(u) = user {
                     let u = u as usize;
                     q.copy_from_slice(&user_t.w[u * d..(u + 1) * d]);
                 }
@@ -811,13 +807,9 @@ impl TwoTower {
         let gc: Vec<&[f32]> = gc.chunks_exact(d).collect();
         // Into the tables, in example order.
         for (j, &e) in batch.iter().enumerate() {
-            let h = if keep_hist[j] { pairs.history(e) } else { &[] };
-            let u = pairs.user[e];
-            let account = match keep_account[j] {
-                true => self.account_features(pairs, u),
-                false => &[],
-            };
-            if keep_user[j] || (h.is_empty() && account.is_empty()) {
+            let keep = [keep_user[j], keep_account[j], keep_hist[j]];
+            let (user, account, h) = self.query_inputs(pairs, e, keep);
+            if let Some(u) = user {
                 user_t.add(u, d, 1.0, gq[j]);
             }
             for &f in account {
@@ -838,12 +830,23 @@ impl TwoTower {
         }
     }
 
-    /// The account features of training user `u` (empty without an account).
-    fn account_features(&self, pairs: &Pairs, u: u32) -> &[u32] {
-        match pairs.account[u as usize] {
-            NO_ACCOUNT => &[],
-            k => self.accounts.features(k),
-        }
+    /// What example `e`'s query is made of, given what its dropouts keep
+    /// (`[user id, account, history]`): the user's row (when kept, or when
+    /// nothing else is left), their account's features and their history.
+    fn query_inputs<'a>(
+        &'a self,
+        pairs: &'a Pairs,
+        e: usize,
+        [keep_user, keep_account, keep_hist]: [bool; 3],
+    ) -> (Option<u32>, &'a [u32], &'a [u32]) {
+        let u = pairs.user[e];
+        let history = if keep_hist { pairs.history(e) } else { &[] };
+        let account = match pairs.account[u as usize] {
+            k if keep_account && k != NO_ACCOUNT => self.accounts.features(k),
+            _ => &[],
+        };
+        let user = (keep_user || (history.is_empty() && account.is_empty())).then_some(u);
+        (user, account, history)
     }
 
     /// Recomputes every candidate vector from the tables (after training or loading).
