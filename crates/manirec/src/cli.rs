@@ -420,8 +420,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub tune: bool,
     /// The protocol `--tune` scores (default: session for session models, warm
-    /// for the others).
-    #[arg(long, value_name = "warm|session")]
+    /// for the others; first-visit for a two-tower model with --accounts meant
+    /// for new customers).
+    #[arg(long, value_name = "warm|session|first-visit")]
     pub tune_protocol: Option<String>,
     /// Seed of the initialisation and of the search.
     #[arg(long)]

@@ -35,6 +35,12 @@ pub fn read_item_features(path: &Path) -> Result<Features> {
             header.iter().collect::<Vec<_>>().join(",")
         )));
     }
+    if let Some(f) = fields.iter().find(|f| f.starts_with("user:")) {
+        return Err(input_error(format!(
+            "column {f:?}: names starting with \"user:\" are kept for customers' \
+             account features; rename it"
+        )));
+    }
     let mut features = Features::new();
     for (line, record) in reader.records().enumerate() {
         let record = record.map_err(|e| input_error(format!("line {}: {e}", line + 2)))?;
@@ -79,5 +85,8 @@ mod tests {
         std::fs::write(&path, "item_id,category\n").unwrap();
         let err = read_item_features(&path).unwrap_err().to_string();
         assert!(err.contains("no item has a feature"), "{err}");
+        std::fs::write(&path, "item_id,User:Country\nq1,de\n").unwrap();
+        let err = read_item_features(&path).unwrap_err().to_string();
+        assert!(err.contains("kept for customers"), "{err}");
     }
 }
