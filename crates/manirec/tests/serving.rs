@@ -281,3 +281,117 @@ fn a_visitor_who_viewed_a_design_gets_related_designs_and_the_shops_rules_hold()
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
+
+#[test]
+fn a_customers_first_visit_goes_to_the_model_whose_accounts_measured_to_win() {
+    let d = DataDir::new();
+    let demo = d.json(&["demo", "--no-serve", "--seed", "5", "--as-of", "2026-06-30"]);
+    let version_of = |kind: &str| {
+        demo["stages"]["train"]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["model"] == kind)
+            .unwrap()["model_version"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let als = version_of("als");
+    d.json(&["models", "promote", &als]);
+    let trained = d.json(&["train", "--model", "two-tower", "--accounts"]);
+    let first = trained["model_version"].as_str().unwrap().to_owned();
+    let report = &trained["first_visit"];
+    assert!(report["users_evaluated"].as_u64().unwrap() > 0, "{report}");
+    // The shop's own measurement decides; here it is made to say the accounts win.
+    let metrics: String = d
+        .db()
+        .query_row(
+            "SELECT metrics FROM model_versions WHERE version = ?1",
+            &[Value::from(first.clone())],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut metrics: Value = serde_json::from_str(&metrics).unwrap();
+    metrics["first_visit"]["beats_baseline"] = Value::from(true);
+    metrics["first_visit"]["metrics"]["ndcg@10"] = Value::from(0.9);
+    d.db()
+        .execute(
+            "UPDATE model_versions SET metrics = ?1 WHERE version = ?2",
+            &[Value::from(metrics.to_string()), Value::from(first.clone())],
+        )
+        .unwrap();
+
+    // Customers with an account and no order, and one with orders.
+    let shop = rusqlite::Connection::open(d.path().join("data/demo/shop.db")).unwrap();
+    let emails = |sql: &str| -> Vec<String> {
+        let mut stmt = shop.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    let without_orders = emails(
+        "SELECT email FROM accounts WHERE role = 'customer' AND lower(trim(email)) NOT IN
+           (SELECT lower(trim(email)) FROM orders) ORDER BY id LIMIT 40",
+    );
+    let buyer = &emails(
+        "SELECT email FROM orders WHERE financial_status = 'paid' GROUP BY lower(trim(email))
+           ORDER BY COUNT(*) DESC LIMIT 1",
+    )[0];
+    assert!(without_orders.len() >= 10);
+
+    let s = Server::start(&d, &[]);
+    let ask = |email: &str| {
+        let (status, recs) = s.get_json(&format!(
+            "/v1/recommendations?user_id={}&user_token={}&k=10",
+            email.trim().replace('@', "%40").replace('+', "%2B"),
+            user_token(email)
+        ));
+        assert_eq!(status, 200, "{recs}");
+        recs
+    };
+    assert_eq!(
+        ask(buyer)["model_version"],
+        als.as_str(),
+        "ALS knows a buyer"
+    );
+    let (_, popular) = s.get_json("/v1/popular?k=10");
+    let mut routed = 0i64;
+    for email in &without_orders {
+        let recs = ask(email);
+        if recs["model_version"] == first.as_str() {
+            routed += 1;
+            assert_ne!(item_ids(&recs), item_ids(&popular), "the account answers");
+        } else {
+            assert_eq!(recs["model_version"], als.as_str());
+        }
+    }
+    assert!(
+        routed > 0,
+        "no first visit among {} customers",
+        without_orders.len()
+    );
+    // Only customers of whom nothing was known went to it (the log is written
+    // on the way out).
+    let mut s = s;
+    assert!(s.stop().success());
+    let logged: i64 = d
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM recommendation_log WHERE model_version = ?1",
+            &[Value::from(first.clone())],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(logged, routed);
+    let histories: i64 = d
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM recommendation_log l WHERE l.model_version = ?1 AND (
+                EXISTS (SELECT 1 FROM training_interactions t WHERE t.user_id = l.user_id)
+                OR EXISTS (SELECT 1 FROM behavior_events e WHERE e.user_id = l.user_id))",
+            &[Value::from(first.clone())],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(histories, 0);
+}
