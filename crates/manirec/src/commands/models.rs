@@ -189,6 +189,28 @@ fn render_train(s: &TrainSummary) -> String {
     if let Some(w) = &s.warning {
         let _ = writeln!(out, "WARNING: {w}");
     }
+    for (name, r) in [
+        ("session", Some(&s.session)),
+        ("first-visit", s.first_visit.as_ref()),
+    ] {
+        let Some(r) = r.filter(|r| r.users_evaluated > 0) else {
+            continue;
+        };
+        let verdict = match r.beats_baseline {
+            true => "beats popularity".to_owned(),
+            false => format!(
+                "does not beat popularity (lift {:+.4}..{:+.4})",
+                r.ndcg10_lift_ci[0], r.ndcg10_lift_ci[1]
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "{name} protocol, {} users: ndcg@10 {:.4} (popularity {:.4}): {verdict}",
+            r.users_evaluated,
+            metric(&r.metrics, "ndcg@10"),
+            metric(&r.baseline, "ndcg@10"),
+        );
+    }
     if let Some(p) = &s.pretrain {
         let _ = writeln!(
             out,
