@@ -134,7 +134,9 @@ pub enum Command {
     /// missed webhooks.
     Poll,
     /// Top-K recommendations from the active model, as `GET /v1/recommendations`
-    /// answers them: purchased items left out, popularity for strangers.
+    /// answers them with it: purchased items left out, popularity for strangers
+    /// (the server may send sessions and first visits to the versions that
+    /// measured best for them; this command always asks the active one).
     ///
     /// Example: manirec recommend --user ana@example.com --k 5
     Recommend(RecommendArgs),
@@ -420,8 +422,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub tune: bool,
     /// The protocol `--tune` scores (default: session for session models, warm
-    /// for the others; first-visit for a two-tower model with --accounts meant
-    /// for new customers).
+    /// for the others; first-visit suits a two-tower model with --accounts
+    /// meant to answer new customers).
     #[arg(long, value_name = "warm|session|first-visit")]
     pub tune_protocol: Option<String>,
     /// Seed of the initialisation and of the search.

@@ -463,6 +463,13 @@ impl Model {
         }
     }
 
+    /// Whether any of `history`'s items is in the catalogue (what the model
+    /// scores a history from; the others it cannot read).
+    pub fn knows_any(&self, history: &[Interaction]) -> bool {
+        let items = self.items();
+        history.iter().any(|r| items.get(&r.item_id).is_some())
+    }
+
     /// Whether the model knows `user_id` by their shop account (a two-tower
     /// model given account features): it can answer their first visit.
     pub fn knows_account(&self, user_id: &str) -> bool {

@@ -491,10 +491,18 @@ fn a_first_visit_is_ranked_by_the_customers_account() {
     for u in 0..300 {
         features.insert_user(&format!("u{u}"), "country", &format!("k{}", u % 4));
     }
+    // A value no trained customer has was never learnt: it is not kept.
+    features.insert_user("u250", "city", "nowhere");
+    features.insert_user("u299", "country", "k9");
     let pop = train(&train_rows, &ModelSpec::new(ModelKind::Popular), None).unwrap();
     let opts = EvalOptions::default();
     let model = train(&train_rows, &small_two_tower(), Some(&features)).unwrap();
     assert_eq!(model.two_tower().unwrap().accounts(), 300);
+    assert!(!model
+        .two_tower()
+        .unwrap()
+        .knows_feature("user:city=nowhere"));
+    assert!(!model.two_tower().unwrap().knows_feature("user:country=k9"));
     let (r, lists) = evaluate(
         &model,
         &pop,

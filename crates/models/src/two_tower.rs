@@ -67,7 +67,7 @@
 //! pre-train on MovieLens anyway: its licence forbids commercial use without
 //! GroupLens' permission.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -258,13 +258,20 @@ impl FeatureRows {
         cold
     }
 
-    /// Every customer of `user_features` with their features, added to `features`.
-    fn accounts(user_features: &[(&str, Vec<String>)], features: &mut Vocab) -> Self {
+    /// Every customer of `user_features` with those of their features that
+    /// `learnt` holds (see [`learnt_account_features`]), added to `features`.
+    fn accounts(
+        user_features: &[(&str, Vec<String>)],
+        learnt: &HashSet<String>,
+        features: &mut Vocab,
+    ) -> Self {
         let mut rows = FeatureRows::default();
         for (id, names) in user_features {
             let known: Vec<u32> = names
                 .iter()
-                .map(|n| features.insert(&format!("{USER_FEATURE}{n}")))
+                .map(|n| format!("{USER_FEATURE}{n}"))
+                .filter(|n| learnt.contains(n))
+                .map(|n| features.insert(&n))
                 .collect();
             rows.push(id, known);
         }
@@ -298,6 +305,20 @@ impl FeatureRows {
             && self.ptr.last().map(|&p| p as usize) == Some(self.idx.len())
             && self.idx.iter().all(|&f| (f as usize) < features)
     }
+}
+
+/// The account features (as the model names them, `user:…`) that some customer
+/// of `trained` (the training's users) has: a value only newcomers have would
+/// keep its random start, which says nothing.
+fn learnt_account_features(
+    user_features: &[(&str, Vec<String>)],
+    trained: &Vocab,
+) -> HashSet<String> {
+    user_features
+        .iter()
+        .filter(|(id, _)| trained.get(id).is_some())
+        .flat_map(|(_, names)| names.iter().map(|n| format!("{USER_FEATURE}{n}")))
+        .collect()
 }
 
 /// The customers of `features` with their `field=value` lists, sorted by id.
@@ -510,7 +531,9 @@ impl TwoTower {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut features = Vocab::default();
         let (feat_ptr, feat_idx) = index_features(&data.items, item_features, &mut features);
-        let accounts = FeatureRows::accounts(&user_lists(item_features), &mut features);
+        let users = user_lists(item_features);
+        let learnt = learnt_account_features(&users, &data.users);
+        let accounts = FeatureRows::accounts(&users, &learnt, &mut features);
         let user_emb = init(&mut rng, data.users.len(), d);
         let item_emb = init(&mut rng, data.items.len(), d);
         let hist_emb = init(&mut rng, data.items.len(), d);
@@ -573,7 +596,18 @@ impl TwoTower {
             ));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let mut features = previous.features.clone();
+        // The previous features and their embeddings, but for account features
+        // no customer of this training has any more (an erased customer's, say).
+        let users = user_lists(item_features);
+        let learnt = learnt_account_features(&users, &data.users);
+        let mut features = Vocab::default();
+        let mut kept_emb = Vec::with_capacity(previous.feat_emb.len());
+        for (f, name) in previous.features.ids().iter().enumerate() {
+            if !name.starts_with(USER_FEATURE) || learnt.contains(name) {
+                features.insert(name);
+                kept_emb.extend_from_slice(&previous.feat_emb[f * d..(f + 1) * d]);
+            }
+        }
         // Items without features now keep the ones the previous model knew.
         let mut kept = Features::new();
         for (i, id) in data.items.ids().iter().enumerate() {
@@ -594,7 +628,7 @@ impl TwoTower {
         let (feat_ptr, feat_idx) = index_features(&data.items, Some(&kept), &mut features);
         // Accounts are never carried over: those given now are the shop's
         // (an erased customer's account is gone from it).
-        let accounts = FeatureRows::accounts(&user_lists(item_features), &mut features);
+        let accounts = FeatureRows::accounts(&users, &learnt, &mut features);
         let grow = |rng: &mut ChaCha8Rng, old: &[f32], n: usize| {
             let mut w = old.to_vec();
             w.extend(init(rng, n - old.len() / d, d));
@@ -603,7 +637,7 @@ impl TwoTower {
         let user_emb = grow(&mut rng, &previous.user_emb, data.users.len());
         let item_emb = grow(&mut rng, &previous.item_emb, data.items.len());
         let hist_emb = grow(&mut rng, &previous.hist_emb, data.items.len());
-        let feat_emb = grow(&mut rng, &previous.feat_emb, features.len());
+        let feat_emb = grow(&mut rng, &kept_emb, features.len());
         let mut model = TwoTower {
             users: data.users.clone(),
             items: data.items.clone(),

@@ -550,10 +550,10 @@ pub fn recommend(
         ask.k
     };
     // A customer known by nothing but an account is a stranger unless the
-    // model's accounts measured to win.
+    // model's accounts measured to win (for the list and new designs alike).
     let first_visit = ask
         .user
-        .is_some_and(|u| ask.past.history.is_empty() && !live.model.knows_user(u));
+        .is_some_and(|u| !live.model.knows_user(u) && !live.model.knows_any(&ask.past.history));
     let user_id = ask.user.filter(|_| live.first_visits || !first_visit);
     let mut ranked = live.model.recommend(&Request {
         user_id,
@@ -584,7 +584,7 @@ pub fn recommend(
         .collect();
     if !designs.is_empty() {
         let anchor = Anchor::Asker {
-            user_id: ask.user,
+            user_id,
             history: &ask.past.history,
         };
         ranked.extend(live.model.score_designs(anchor, &designs));
@@ -974,13 +974,18 @@ mod tests {
 
     /// Registers a version of `kind` on `dataset` whose session report is
     /// `ndcg` (beating popularity or not), and whose first-visit report is its
-    /// tenth.
+    /// tenth, except for two-tower models, whose first-visit report is `ndcg`
+    /// and whose session report is its tenth.
     fn register(store: &Store, kind: &str, dataset: &str, ndcg: f64, beats: bool) -> String {
         let v = store.reserve_model_version(kind, dataset, "{}").unwrap();
+        let (session, first) = match kind {
+            "two-tower" => (ndcg / 10.0, ndcg),
+            _ => (ndcg, ndcg / 10.0),
+        };
         let metrics = serde_json::json!({
             "metrics": {"ndcg@10": 0.2},
-            "session": {"metrics": {"ndcg@10": ndcg}, "beats_baseline": beats},
-            "first_visit": {"metrics": {"ndcg@10": ndcg / 10.0}, "beats_baseline": beats},
+            "session": {"metrics": {"ndcg@10": session}, "beats_baseline": beats},
+            "first_visit": {"metrics": {"ndcg@10": first}, "beats_baseline": beats},
         });
         store
             .register_model_candidate(&v, "{}", &metrics.to_string(), "k", "s")
@@ -1006,6 +1011,11 @@ mod tests {
         assert!(![worse, undecided, other_data].contains(&got.version));
         let first = version_for(&store, Protocol::FirstVisit).unwrap().unwrap();
         assert_eq!(first.version, best, "the same rule, on its own report");
+        let accounts = register(&store, "two-tower", "v1.0", 0.45, true);
+        assert_eq!(session(&store).unwrap().version, best);
+        let first = version_for(&store, Protocol::FirstVisit).unwrap().unwrap();
+        assert_eq!(first.version, accounts);
+        assert!(measured_to_win(&first, Protocol::FirstVisit));
     }
 
     fn scored(ids: &[&str]) -> Vec<Scored> {

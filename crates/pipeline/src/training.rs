@@ -552,8 +552,13 @@ pub async fn train(store: &Store, objects: &Objects, req: &TrainRequest) -> Resu
         return Err(data(format!("dataset {} has no train rows", dv.version)));
     }
     let mut features = item_features(store)?;
-    if let (Some(key), ModelKind::TwoTower) = (&req.accounts, req.spec.kind) {
-        add_account_features(&mut features, store, key)?;
+    match (&req.accounts, req.spec.kind) {
+        (Some(key), ModelKind::TwoTower) => add_account_features(&mut features, store, key)?,
+        (Some(_), kind) => tracing::warn!(
+            model = %kind,
+            "customers' accounts are embedded by two-tower models only: {kind} trains without them"
+        ),
+        (None, _) => {}
     }
     let mut spec = req.spec;
     if req.pretrain.is_some() {

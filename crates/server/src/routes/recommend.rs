@@ -155,11 +155,14 @@ pub async fn recommendations(
             };
             if let (Some(u), Some((live, None, _))) = (&user, &mut chosen) {
                 if let Some(first) = snapshot.for_first_visit(u, live) {
-                    // A first visit only if nothing at all is known of them yet
-                    // (`known` holds no history when the model had no use for it).
+                    // A first visit only if nothing is known of them yet that the
+                    // model could read (`known` holds no history when the chosen
+                    // model had no use for it).
                     let first_time = match live.model.needs_history(Some(u)) {
-                        true => known.history.is_empty(),
-                        false => past(store, u, &weights, true)?.history.is_empty(),
+                        true => !first.model.knows_any(&known.history),
+                        false => !first
+                            .model
+                            .knows_any(&past(store, u, &weights, true)?.history),
                     };
                     if first_time {
                         *live = first;
