@@ -551,10 +551,14 @@ pub fn recommend(
     };
     // A customer known by nothing but an account is a stranger unless the
     // model's accounts measured to win (for the list and new designs alike).
-    let first_visit = ask
-        .user
-        .is_some_and(|u| !live.model.knows_user(u) && !live.model.knows_any(&ask.past.history));
-    let user_id = ask.user.filter(|_| live.first_visits || !first_visit);
+    // Cheapest test first: most models know no account, and the history is
+    // walked only for a customer whose account the model embeds.
+    let user_id = ask.user.filter(|&u| {
+        live.first_visits
+            || !live.model.knows_account(u)
+            || live.model.knows_user(u)
+            || live.model.knows_any(&ask.past.history)
+    });
     let mut ranked = live.model.recommend(&Request {
         user_id,
         history: &ask.past.history,

@@ -131,11 +131,11 @@ pub struct TrainSummary {
     /// The same evaluation under the session protocol (new visitors scored from
     /// the first half of their session): what serving reads to pick the model
     /// that answers anonymous sessions.
-    pub session: SessionScores,
+    pub session: ProtocolScores,
     /// Two-tower with account features only: the `first_visit` protocol (new
     /// customers scored from their account alone).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_visit: Option<SessionScores>,
+    pub first_visit: Option<ProtocolScores>,
     /// Object key of the artifact.
     pub artifact: String,
     /// SHA-256 of the artifact.
@@ -144,7 +144,7 @@ pub struct TrainSummary {
 
 /// A model's evaluation at training under a protocol other than `warm`.
 #[derive(Debug, Clone, Serialize)]
-pub struct SessionScores {
+pub struct ProtocolScores {
     /// Users evaluated.
     pub users_evaluated: usize,
     /// The model's metrics.
@@ -159,9 +159,9 @@ pub struct SessionScores {
     pub beats_baseline: bool,
 }
 
-impl From<Report> for SessionScores {
+impl From<Report> for ProtocolScores {
     fn from(r: Report) -> Self {
-        SessionScores {
+        ProtocolScores {
             users_evaluated: r.users_evaluated,
             metrics: r.metrics,
             metrics_ci: r.metrics_ci,
@@ -844,8 +844,8 @@ async fn train_reserved(
         pretrain: pretrained,
         tune: None,
         cold_start,
-        session: SessionScores::from(session),
-        first_visit: first_visit.map(SessionScores::from),
+        session: ProtocolScores::from(session),
+        first_visit: first_visit.map(ProtocolScores::from),
         artifact: key,
         sha256: sha,
     })
