@@ -7,6 +7,8 @@
 //! store, so two concurrent builds can never write the same version.
 
 use crate::sql::{params, Conn, Dialect, Row, ToParam, Tx};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::Serialize;
 
 use crate::{DatasetKind, DatasetStatus, Error, Result, Store};
@@ -70,6 +72,8 @@ pub struct TrainingRow<'a> {
 pub struct ScanFilter {
     /// Only rows with an id above this (an increment since a watermark).
     pub after_id: Option<i64>,
+    /// Only rows with an id up to this (one part of a scan split by id).
+    pub through_id: Option<i64>,
     /// Also read `source = 'public'` rows (MovieLens and other public data).
     /// Off by default: public data is for pre-training, never the shop's
     /// datasets or exports unless asked.
@@ -96,23 +100,48 @@ pub struct ScanStats {
 }
 
 /// One read transaction over the interactions: every scan and watermark read
-/// through it describes the same instant.
+/// through it describes the same instant. Opened with several parts
+/// ([`Store::dataset_snapshot_in_parts`]), it is one read transaction on each
+/// of several connections, all at that instant, so that [`DatasetSnapshot::scan_parts`]
+/// reads the table on all of them at once.
 pub struct DatasetSnapshot<'s> {
+    /// The store's own connection.
     conn: &'s Conn,
-    /// Open until `finish` (`None` after).
+    /// Its read transaction, when it reads itself (one part); `None` after
+    /// `finish`.
     tx: Option<Tx<'s>>,
+    /// Readers at the snapshot's instant, one per part (empty: the store's
+    /// own connection reads).
+    parts: Vec<Store>,
+    /// Whether the parts' transactions are open.
+    parts_open: bool,
 }
 
 impl Drop for DatasetSnapshot<'_> {
     fn drop(&mut self) {
         // Whether it finished or failed, the connection stops mapping the file.
         let _ = self.conn.map_file(false);
+        if self.parts_open {
+            for part in &self.parts {
+                let _ = part.conn.end_reading();
+            }
+        }
     }
 }
 
 impl DatasetSnapshot<'_> {
-    fn tx(&self) -> &Tx<'_> {
-        self.tx.as_ref().expect("a snapshot is open until finish")
+    /// The connection every single query reads through.
+    fn tx(&self) -> &Conn {
+        match (&self.tx, self.parts.first()) {
+            (Some(tx), _) => tx,
+            (None, Some(part)) if self.parts_open => &part.conn,
+            _ => panic!("a snapshot is open until finish"),
+        }
+    }
+
+    /// How many connections [`DatasetSnapshot::scan_parts`] reads on.
+    pub fn parts(&self) -> usize {
+        self.parts.len().max(1)
     }
 
     /// The highest interaction id (0 when there is none).
@@ -168,110 +197,234 @@ impl DatasetSnapshot<'_> {
     /// refunded, cancelled or voided orders, and public rows unless asked, are
     /// left out and counted, or handed out marked with
     /// [`ScanFilter::with_excluded`].
-    pub fn scan(
-        &self,
+    pub fn scan(&self, filter: ScanFilter, f: impl FnMut(&TrainingRow<'_>)) -> Result<ScanStats> {
+        let max_id = self.max_interaction_id()?;
+        scan(self.tx(), filter, max_id, f)
+    }
+
+    /// Like [`DatasetSnapshot::scan`], with the rows split by id into one
+    /// part per connection of the snapshot, the parts read at once, each on a
+    /// thread of its own with a state `init` made for it (given the part's
+    /// number, from 0 in id order): `f` is called on a part's
+    /// rows, in id order, with that part's state. Returns the states, in id
+    /// order of their parts. `progress` is called on the calling thread, now
+    /// and then, with the number of rows handed out since its last call.
+    pub fn scan_parts<S: Send>(
+        &mut self,
         filter: ScanFilter,
-        mut f: impl FnMut(&TrainingRow<'_>),
-    ) -> Result<ScanStats> {
-        // The conditions, numbered ?1, ?2, … in the order their values are bound.
-        let mut conditions = vec!["ti.id > ?1".to_owned()];
-        let after = filter.after_id.unwrap_or(i64::MIN);
-        let mut values: Vec<&dyn ToParam> = vec![&after];
-        let mut from = "training_interactions ti";
-        let range = filter.time_range.unwrap_or((i64::MIN, i64::MAX));
-        if filter.time_range.is_some() {
-            conditions.push("ti.timestamp >= ?2 AND ti.timestamp < ?3".into());
-            values.extend([&range.0 as &dyn ToParam, &range.1]);
-            if self.tx().dialect() == Dialect::Sqlite {
-                // Without statistics SQLite may walk every id instead.
-                from = "training_interactions ti INDEXED BY training_interactions_time";
-            }
+        init: impl Fn(usize) -> S + Sync,
+        f: impl Fn(&mut S, &TrainingRow<'_>) + Sync,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(Vec<S>, ScanStats)> {
+        const STEP: u64 = 65_536;
+        let max_id = self.max_interaction_id()?;
+        if self.parts.is_empty() {
+            let mut state = init(0);
+            let mut seen = 0u64;
+            let stats = scan(self.tx(), filter, max_id, |r| {
+                f(&mut state, r);
+                seen += 1;
+                if seen.is_multiple_of(STEP) {
+                    progress(STEP);
+                }
+            })?;
+            progress(seen % STEP);
+            return Ok((vec![state], stats));
         }
-        let conditions = conditions.join(" AND ");
-        let mut stats = ScanStats {
-            max_id: self.max_interaction_id()?,
-            ..ScanStats::default()
-        };
-        if !filter.with_excluded {
-            stats.excluded_refunded = self.tx().query_row(
-                &format!(
-                    "SELECT COUNT(*) FROM {from} WHERE {conditions}
-                       AND ti.origin >= 'order:' AND ti.origin < 'order;' AND {REFUNDED_SQL}"
-                ),
-                &values,
-                |r| r.get::<i64>(0),
-            )? as u64;
-            if !filter.include_public {
-                stats.excluded_public = self.tx().query_row(
-                    &format!(
-                        "SELECT COUNT(*) FROM {from} WHERE {conditions} AND ti.source = 'public'"
-                    ),
-                    &values,
-                    |r| r.get::<i64>(0),
-                )? as u64;
+        // Ids are dense unless rows were deleted: equal id ranges are near
+        // equal parts.
+        let low = filter.after_id.unwrap_or(0).max(0);
+        let high = filter.through_id.map_or(max_id, |t| t.min(max_id));
+        let n = self.parts.len() as i64;
+        let bound = |k: i64| low + (high - low).max(0) * k / n;
+        let seen = AtomicU64::new(0);
+        let (init, f, seen) = (&init, &f, &seen);
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .parts
+                .iter_mut()
+                .enumerate()
+                .map(|(k, part)| {
+                    let k = k as i64;
+                    let filter = ScanFilter {
+                        after_id: Some(bound(k)),
+                        through_id: if k + 1 == n {
+                            filter.through_id
+                        } else {
+                            Some(bound(k + 1))
+                        },
+                        ..filter
+                    };
+                    let done = done.clone();
+                    scope.spawn(move || {
+                        // Dropped when this thread ends, whether it returns or
+                        // panics: the caller's wait ends with the last one.
+                        let _done = done;
+                        let mut state = init(k as usize);
+                        let mut mine = 0u64;
+                        let stats = scan(&part.conn, filter, max_id, |r| {
+                            f(&mut state, r);
+                            mine += 1;
+                            if mine.is_multiple_of(4096) {
+                                seen.fetch_add(4096, Ordering::Relaxed);
+                            }
+                        });
+                        stats.map(|s| (state, s, mine))
+                    })
+                })
+                .collect();
+            drop(done);
+            let mut reported = 0;
+            // Until every worker's sender is gone.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(std::time::Duration::from_millis(100))
+            {
+                let now = seen.load(Ordering::Relaxed);
+                if now >= reported + STEP {
+                    progress(now - reported);
+                    reported = now;
+                }
             }
-        }
-        let columns = "ti.id, ti.user_id, ti.item_id, ti.rating, ti.timestamp, \
-                       ti.interaction_type, ti.source, ti.synthetic, ti.quantity";
-        // A period is read in the index's order (its caller sorts it); the
-        // whole table in id order.
-        let order = if filter.time_range.is_some() {
-            ""
-        } else {
-            " ORDER BY ti.id"
-        };
-        let sql = if filter.with_excluded {
-            format!("SELECT {columns}, {REFUNDED_SQL} FROM {from} WHERE {conditions}{order}")
-        } else {
-            let public = if filter.include_public {
-                ""
-            } else {
-                " AND ti.source <> 'public'"
+            let mut states = Vec::with_capacity(workers.len());
+            let mut stats = ScanStats {
+                max_id,
+                ..ScanStats::default()
             };
-            format!(
-                "SELECT {columns}, FALSE FROM {from}
-                 WHERE {conditions} AND NOT ({REFUNDED_SQL}){public}{order}"
-            )
-        };
-        self.tx().query_each(&sql, &values, |r| {
-            let source = r.text(6)?;
-            let excluded = if r.get(9)? {
-                Some(Exclusion::Refunded)
-            } else if !filter.include_public && source == "public" {
-                Some(Exclusion::Public)
-            } else {
-                None
-            };
-            let row = TrainingRow {
-                id: r.get(0)?,
-                user_id: r.text(1)?,
-                item_id: r.text(2)?,
-                rating: r.get(3)?,
-                timestamp: r.get(4)?,
-                interaction_type: r.text(5)?,
-                source,
-                synthetic: r.get(7)?,
-                quantity: r.get(8)?,
-                excluded,
-            };
-            match excluded {
-                None => stats.rows += 1,
-                Some(Exclusion::Refunded) => stats.excluded_refunded += 1,
-                Some(Exclusion::Public) => stats.excluded_public += 1,
+            let mut handed_out = 0;
+            for worker in workers {
+                let (state, part, rows) = worker.join().map_err(|_| {
+                    Error::Invalid("a thread reading the interactions panicked".into())
+                })??;
+                stats.rows += part.rows;
+                stats.excluded_refunded += part.excluded_refunded;
+                stats.excluded_public += part.excluded_public;
+                handed_out += rows;
+                states.push(state);
             }
-            f(&row);
-            Ok(())
-        })?;
-        Ok(stats)
+            progress(handed_out - reported);
+            Ok((states, stats))
+        })
     }
 
     /// Ends the read transaction.
     pub fn finish(mut self) -> Result<()> {
+        if std::mem::take(&mut self.parts_open) {
+            for part in &self.parts {
+                part.conn.end_reading()?;
+            }
+        }
         match self.tx.take() {
             Some(tx) => tx.commit(),
             None => Ok(()),
         }
     }
+}
+
+/// Calls `f` on every interaction `filter` selects through `tx`, in id order
+/// (a period: in the time index's order); `max_id` is the snapshot's highest id. Rows of
+/// refunded, cancelled or voided orders, and public rows unless asked, are
+/// left out and counted, or handed out marked with
+/// [`ScanFilter::with_excluded`].
+fn scan(
+    tx: &Conn,
+    filter: ScanFilter,
+    max_id: i64,
+    mut f: impl FnMut(&TrainingRow<'_>),
+) -> Result<ScanStats> {
+    // The conditions, numbered ?1, ?2, … in the order their values are bound.
+    let mut conditions = vec!["ti.id > ?1".to_owned()];
+    let after = filter.after_id.unwrap_or(i64::MIN);
+    let mut values: Vec<&dyn ToParam> = vec![&after];
+    let mut from = "training_interactions ti";
+    let range = filter.time_range.unwrap_or((i64::MIN, i64::MAX));
+    if filter.time_range.is_some() {
+        conditions.push("ti.timestamp >= ?2 AND ti.timestamp < ?3".into());
+        values.extend([&range.0 as &dyn ToParam, &range.1]);
+        if tx.dialect() == Dialect::Sqlite {
+            // Without statistics SQLite may walk every id instead.
+            from = "training_interactions ti INDEXED BY training_interactions_time";
+        }
+    }
+    let through = filter.through_id.unwrap_or(i64::MAX);
+    if filter.through_id.is_some() {
+        conditions.push(format!("ti.id <= ?{}", values.len() + 1));
+        values.push(&through);
+    }
+    let conditions = conditions.join(" AND ");
+    let mut stats = ScanStats {
+        max_id,
+        ..ScanStats::default()
+    };
+    if !filter.with_excluded {
+        stats.excluded_refunded = tx.query_row(
+            &format!(
+                "SELECT COUNT(*) FROM {from} WHERE {conditions}
+                   AND ti.origin >= 'order:' AND ti.origin < 'order;' AND {REFUNDED_SQL}"
+            ),
+            &values,
+            |r| r.get::<i64>(0),
+        )? as u64;
+        if !filter.include_public {
+            stats.excluded_public = tx.query_row(
+                &format!("SELECT COUNT(*) FROM {from} WHERE {conditions} AND ti.source = 'public'"),
+                &values,
+                |r| r.get::<i64>(0),
+            )? as u64;
+        }
+    }
+    let columns = "ti.id, ti.user_id, ti.item_id, ti.rating, ti.timestamp, \
+                   ti.interaction_type, ti.source, ti.synthetic, ti.quantity";
+    // A period is read in the index's order (its caller sorts it); the
+    // whole table in id order.
+    let order = if filter.time_range.is_some() {
+        ""
+    } else {
+        " ORDER BY ti.id"
+    };
+    let sql = if filter.with_excluded {
+        format!("SELECT {columns}, {REFUNDED_SQL} FROM {from} WHERE {conditions}{order}")
+    } else {
+        let public = if filter.include_public {
+            ""
+        } else {
+            " AND ti.source <> 'public'"
+        };
+        format!(
+            "SELECT {columns}, FALSE FROM {from}
+             WHERE {conditions} AND NOT ({REFUNDED_SQL}){public}{order}"
+        )
+    };
+    tx.query_each(&sql, &values, |r| {
+        let source = r.text(6)?;
+        let excluded = if r.get(9)? {
+            Some(Exclusion::Refunded)
+        } else if !filter.include_public && source == "public" {
+            Some(Exclusion::Public)
+        } else {
+            None
+        };
+        let row = TrainingRow {
+            id: r.get(0)?,
+            user_id: r.text(1)?,
+            item_id: r.text(2)?,
+            rating: r.get(3)?,
+            timestamp: r.get(4)?,
+            interaction_type: r.text(5)?,
+            source,
+            synthetic: r.get(7)?,
+            quantity: r.get(8)?,
+            excluded,
+        };
+        match excluded {
+            None => stats.rows += 1,
+            Some(Exclusion::Refunded) => stats.excluded_refunded += 1,
+            Some(Exclusion::Public) => stats.excluded_public += 1,
+        }
+        f(&row);
+        Ok(())
+    })?;
+    Ok(stats)
 }
 
 /// A dataset version as the register holds it.
@@ -321,6 +474,46 @@ impl Store {
         Ok(DatasetSnapshot {
             conn: &self.conn,
             tx: Some(self.conn.snapshot()?),
+            parts: Vec::new(),
+            parts_open: false,
+        })
+    }
+
+    /// One snapshot for a dataset build that reads every row, in `parts`
+    /// parts read at once (see [`DatasetSnapshot::scan_parts`]): a reader
+    /// connection per part, all at one instant. One part, a store with no
+    /// file to share (in memory), or a SQLite file whose write lock a long
+    /// write holds, reads on the store's own connection.
+    pub fn dataset_snapshot_in_parts(&self, parts: usize) -> Result<DatasetSnapshot<'_>> {
+        if parts < 2 {
+            return self.dataset_snapshot();
+        }
+        let mut readers = Vec::with_capacity(parts);
+        for _ in 0..parts {
+            match self.reader()? {
+                Some(reader) => readers.push(reader),
+                None => return self.dataset_snapshot(),
+            }
+        }
+        for reader in &readers {
+            reader.conn.map_file(true)?;
+        }
+        let conns: Vec<&Conn> = readers.iter().map(|r| &r.conn).collect();
+        match self.conn.begin_reading_at_one_instant(&conns) {
+            Ok(()) => {}
+            Err(Error::Busy(why)) => {
+                // A long write (an import) holds the lock: read what was
+                // committed before it, on one connection, rather than wait.
+                tracing::info!(%why, "the write lock is taken: the build reads on one connection");
+                return self.dataset_snapshot();
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(DatasetSnapshot {
+            conn: &self.conn,
+            tx: None,
+            parts: readers,
+            parts_open: true,
         })
     }
 
@@ -607,6 +800,105 @@ mod tests {
             )
             .unwrap();
         assert_eq!(later, ["p10"]);
+    }
+
+    /// A scan in parts, on `reader`, while `writer` writes to the same database.
+    fn scan_in_parts_sees_one_instant(reader: &Store, mut writer: Store) {
+        let rows = |range: std::ops::Range<i64>, source: Source| -> Vec<Interaction> {
+            range
+                .map(|i| Interaction {
+                    source,
+                    origin: None,
+                    ..purchase(&format!("u{}", i % 7), &format!("p{i}"), i, "")
+                })
+                .collect()
+        };
+        writer
+            .insert_interactions(&rows(0..900, Source::Webhook))
+            .unwrap();
+        writer
+            .insert_interactions(&rows(900..950, Source::Public))
+            .unwrap();
+        writer.upsert_orders(&[order("9", "refunded")]).unwrap();
+        writer
+            .reconcile_origins(
+                &[OriginRows {
+                    origin: "order:9".into(),
+                    rows: (0..30)
+                        .map(|i| purchase("r", &format!("q{i}"), i, "order:9"))
+                        .collect(),
+                }],
+                ReconcileScope::All,
+            )
+            .unwrap();
+        let mut expected = Vec::new();
+        let before = reader
+            .scan_training_rows(ScanFilter::default(), |r| expected.push(r.id))
+            .unwrap();
+
+        let mut snapshot = reader.dataset_snapshot_in_parts(3).unwrap();
+        assert_eq!(snapshot.parts(), 3);
+        // Written after the snapshot's instant: no part may see them.
+        writer
+            .insert_interactions(&rows(1000..1500, Source::Webhook))
+            .unwrap();
+        let mut reported = 0;
+        let (parts, stats) = snapshot
+            .scan_parts(
+                ScanFilter::default(),
+                |part| (part, Vec::new()),
+                |(_, ids), r| ids.push(r.id),
+                |n| reported += n,
+            )
+            .unwrap();
+        assert_eq!(
+            stats, before,
+            "the counts and the watermark of that instant"
+        );
+        assert_eq!(snapshot.max_interaction_id().unwrap(), before.max_id);
+        snapshot.finish().unwrap();
+        let numbers: Vec<usize> = parts.iter().map(|(k, _)| *k).collect();
+        assert_eq!(numbers, [0, 1, 2], "the parts come back in id order");
+        assert!(parts.iter().all(|(_, ids)| !ids.is_empty()), "{parts:?}");
+        let read: Vec<i64> = parts.into_iter().flat_map(|(_, ids)| ids).collect();
+        assert_eq!(read, expected, "every row once, in id order");
+        assert_eq!(reported, expected.len() as u64);
+
+        // The next snapshot sees what was written since.
+        let mut snapshot = reader.dataset_snapshot_in_parts(2).unwrap();
+        let (_, later) = snapshot
+            .scan_parts(ScanFilter::default(), |_| (), |_, _| {}, |_| {})
+            .unwrap();
+        assert_eq!(later.rows, before.rows + 500);
+    }
+
+    #[test]
+    fn a_scan_in_parts_reads_one_instant_on_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manirec.db");
+        scan_in_parts_sees_one_instant(&Store::open(&path).unwrap(), Store::open(&path).unwrap());
+        // A long write holds SQLite's lock: the build reads what was committed
+        // before it, on one connection, after a short wait.
+        let (reader, writer) = (Store::open(&path).unwrap(), Store::open(&path).unwrap());
+        let writing = writer.conn.transaction().unwrap();
+        writing
+            .execute("DELETE FROM training_interactions", params![])
+            .unwrap();
+        let mut snapshot = reader.dataset_snapshot_in_parts(2).unwrap();
+        assert_eq!(snapshot.parts(), 1);
+        let (_, stats) = snapshot
+            .scan_parts(ScanFilter::default(), |_| (), |_, _| {}, |_| {})
+            .unwrap();
+        assert_eq!(stats.rows, 1400, "the rows committed before the write");
+        drop(writing);
+        let pg = crate::testing::postgres();
+        scan_in_parts_sees_one_instant(
+            &Store::connect(pg.url()).unwrap(),
+            Store::connect(pg.url()).unwrap(),
+        );
+        // In memory there is no file to share: one part, on the store's connection.
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(store.dataset_snapshot_in_parts(4).unwrap().parts(), 1);
     }
 
     #[test]

@@ -386,7 +386,7 @@ impl Assembled {
 
 /// Reads every interaction.
 fn read_everything(
-    snapshot: &DatasetSnapshot<'_>,
+    snapshot: &mut DatasetSnapshot<'_>,
     include_public: bool,
     parent_max_id: Option<i64>,
     why: String,
@@ -397,10 +397,15 @@ fn read_everything(
         with_excluded: true,
         ..ScanFilter::default()
     };
-    let mut tallies: BTreeMap<i64, Tally> = BTreeMap::new();
-    let (mut table, stats) = Table::read(snapshot, filter, progress, |r| {
-        periods::tally_excluded(&mut tallies, r)
+    let (mut table, parts, stats) = Table::read_all(snapshot, filter, progress, |tallies, r| {
+        periods::tally_excluded(tallies, r)
     })?;
+    let mut tallies: BTreeMap<i64, Tally> = BTreeMap::new();
+    for part in parts {
+        for (start, tally) in part {
+            tallies.entry(start).or_default().add(tally);
+        }
+    }
     let new_since_parent = match parent_max_id {
         Some(w) => table.rows.iter().filter(|r| r.id > w).count() as u64,
         None => stats.rows,
@@ -453,9 +458,7 @@ fn read_period(
         ..ScanFilter::default()
     };
     let mut tally = Tally::default();
-    let (mut table, stats) = Table::read(snapshot, filter, &crate::NoProgress, |r| {
-        tally.exclude(r.excluded)
-    })?;
+    let (mut table, stats) = Table::read(snapshot, filter, |r| tally.exclude(r.excluded))?;
     tally.input = stats.rows;
     table.sort_by_time();
     table.dedup_windows();
@@ -486,7 +489,7 @@ fn read_changes(
         with_excluded: true,
         ..ScanFilter::default()
     };
-    let (new_rows, stats) = Table::read(snapshot, filter, &crate::NoProgress, |r| {
+    let (new_rows, stats) = Table::read(snapshot, filter, |r| {
         periods::tally_excluded(&mut new_tallies, r)
     })?;
     let mut by_period: BTreeMap<i64, Vec<&Row>> = BTreeMap::new();
@@ -887,7 +890,9 @@ pub async fn build(
     let parent = store.latest_ready_dataset_version()?;
     let base = base(objects, &options, parent.as_ref()).await;
     lap("parent", &mut timings);
-    let snapshot = store.dataset_snapshot()?;
+    // A build that reads everything reads it on several connections at once.
+    let parts = if base.is_ok() { 1 } else { table::read_parts() };
+    let mut snapshot = store.dataset_snapshot_in_parts(parts)?;
     // Checked in the snapshot the changes are read from: a build that pruned
     // the log since `base` was chosen is seen here.
     let pruned = snapshot.changes_pruned_through()?;
@@ -904,7 +909,7 @@ pub async fn build(
     let assembled = match &base {
         Ok(base) => read_changes(&snapshot, options.include_public, base, progress)?,
         Err(why) => read_everything(
-            &snapshot,
+            &mut snapshot,
             options.include_public,
             parent.as_ref().map(|p| p.max_interaction_id),
             why.clone(),

@@ -82,6 +82,13 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: Tally) {
+        self.input += other.input;
+        self.refunded += other.refunded;
+        self.public += other.public;
+    }
+
     /// Counts a row left out of the dataset, by why.
     pub fn exclude(&mut self, why: Option<Exclusion>) {
         match why {

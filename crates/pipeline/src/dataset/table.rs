@@ -9,6 +9,7 @@
 use std::hash::BuildHasherDefault;
 
 use manirec_store::{DatasetSnapshot, ScanFilter, ScanStats, Store, TrainingRow};
+use rayon::slice::ParallelSliceMut;
 use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::{Progress, Result};
@@ -104,21 +105,89 @@ pub struct Table {
     pub rows: Vec<Row>,
 }
 
-/// Rows between two progress updates.
-const PROGRESS_STEP: u64 = 100_000;
+/// How many connections a read of every interaction uses at once: one per
+/// core, at most four (each is a connection and a thread; measured on two).
+pub fn read_parts() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Builds one [`Table`] from rows handed out one at a time.
+#[derive(Default)]
+struct Loader {
+    table: Table,
+    /// Types and sources repeat: the last of each, to skip hashing it.
+    last_kind: Option<(Box<str>, u16)>,
+    last_source: Option<(Box<str>, u16)>,
+    /// The first row whose type or source did not fit 16 bits.
+    overflow: Option<i64>,
+}
+
+impl Loader {
+    fn add(&mut self, r: &TrainingRow<'_>) {
+        let Some(kind) = small(
+            &mut self.last_kind,
+            &mut self.table.kinds,
+            r.interaction_type,
+        ) else {
+            self.overflow.get_or_insert(r.id);
+            return;
+        };
+        let Some(source) = small(&mut self.last_source, &mut self.table.sources, r.source) else {
+            self.overflow.get_or_insert(r.id);
+            return;
+        };
+        self.table.rows.push(Row {
+            id: r.id,
+            timestamp: r.timestamp,
+            rating: r.rating,
+            quantity: r.quantity,
+            user: self.table.users.intern(r.user_id),
+            item: self.table.items.intern(r.item_id),
+            kind,
+            source,
+            synthetic: r.synthetic,
+        });
+    }
+
+    /// The rows, numbered in first-seen order (not yet renumbered).
+    fn finish(self) -> Result<Table> {
+        if let Some(id) = self.overflow {
+            return Err(crate::Error::Data(format!(
+                "more than 65,536 distinct interaction types or sources (row id {id}); \
+                 interaction_type and source are meant to be short vocabularies"
+            )));
+        }
+        Ok(self.table)
+    }
+}
+
+/// The number of `s` in `dict`, remembering the last one looked up in `last`;
+/// `None` past 16 bits.
+fn small(last: &mut Option<(Box<str>, u16)>, dict: &mut Dict, s: &str) -> Option<u16> {
+    if let Some((value, n)) = last {
+        if **value == *s {
+            return Some(*n);
+        }
+    }
+    let n = u16::try_from(dict.intern(s)).ok()?;
+    *last = Some((s.into(), n));
+    Some(n)
+}
 
 impl Table {
     /// Reads the interactions `filter` selects (refunded orders' rows left out),
-    /// in a read transaction of its own.
+    /// in a read transaction of its own, on as many connections at once as
+    /// [`read_parts`] takes.
     pub fn load(
         store: &Store,
         filter: ScanFilter,
         progress: &dyn Progress,
     ) -> Result<(Table, ScanStats)> {
-        let snapshot = store.dataset_snapshot()?;
-        let loaded = Table::read(&snapshot, filter, progress, |_| {})?;
+        let mut snapshot = store.dataset_snapshot_in_parts(read_parts())?;
+        let (table, _, stats) =
+            Table::read_all(&mut snapshot, filter, progress, |_: &mut (), _| {})?;
         snapshot.finish()?;
-        Ok(loaded)
+        Ok((table, stats))
     }
 
     /// Reads the interactions `filter` selects through `snapshot`, dictionaries
@@ -127,69 +196,93 @@ impl Table {
     pub fn read(
         snapshot: &DatasetSnapshot<'_>,
         filter: ScanFilter,
-        progress: &dyn Progress,
         mut excluded: impl FnMut(&TrainingRow<'_>),
     ) -> Result<(Table, ScanStats)> {
+        let mut loader = Loader::default();
+        let stats = snapshot.scan(filter, |r| match r.excluded {
+            Some(_) => excluded(r),
+            None => loader.add(r),
+        })?;
+        let mut table = loader.finish()?;
+        table.renumber();
+        Ok((table, stats))
+    }
+
+    /// Like [`Table::read`], on every connection of `snapshot` at once (see
+    /// [`DatasetSnapshot::scan_parts`]), with progress: the rows left out go to
+    /// `excluded` with the state of their part, and the parts' states come back
+    /// in id order.
+    pub fn read_all<E: Default + Send>(
+        snapshot: &mut DatasetSnapshot<'_>,
+        filter: ScanFilter,
+        progress: &dyn Progress,
+        excluded: impl Fn(&mut E, &TrainingRow<'_>) + Sync,
+    ) -> Result<(Table, Vec<E>, ScanStats)> {
         // A capacity hint that costs no scan (ids are dense unless rows were deleted).
         let total = if filter.time_range.is_none() && filter.after_id.is_none() {
-            snapshot.max_interaction_id()?.max(0)
+            snapshot.max_interaction_id()?.max(0) as usize
         } else {
             0
         };
         progress.begin("reading interactions", total as u64);
-        let mut table = Table {
-            rows: Vec::with_capacity(usize::try_from(total).unwrap_or(0)),
-            ..Table::default()
-        };
-        let mut overflow = None;
-        let mut seen = 0u64;
-        // Types and sources repeat: remember the last of each instead of hashing.
-        let mut last_kind: (Box<str>, u32) = (Box::from("\0"), 0);
-        let mut last_source: (Box<str>, u32) = (Box::from("\0"), 0);
-        let stats = snapshot.scan(filter, |r: &TrainingRow<'_>| {
-            if r.excluded.is_some() {
-                excluded(r);
-                return;
-            }
-            if *last_kind.0 != *r.interaction_type {
-                last_kind = (
-                    r.interaction_type.into(),
-                    table.kinds.intern(r.interaction_type),
-                );
-            }
-            if *last_source.0 != *r.source {
-                last_source = (r.source.into(), table.sources.intern(r.source));
-            }
-            let (kind, source) = (last_kind.1, last_source.1);
-            let (Ok(kind), Ok(source)) = (u16::try_from(kind), u16::try_from(source)) else {
-                overflow.get_or_insert(r.id);
-                return;
-            };
-            table.rows.push(Row {
-                id: r.id,
-                timestamp: r.timestamp,
-                rating: r.rating,
-                quantity: r.quantity,
-                user: table.users.intern(r.user_id),
-                item: table.items.intern(r.item_id),
-                kind,
-                source,
-                synthetic: r.synthetic,
-            });
-            seen += 1;
-            if seen.is_multiple_of(PROGRESS_STEP) {
-                progress.advance(PROGRESS_STEP);
-            }
-        })?;
+        let parts = snapshot.parts();
+        // The first part's rows have room for every part's: the others are
+        // appended there, not all copied to a new vector (capacity never
+        // written costs no memory).
+        let (loaders, stats) = snapshot.scan_parts(
+            filter,
+            |part| {
+                let room = if part == 0 { total } else { total / parts };
+                let loader = Loader {
+                    table: Table {
+                        rows: Vec::with_capacity(room + 1),
+                        ..Table::default()
+                    },
+                    ..Loader::default()
+                };
+                (loader, E::default())
+            },
+            |(loader, excluded_state), r| match r.excluded {
+                Some(_) => excluded(excluded_state, r),
+                None => loader.add(r),
+            },
+            |n| progress.advance(n),
+        )?;
         progress.end();
-        if let Some(id) = overflow {
-            return Err(crate::Error::Data(format!(
-                "more than 65,536 distinct interaction types or sources (row id {id}); \
-                 interaction_type and source are meant to be short vocabularies"
-            )));
+        let mut states = Vec::with_capacity(loaders.len());
+        let mut tables = Vec::with_capacity(loaders.len());
+        for (loader, state) in loaders {
+            tables.push(loader.finish()?);
+            states.push(state);
         }
+        let mut table = Table::merge(tables);
         table.renumber();
-        Ok((table, stats))
+        Ok((table, states, stats))
+    }
+
+    /// One table of the rows of `tables` (each numbered in its own
+    /// dictionaries), in the order given; dictionaries in first-seen order.
+    fn merge(tables: Vec<Table>) -> Table {
+        let mut tables = tables.into_iter();
+        let mut merged = tables.next().unwrap_or_default();
+        for table in tables {
+            let remap = |into: &mut Dict, from: &Dict| -> Vec<u32> {
+                from.values().iter().map(|v| into.intern(v)).collect()
+            };
+            let users = remap(&mut merged.users, &table.users);
+            let items = remap(&mut merged.items, &table.items);
+            let kinds = remap(&mut merged.kinds, &table.kinds);
+            let sources = remap(&mut merged.sources, &table.sources);
+            merged.rows.reserve(table.rows.len());
+            merged.rows.extend(table.rows.iter().map(|r| Row {
+                user: users[r.user as usize],
+                item: items[r.item as usize],
+                kind: kinds[r.kind as usize] as u16,
+                source: sources[r.source as usize] as u16,
+                ..*r
+            }));
+        }
+        merged
     }
 
     /// Renumbers every dictionary in string order.
@@ -209,8 +302,10 @@ impl Table {
     /// Sorts by time, then user, item and type (as strings), then id: a total
     /// order, so equal data gives equal files.
     pub fn sort_by_time(&mut self) {
+        // Ids are unique, so the order is total and a parallel sort's
+        // result is the sequential one's.
         self.rows
-            .sort_unstable_by_key(|r| (r.timestamp, r.user, r.item, r.kind, r.id));
+            .par_sort_unstable_by_key(|r| (r.timestamp, r.user, r.item, r.kind, r.id));
     }
 
     /// Keeps one row per (user, item, 5-minute window): the strongest signal (the
@@ -291,6 +386,72 @@ mod tests {
 
     fn ids(t: &Table) -> Vec<i64> {
         t.rows.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn reading_in_parts_gives_the_table_one_connection_gives() {
+        use manirec_store::{Interaction, InteractionKey, Source};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("manirec.db")).unwrap();
+        let kinds = ["view", "add_to_cart", "purchase"];
+        let rows: Vec<Interaction> = (0..2000i64)
+            .map(|i| Interaction {
+                key: InteractionKey {
+                    // Users and items recur across every part, first seen in
+                    // another order than their strings'.
+                    user_id: format!("user-{}", (i * 7919) % 101),
+                    item_id: format!("item-{}", (i * 104_729) % 211),
+                    timestamp: 1_700_000_000 + (i * 37) % 5000,
+                    interaction_type: kinds[(i % 3) as usize].into(),
+                },
+                rating: 1.0 + (i % 3) as f64,
+                source: if i % 10 == 0 {
+                    Source::Public
+                } else {
+                    Source::Realtime
+                },
+                synthetic: i % 13 == 0,
+                quantity: 1 + i % 2,
+                origin: None,
+            })
+            .collect();
+        store.insert_interactions(&rows).unwrap();
+        let filter = ScanFilter {
+            with_excluded: true,
+            ..ScanFilter::default()
+        };
+        let read = |parts: usize| {
+            let mut snapshot = store.dataset_snapshot_in_parts(parts).unwrap();
+            assert_eq!(snapshot.parts(), parts);
+            let (table, left_out, stats) = Table::read_all(
+                &mut snapshot,
+                filter,
+                &crate::NoProgress,
+                |n: &mut u64, _| *n += 1,
+            )
+            .unwrap();
+            snapshot.finish().unwrap();
+            (table, left_out.iter().sum::<u64>(), stats)
+        };
+        let (one, one_left_out, one_stats) = read(1);
+        let (three, three_left_out, three_stats) = read(3);
+        assert_eq!(one.rows.len(), 1800);
+        assert_eq!(
+            (one_left_out, three_left_out),
+            (200, 200),
+            "the public rows"
+        );
+        assert_eq!(one_stats, three_stats);
+        assert_eq!(one.rows, three.rows);
+        for (a, b) in [
+            (&one.users, &three.users),
+            (&one.items, &three.items),
+            (&one.kinds, &three.kinds),
+            (&one.sources, &three.sources),
+        ] {
+            assert_eq!(a.values(), b.values());
+        }
+        assert!(one.users.values().is_sorted(), "renumbered in string order");
     }
 
     #[test]

@@ -287,15 +287,77 @@ impl Conn {
         self.begin(Begin::Snapshot)
     }
 
-    fn begin(&self, kind: Begin) -> Result<Tx<'_>> {
-        match self {
-            Conn::Sqlite(c) => c.begin(kind)?,
-            Conn::Postgres(c) => c.begin(kind)?,
+    /// Begins a read-only transaction on each of `readers` (other connections
+    /// to this database), all of them seeing one instant: SQLite starts them
+    /// while this connection holds the write lock, for the moment that takes,
+    /// so no commit can come between them; PostgreSQL has them import this
+    /// connection's exported snapshot. End each with [`Conn::end_reading`].
+    /// [`Error::Busy`] when SQLite's write lock stays taken for two seconds.
+    pub(crate) fn begin_reading_at_one_instant(&self, readers: &[&Conn]) -> Result<()> {
+        let mut begun = 0;
+        let started = (|| match self {
+            Conn::Sqlite(db) => {
+                // A writer in a long transaction (an import) would keep the
+                // readers waiting: give up soon instead, and say so (Busy).
+                db.set_busy_timeout(std::time::Duration::from_secs(2))?;
+                let lock = self.transaction_exclusive();
+                db.set_busy_timeout(sqlite::BUSY_TIMEOUT)?;
+                let lock = lock?;
+                for reader in readers {
+                    reader.start(Begin::Snapshot)?;
+                    begun += 1;
+                    // A read transaction takes its snapshot at its first read.
+                    reader.query_row("SELECT COUNT(*) FROM sqlite_schema", &[], |r| {
+                        r.get::<i64>(0)
+                    })?;
+                }
+                drop(lock);
+                Ok(())
+            }
+            Conn::Postgres(_) => {
+                let exporter = self.snapshot()?;
+                let id: String =
+                    exporter.query_row("SELECT pg_export_snapshot()", &[], |r| r.get(0))?;
+                for reader in readers {
+                    reader.start(Begin::Snapshot)?;
+                    begun += 1;
+                    // The id is the server's own string of hex digits and
+                    // dashes; the statement takes no parameter.
+                    let Conn::Postgres(pg) = reader else {
+                        return Err(Error::Invalid("readers of one engine only".into()));
+                    };
+                    pg.batch(&format!("SET TRANSACTION SNAPSHOT '{id}'"))?;
+                }
+                exporter.commit()
+            }
+        })();
+        if started.is_err() {
+            for reader in &readers[..begun] {
+                let _ = reader.end(false);
+            }
         }
+        started
+    }
+
+    /// Ends a read transaction begun by [`Conn::begin_reading_at_one_instant`].
+    pub(crate) fn end_reading(&self) -> Result<()> {
+        self.end(false)
+    }
+
+    fn begin(&self, kind: Begin) -> Result<Tx<'_>> {
+        self.start(kind)?;
         Ok(Tx {
             conn: self,
             open: true,
         })
+    }
+
+    /// Begins a transaction that the caller ends (see [`Conn::end`]).
+    fn start(&self, kind: Begin) -> Result<()> {
+        match self {
+            Conn::Sqlite(c) => c.begin(kind),
+            Conn::Postgres(c) => c.begin(kind),
+        }
     }
 
     /// Whether a transaction is open (what the next statement joins).

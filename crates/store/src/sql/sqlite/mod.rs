@@ -22,6 +22,10 @@ pub(crate) use migrations::MIGRATIONS;
 /// (ingestion, a recommendation's reads) stays compiled.
 const STATEMENT_CACHE: usize = 128;
 
+/// How long a statement waits for another connection's lock before it fails
+/// with [`Error::Busy`].
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A SQLite connection.
 pub(crate) struct Sqlite {
     conn: Connection,
@@ -71,7 +75,7 @@ impl Sqlite {
     }
 
     fn configure(conn: Connection) -> Result<Self> {
-        conn.busy_timeout(Duration::from_secs(30)).map_err(map)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(map)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         stable_plans(&conn)?;
         // FULL: a committed transaction survives a power cut, not only a crash, so
@@ -103,7 +107,7 @@ impl Sqlite {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| open_error(path, e))?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(map)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(map)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         stable_plans(&conn)?;
         // No memory map, and SQLite's default page cache: a reader drops both
@@ -177,6 +181,11 @@ impl Sqlite {
         );
         #[cfg(not(test))]
         let _ = stmt;
+    }
+
+    /// Sets how long a statement waits for a lock.
+    pub fn set_busy_timeout(&self, wait: Duration) -> Result<()> {
+        self.conn.busy_timeout(wait).map_err(map)
     }
 
     pub fn batch(&self, sql: &str) -> Result<()> {
