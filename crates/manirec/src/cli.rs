@@ -133,10 +133,11 @@ pub enum Command {
     /// (MANIREC_SHOPLAZZA_API, MANIREC_SHOPLAZZA_TOKEN): the backstop for
     /// missed webhooks.
     Poll,
-    /// Top-K recommendations from the active model, as `GET /v1/recommendations`
-    /// answers them with it: purchased items left out, popularity for strangers
-    /// (the server may send sessions and first visits to the versions that
-    /// measured best for them; this command always asks the active one).
+    /// Top-K recommendations, as `GET /v1/recommendations` answers them: from
+    /// the running experiment's arm of the shopper, else the version that
+    /// measured best for anonymous sessions or a customer's first visit where
+    /// one did, else the active model; purchased items left out, popularity for
+    /// strangers. The answer names the model version (and arm) that gave it.
     ///
     /// Example: manirec recommend --user ana@example.com --k 5
     Recommend(RecommendArgs),

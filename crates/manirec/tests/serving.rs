@@ -370,6 +370,35 @@ fn a_customers_first_visit_goes_to_the_model_whose_accounts_measured_to_win() {
         "no first visit among {} customers",
         without_orders.len()
     );
+    // `manirec recommend` routes as the server does: the same version, the
+    // same items, for a buyer, customers known only by their account, and an
+    // anonymous session.
+    let session: String = d
+        .db()
+        .query_row(
+            "SELECT substr(user_id, 9) FROM training_interactions
+              WHERE user_id LIKE 'session:%' ORDER BY id LIMIT 1",
+            &[],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (status, by_http) = s.get_json(&format!("/v1/recommendations?session_id={session}&k=10"));
+    assert_eq!(status, 200, "{by_http}");
+    let by_cli = d.json(&["recommend", "--session", &session, "--k", "10"]);
+    assert_eq!(by_cli["model_version"], by_http["model_version"]);
+    assert_eq!(item_ids(&by_cli), item_ids(&by_http));
+    // Answers of the server logged again below.
+    let mut asked_again = i64::from(by_http["model_version"] == first.as_str());
+    let mut answered_by = std::collections::BTreeSet::new();
+    for email in std::iter::once(buyer).chain(&without_orders).take(12) {
+        let by_http = ask(email);
+        asked_again += i64::from(by_http["model_version"] == first.as_str());
+        let by_cli = d.json(&["recommend", "--user", email, "--k", "10"]);
+        assert_eq!(by_cli["model_version"], by_http["model_version"], "{email}");
+        assert_eq!(item_ids(&by_cli), item_ids(&by_http), "{email}");
+        answered_by.insert(by_cli["model_version"].as_str().unwrap().to_owned());
+    }
+    assert!(answered_by.contains(&first), "{answered_by:?}");
     // Only customers of whom nothing was known went to it (the log is written
     // on the way out).
     let mut s = s;
@@ -382,7 +411,7 @@ fn a_customers_first_visit_goes_to_the_model_whose_accounts_measured_to_win() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(logged, routed);
+    assert_eq!(logged, routed + asked_again);
     let histories: i64 = d
         .db()
         .query_row(

@@ -16,6 +16,7 @@ use manirec_models::evaluate::Protocol;
 use manirec_models::{Anchor, Features, Model, Request, Scored};
 use manirec_store::{session_user, ModelStatus, RuleKind, Store};
 
+use crate::experiments::{assign, Variant};
 use crate::identity::UserKey;
 use crate::sync::Weights;
 use crate::Result;
@@ -508,6 +509,230 @@ pub fn past(store: &Store, user: &str, weights: &Weights, with_history: bool) ->
         });
     }
     Ok(Past { history, bought })
+}
+
+/// What answers recommendations at one moment: the active version, the
+/// versions that measured best for sessions and first visits, the running
+/// experiment's two, and the shop's rules. The server keeps one and swaps it
+/// whole; `manirec recommend` reads one for a single answer.
+#[derive(Default)]
+pub struct Serving {
+    /// The active version.
+    pub active: Option<Arc<LiveModel>>,
+    /// The version that measured best under the session protocol on the
+    /// active version's dataset, when not the active one ([`version_for`]):
+    /// it answers anonymous sessions outside experiments.
+    pub session: Option<Arc<LiveModel>>,
+    /// Likewise under the first-visit protocol: it answers, outside
+    /// experiments, a customer with no history whom it knows by their account
+    /// and the chosen model was not trained on (see [`Serving::for_first_visit`]).
+    pub first_visit: Option<Arc<LiveModel>>,
+    /// The running experiment and its arms' models.
+    pub experiment: Option<RunningExperiment>,
+    /// The shop's rules.
+    pub rules: Arc<CatalogRules>,
+    /// Designers and categories.
+    pub catalogue: Arc<Catalogue>,
+}
+
+/// An experiment being served.
+pub struct RunningExperiment {
+    /// As stored.
+    pub experiment: manirec_store::Experiment,
+    /// The control's model.
+    pub control: Arc<LiveModel>,
+    /// The treatment's model.
+    pub treatment: Arc<LiveModel>,
+}
+
+/// The model that answers a shopper, and the experiment and arm it answers
+/// in (`None`: outside any experiment, as `control`).
+pub type Chosen = (Arc<LiveModel>, Option<i64>, Variant);
+
+impl Serving {
+    /// The model, experiment and arm for a shopper (`unit`: their training id).
+    /// Without a running experiment, or for a stranger, the active model
+    /// answers as `control` outside any experiment.
+    pub fn choose(&self, unit: Option<&str>) -> Option<Chosen> {
+        if let (Some(exp), Some(unit)) = (&self.experiment, unit) {
+            let variant = assign(&exp.experiment, unit);
+            let model = match variant {
+                Variant::Control => &exp.control,
+                Variant::Treatment => &exp.treatment,
+            };
+            return Some((model.clone(), Some(exp.experiment.id), variant));
+        }
+        if let (Some(s), Some(unit)) = (&self.session, unit) {
+            // An anonymous visitor: a session or a device not linked to a customer.
+            if is_visitor(unit) {
+                return Some((s.clone(), None, Variant::Control));
+            }
+        }
+        self.active.clone().map(|m| (m, None, Variant::Control))
+    }
+
+    /// The model for `unit`'s first visit instead of `chosen` (see
+    /// [`Serving::first_visit`]): a customer (not a session or device) whom
+    /// `chosen` was not trained on and the first-visit model knows by their
+    /// account. It is theirs only when they have no history either, which
+    /// [`route`] checks.
+    pub fn for_first_visit(&self, unit: &str, chosen: &LiveModel) -> Option<Arc<LiveModel>> {
+        let model = self.first_visit.as_ref()?;
+        (!is_visitor(unit) && !chosen.model.knows_user(unit) && model.model.knows_account(unit))
+            .then(|| model.clone())
+    }
+}
+
+/// Whether a training id is an anonymous visitor's (a session or a device
+/// not linked to a customer).
+fn is_visitor(unit: &str) -> bool {
+    unit.starts_with("session:") || unit.starts_with("device:")
+}
+
+/// The versions [`Serving`] is made of, as the registry names them.
+pub struct ServingVersions {
+    /// The active version.
+    pub active: Option<manirec_store::ModelVersion>,
+    /// [`version_for`] sessions.
+    pub session: Option<manirec_store::ModelVersion>,
+    /// [`version_for`] first visits.
+    pub first_visit: Option<manirec_store::ModelVersion>,
+    /// The running experiment, and its arms' versions (`None` where one is
+    /// missing from the registry).
+    pub experiment: Option<(
+        manirec_store::Experiment,
+        Option<manirec_store::ModelVersion>,
+        Option<manirec_store::ModelVersion>,
+    )>,
+}
+
+impl ServingVersions {
+    /// Every version named, each once, the active one first.
+    pub fn each(&self) -> Vec<&manirec_store::ModelVersion> {
+        let mut each: Vec<&manirec_store::ModelVersion> = Vec::new();
+        let arms = self.experiment.iter().flat_map(|(_, c, t)| [c, t]);
+        for v in [&self.active, &self.session, &self.first_visit]
+            .into_iter()
+            .chain(arms)
+            .flatten()
+        {
+            if !each.iter().any(|e| e.version == v.version) {
+                each.push(v);
+            }
+        }
+        each
+    }
+
+    /// Whether `v` is the active version.
+    pub fn is_active(&self, v: &manirec_store::ModelVersion) -> bool {
+        self.active.as_ref().is_some_and(|a| a.version == v.version)
+    }
+
+    /// What the registry says serves now.
+    pub fn read(store: &Store) -> Result<ServingVersions> {
+        let experiment = match store.running_experiment()? {
+            Some(e) => {
+                let control = store.model_version(&e.control)?;
+                let treatment = store.model_version(&e.treatment)?;
+                Some((e, control, treatment))
+            }
+            None => None,
+        };
+        Ok(ServingVersions {
+            active: store.active_model_version()?,
+            session: version_for(store, Protocol::Session)?,
+            first_visit: version_for(store, Protocol::FirstVisit)?,
+            experiment,
+        })
+    }
+}
+
+impl Serving {
+    /// The snapshot of `versions`, their models taken from `models` (by
+    /// version; the caller loaded every one of [`ServingVersions::each`] it
+    /// could, and said why of those it could not). A version other than the
+    /// active one that is not there leaves its requests to the active one.
+    pub fn assemble(
+        versions: &ServingVersions,
+        rules: Arc<CatalogRules>,
+        catalogue: Arc<Catalogue>,
+        models: &HashMap<String, Arc<LiveModel>>,
+    ) -> Serving {
+        let model = |v: &Option<manirec_store::ModelVersion>| {
+            v.as_ref().and_then(|v| models.get(&v.version)).cloned()
+        };
+        let experiment = match &versions.experiment {
+            Some((e, control, treatment)) => match (model(control), model(treatment)) {
+                (Some(control), Some(treatment)) => Some(RunningExperiment {
+                    experiment: e.clone(),
+                    control,
+                    treatment,
+                }),
+                _ => {
+                    tracing::error!(experiment = e.id, "an arm's model is missing from the registry or did not load; serving the active model to everyone");
+                    None
+                }
+            },
+            None => None,
+        };
+        Serving {
+            active: model(&versions.active),
+            session: model(&versions.session),
+            first_visit: model(&versions.first_visit),
+            experiment,
+            rules,
+            catalogue,
+        }
+    }
+}
+
+/// Who a request is for and what answers it: see [`route`].
+pub struct Routed {
+    /// The shopper's training id (`None`: a stranger).
+    pub user: Option<String>,
+    /// What is known of them (no history when the chosen model ranks without).
+    pub past: Past,
+    /// The model that answers (`None`: no model serves).
+    pub chosen: Option<Chosen>,
+}
+
+/// Routes one request: the shopper as the training data names them, the
+/// version that answers them (the experiment's arm; else the session version
+/// for an anonymous visitor; else the active one, or the first-visit version
+/// for a customer it knows by their account, whom the chosen model was not
+/// trained on and of whom nothing is known yet that the model could read),
+/// and their past.
+pub fn route(
+    store: &Store,
+    serving: &Serving,
+    key: &UserKey,
+    user_id: Option<&str>,
+    session_id: Option<&str>,
+    weights: &Weights,
+) -> Result<Routed> {
+    let user = training_user(store, key, user_id, session_id)?;
+    let mut chosen = serving.choose(user.as_deref());
+    let past = match (&user, &chosen) {
+        (Some(u), Some((live, _, _))) => {
+            past(store, u, weights, live.model.needs_history(Some(u)))?
+        }
+        _ => Past::default(),
+    };
+    if let (Some(u), Some((live, None, _))) = (&user, &mut chosen) {
+        if let Some(first) = serving.for_first_visit(u, live) {
+            // `past` holds no history when the chosen model had no use for it.
+            let first_time = match live.model.needs_history(Some(u)) {
+                true => !first.model.knows_any(&past.history),
+                false => !first
+                    .model
+                    .knows_any(&self::past(store, u, weights, true)?.history),
+            };
+            if first_time {
+                *live = first;
+            }
+        }
+    }
+    Ok(Routed { user, past, chosen })
 }
 
 /// A recommendation request.
@@ -1060,5 +1285,77 @@ mod tests {
             |_| true,
         );
         assert_eq!(ids(&out), ["a", "z"]);
+    }
+
+    #[test]
+    fn a_customers_first_visit_goes_to_the_model_that_knows_their_account() {
+        use manirec_models::{Features, Interaction, ModelKind, ModelSpec};
+        // Customers c0..c39 bought; c40 has an account and nothing else.
+        let rows: Vec<Interaction> = (0..400)
+            .map(|n| {
+                let user = format!("c{}", n % 40);
+                Interaction::rating(user, format!("i{}", n % 13), 1.0, n as i64)
+            })
+            .collect();
+        let mut features = Features::new();
+        for u in 0..=40 {
+            features.insert_user(&format!("c{u}"), "country", "de");
+        }
+        let train = |kind, f: Option<&Features>| {
+            let mut spec = ModelSpec::new(kind);
+            spec.als.factors = 4;
+            spec.two_tower.dim = 8;
+            spec.two_tower.epochs = 1;
+            let model = manirec_models::train(&rows, &spec, f).unwrap();
+            Arc::new(LiveModel::new(kind.as_str().into(), model))
+        };
+        let active = train(ModelKind::Als, None);
+        let first = train(ModelKind::TwoTower, Some(&features));
+        let serving = Serving {
+            active: Some(active.clone()),
+            first_visit: Some(first.clone()),
+            ..Serving::default()
+        };
+        let route = |unit: &str| {
+            let chosen = serving.choose(Some(unit)).unwrap().0;
+            serving
+                .for_first_visit(unit, &chosen)
+                .map(|m| m.version.clone())
+        };
+        assert_eq!(route("c40").as_deref(), Some("two-tower"));
+        assert_eq!(route("c3"), None, "the active model was trained on c3");
+        assert_eq!(route("c41"), None, "no account");
+        assert_eq!(route("session:s1"), None, "a visitor, not a customer");
+        // Popularity, or a model of histories, knows no one: the account answers.
+        let popular = train(ModelKind::Popular, None);
+        assert!(serving.for_first_visit("c3", &popular).is_some());
+        let without = Serving {
+            active: Some(active),
+            ..Serving::default()
+        };
+        assert!(without.for_first_visit("c40", &first).is_none());
+
+        // The account answers only when the model's first-visit report won.
+        let answer = |live: &LiveModel| {
+            let ask = Ask {
+                user: Some("c40"),
+                past: &Default::default(),
+                k: 5,
+                category: None,
+                exclude: &[],
+            };
+            let rules = CatalogRules::default();
+            let items = recommend(live, &ask, &rules, &Catalogue::default());
+            items.into_iter().map(|s| s.item_id).collect::<Vec<_>>()
+        };
+        let popular_answer: Vec<String> = first
+            .model
+            .most_popular(5, None)
+            .into_iter()
+            .map(|s| s.item_id)
+            .collect();
+        assert_eq!(answer(&first), popular_answer, "not measured to win");
+        let trusted = LiveModel::new("m".into(), first.model.clone()).answering_first_visits(true);
+        assert_ne!(answer(&trusted), popular_answer);
     }
 }

@@ -33,8 +33,8 @@ use manirec_store::Objects;
 
 pub use error::ApiError;
 pub use limits::Limits;
+pub use manirec_pipeline::serving::Serving;
 pub use metrics::Metrics;
-pub use serving::Serving;
 pub use storefront::Storefront;
 
 /// Everything the service is configured with.

@@ -7,102 +7,26 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use manirec_models::evaluate::Protocol;
-use manirec_pipeline::experiments::{assign, Variant};
-use manirec_pipeline::serving::{measured_to_win, version_for, CatalogRules, Catalogue, LiveModel};
-use manirec_store::{Experiment, ModelVersion, RecommendationLog};
+use manirec_pipeline::serving::{
+    measured_to_win, CatalogRules, Catalogue, LiveModel, Serving, ServingVersions,
+};
+use manirec_store::{ModelVersion, RecommendationLog};
 
 use crate::{ApiError, AppState};
 
 /// Log entries kept in memory before a write is forced.
 const LOG_BATCH: usize = 2_000;
 
-/// One snapshot of what serves.
-#[derive(Default)]
-pub struct Serving {
-    /// The active version.
-    pub active: Option<Arc<LiveModel>>,
-    /// The version that measured best under the session protocol on the
-    /// active version's dataset, when not the active one
-    /// (`manirec_pipeline::serving::version_for`): it answers anonymous
-    /// sessions outside experiments.
-    pub session: Option<Arc<LiveModel>>,
-    /// Likewise under the first-visit protocol: it answers, outside
-    /// experiments, a customer with no history whom it knows by their account
-    /// and the chosen model was not trained on (see [`Serving::for_first_visit`]).
-    pub first_visit: Option<Arc<LiveModel>>,
-    /// The running experiment and its arms' models.
-    pub experiment: Option<RunningExperiment>,
-    /// The shop's rules.
-    pub rules: Arc<CatalogRules>,
-    /// Designers and categories.
-    pub catalogue: Arc<Catalogue>,
-}
-
-/// An experiment being served.
-pub struct RunningExperiment {
-    /// As stored.
-    pub experiment: Experiment,
-    /// The control's model.
-    pub control: Arc<LiveModel>,
-    /// The treatment's model.
-    pub treatment: Arc<LiveModel>,
-}
-
-impl Serving {
-    /// The model, experiment and arm for a shopper (`unit`: their training id).
-    /// Without a running experiment, or for a stranger, the active model
-    /// answers as `control` outside any experiment.
-    pub fn choose(&self, unit: Option<&str>) -> Option<(Arc<LiveModel>, Option<i64>, Variant)> {
-        if let (Some(exp), Some(unit)) = (&self.experiment, unit) {
-            let variant = assign(&exp.experiment, unit);
-            let model = match variant {
-                Variant::Control => &exp.control,
-                Variant::Treatment => &exp.treatment,
-            };
-            return Some((model.clone(), Some(exp.experiment.id), variant));
-        }
-        if let (Some(s), Some(unit)) = (&self.session, unit) {
-            // An anonymous visitor: a session or a device not linked to a customer.
-            if unit.starts_with("session:") || unit.starts_with("device:") {
-                return Some((s.clone(), None, Variant::Control));
-            }
-        }
-        self.active.clone().map(|m| (m, None, Variant::Control))
-    }
-
-    /// The model for `unit`'s first visit instead of `chosen` (see
-    /// [`Serving::first_visit`]): a customer (not a session or device) whom
-    /// `chosen` was not trained on and the first-visit model knows by their
-    /// account. It is theirs only when they have no history either, which the
-    /// caller checks.
-    pub fn for_first_visit(&self, unit: &str, chosen: &LiveModel) -> Option<Arc<LiveModel>> {
-        let model = self.first_visit.as_ref()?;
-        let customer = !unit.starts_with("session:") && !unit.starts_with("device:");
-        (customer && !chosen.model.knows_user(unit) && model.model.knows_account(unit))
-            .then(|| model.clone())
-    }
-}
-
 /// The next snapshot: versions already loaded in `current` are reused.
 pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving, ApiError> {
-    let (active, session, first_visit, experiment, rules, catalogue) = state
+    let (versions, rules, catalogue) = state
         .db()
         // Reads only: off the writer's thread, so ingestion never waits for it.
         .read(|s| -> manirec_pipeline::Result<_> {
-            let active = s.active_model_version()?;
-            let session = version_for(s, Protocol::Session)?;
-            let first_visit = version_for(s, Protocol::FirstVisit)?;
-            let experiment = match s.running_experiment()? {
-                Some(e) => {
-                    let control = s.model_version(&e.control)?;
-                    let treatment = s.model_version(&e.treatment)?;
-                    Some((e, control, treatment))
-                }
-                None => None,
-            };
+            let versions = ServingVersions::read(s)?;
             let rules = CatalogRules::load(s)?;
             let catalogue = Catalogue::load(s, &rules.hidden)?;
-            Ok((active, session, first_visit, experiment, rules, catalogue))
+            Ok((versions, rules, catalogue))
         })
         .await?
         .map_err(ApiError::internal)?;
@@ -121,34 +45,6 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
     for m in known {
         loaded.insert(m.version.clone(), m.clone());
     }
-    let active = match active {
-        Some(v) => Some(model(state, &mut loaded, &v).await?),
-        None => None,
-    };
-    let session = model_for(state, &mut loaded, session, "sessions").await;
-    let first_visit = model_for(state, &mut loaded, first_visit, "first visits").await;
-    let experiment = match experiment {
-        Some((e, Some(c), Some(t))) => {
-            let control = model(state, &mut loaded, &c).await;
-            let treatment = model(state, &mut loaded, &t).await;
-            match (control, treatment) {
-                (Ok(control), Ok(treatment)) => Some(RunningExperiment {
-                    experiment: e,
-                    control,
-                    treatment,
-                }),
-                (Err(err), _) | (_, Err(err)) => {
-                    tracing::error!(experiment = e.id, error = %err, "cannot load an arm's model; serving the active model to everyone");
-                    None
-                }
-            }
-        }
-        Some((e, _, _)) => {
-            tracing::error!(experiment = e.id, "an arm's model version is missing from the registry; serving the active model to everyone");
-            None
-        }
-        None => None,
-    };
     let rules = if *current.rules == rules {
         current.rules.clone()
     } else {
@@ -159,32 +55,16 @@ pub(crate) async fn load(state: &AppState, current: &Serving) -> Result<Serving,
     } else {
         Arc::new(catalogue)
     };
-    Ok(Serving {
-        active,
-        session,
-        first_visit,
-        experiment,
-        rules,
-        catalogue,
-    })
-}
-
-/// The model of `version` for one kind of request (`what`), when there is one
-/// and it loads: a failure leaves those requests to the active model, loudly.
-async fn model_for(
-    state: &AppState,
-    loaded: &mut HashMap<String, Arc<LiveModel>>,
-    version: Option<ModelVersion>,
-    what: &str,
-) -> Option<Arc<LiveModel>> {
-    let v = version?;
-    match model(state, loaded, &v).await {
-        Ok(m) => Some(m),
-        Err(err) => {
-            tracing::error!(version = %v.version, error = %err, "cannot load the model for {what}; the active model answers them");
-            None
+    for v in versions.each() {
+        match model(state, &mut loaded, v).await {
+            Ok(_) => {}
+            Err(err) if versions.is_active(v) => return Err(err),
+            Err(err) => {
+                tracing::error!(version = %v.version, error = %err, "cannot load a model; the active model answers the requests it would have");
+            }
         }
     }
+    Ok(Serving::assemble(&versions, rules, catalogue, &loaded))
 }
 
 async fn model(
@@ -340,78 +220,5 @@ mod tests {
         let none = LogBuffer::default();
         assert!(!none.push(answer(None), 0.0));
         assert_eq!(log.take().len(), 13);
-    }
-
-    #[test]
-    fn a_customers_first_visit_goes_to_the_model_that_knows_their_account() {
-        use manirec_models::{Features, Interaction, ModelKind, ModelSpec};
-        // Customers c0..c39 bought; c40 has an account and nothing else.
-        let rows: Vec<Interaction> = (0..400)
-            .map(|n| {
-                let user = format!("c{}", n % 40);
-                Interaction::rating(user, format!("i{}", n % 13), 1.0, n as i64)
-            })
-            .collect();
-        let mut features = Features::new();
-        for u in 0..=40 {
-            features.insert_user(&format!("c{u}"), "country", "de");
-        }
-        let train = |kind, f: Option<&Features>| {
-            let mut spec = ModelSpec::new(kind);
-            spec.als.factors = 4;
-            spec.two_tower.dim = 8;
-            spec.two_tower.epochs = 1;
-            let model = manirec_models::train(&rows, &spec, f).unwrap();
-            Arc::new(LiveModel::new(kind.as_str().into(), model))
-        };
-        let active = train(ModelKind::Als, None);
-        let first = train(ModelKind::TwoTower, Some(&features));
-        let serving = Serving {
-            active: Some(active.clone()),
-            first_visit: Some(first.clone()),
-            ..Serving::default()
-        };
-        let route = |unit: &str| {
-            let chosen = serving.choose(Some(unit)).unwrap().0;
-            serving
-                .for_first_visit(unit, &chosen)
-                .map(|m| m.version.clone())
-        };
-        assert_eq!(route("c40").as_deref(), Some("two-tower"));
-        assert_eq!(route("c3"), None, "the active model was trained on c3");
-        assert_eq!(route("c41"), None, "no account");
-        assert_eq!(route("session:s1"), None, "a visitor, not a customer");
-        // Popularity, or a model of histories, knows no one: the account answers.
-        let popular = train(ModelKind::Popular, None);
-        assert!(serving.for_first_visit("c3", &popular).is_some());
-        let without = Serving {
-            active: Some(active),
-            ..Serving::default()
-        };
-        assert!(without.for_first_visit("c40", &first).is_none());
-
-        // The account answers only when the model's first-visit report won.
-        let answer = |live: &LiveModel| {
-            let ask = manirec_pipeline::serving::Ask {
-                user: Some("c40"),
-                past: &Default::default(),
-                k: 5,
-                category: None,
-                exclude: &[],
-            };
-            let rules = CatalogRules::default();
-            let items =
-                manirec_pipeline::serving::recommend(live, &ask, &rules, &Catalogue::default());
-            items.into_iter().map(|s| s.item_id).collect::<Vec<_>>()
-        };
-        let popular_answer: Vec<String> = first
-            .model
-            .most_popular(5, None)
-            .into_iter()
-            .map(|s| s.item_id)
-            .collect();
-        assert_eq!(answer(&first), popular_answer, "not measured to win");
-        let trusted = LiveModel::new("m".into(), first.model.clone()).answering_first_visits(true);
-        assert_ne!(answer(&trusted), popular_answer);
     }
 }

@@ -249,33 +249,63 @@ pub async fn poll(ctx: &Context) -> Result<()> {
 pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
     use manirec_models::evaluate::Protocol;
     use manirec_pipeline::serving::{
-        self, past, training_user, Ask, CatalogRules, Catalogue, LiveModel, Past,
+        self, measured_to_win, route, Ask, CatalogRules, Catalogue, LiveModel, Routed, Serving,
+        ServingVersions,
     };
     use manirec_pipeline::training;
+    use std::collections::HashMap;
+    use std::sync::Arc;
     let store = ctx.settings.open_store()?;
     let objects = ctx.settings.objects()?;
-    let Some(active) = store.active_model_version()? else {
+    let versions = ServingVersions::read(&store)?;
+    if versions.active.is_none() && versions.experiment.is_none() {
         bail!("no active model yet: train one (manirec train) and promote it (manirec models promote V)");
-    };
-    // One answer: scoring every item once is cheaper than building an index.
-    let model = training::load_model(&objects, &active).await?;
-    let first_visits = serving::measured_to_win(&active, Protocol::FirstVisit);
-    let live = LiveModel::without_index(active.version, model).answering_first_visits(first_visits);
-    let key = ctx.settings.user_key()?;
-    let user = training_user(&store, &key, args.user.as_deref(), args.session.as_deref())?;
-    let known = match &user {
-        Some(u) => past(&store, u, &ctx.settings.sync.weights, true)?,
-        None => Past::default(),
-    };
+    }
     let rules = CatalogRules::load(&store)?;
     let catalogue = Catalogue::load(&store, &rules.hidden)?;
+    // Every version that may answer, each loaded once, as the server loads
+    // them (one answer: scoring every item once is cheaper than an index).
+    let mut loaded: HashMap<String, Arc<LiveModel>> = HashMap::new();
+    for v in versions.each() {
+        let model = match training::load_model(&objects, v).await {
+            Ok(model) => model,
+            Err(err) if versions.is_active(v) => {
+                return Err(err).with_context(|| format!("loading the active model {}", v.version));
+            }
+            Err(err) => {
+                tracing::error!(version = %v.version, error = %err, "cannot load a model; the active model answers the requests it would have");
+                continue;
+            }
+        };
+        let live = LiveModel::without_index(v.version.clone(), model)
+            .answering_first_visits(measured_to_win(v, Protocol::FirstVisit));
+        loaded.insert(v.version.clone(), Arc::new(live));
+    }
+    let serving = Serving::assemble(&versions, Arc::new(rules), Arc::new(catalogue), &loaded);
     let category = match args.category.as_deref() {
         Some(c) => Some(
-            catalogue
+            serving
+                .catalogue
                 .resolve_category(c)
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         ),
         None => None,
+    };
+    let key = ctx.settings.user_key()?;
+    let Routed {
+        user,
+        past: known,
+        chosen,
+    } = route(
+        &store,
+        &serving,
+        &key,
+        args.user.as_deref(),
+        args.session.as_deref(),
+        &ctx.settings.sync.weights,
+    )?;
+    let Some((live, experiment, variant)) = chosen else {
+        bail!("no active model yet: train one (manirec train) and promote it (manirec models promote V)");
     };
     let items = serving::recommend(
         &live,
@@ -286,13 +316,22 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
             category: category.as_deref(),
             exclude: &args.exclude,
         },
-        &rules,
-        &catalogue,
+        &serving.rules,
+        &serving.catalogue,
     );
-    let summary = json!({"model_version": live.version, "items": items});
+    let summary = json!({
+        "model_version": live.version,
+        "experiment_id": experiment,
+        "variant": variant,
+        "items": items,
+    });
     ctx.print(&summary, || {
+        let arm = match experiment {
+            Some(id) => format!(", {} of experiment {id}", variant.as_str()),
+            None => String::new(),
+        };
         let mut out = format!(
-            "Model {} ({} history rows, {} bought items left out):\n",
+            "Model {}{arm} ({} history rows, {} bought items left out):\n",
             live.version,
             known.history.len(),
             known.bought.len()

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use manirec_models::Scored;
 use manirec_pipeline::experiments::Variant;
-use manirec_pipeline::serving::{self, past, training_user, Ask, LiveModel, Past};
+use manirec_pipeline::serving::{self, route, Ask, LiveModel, Routed};
 use manirec_store::{ItemDetails, RecommendationLog};
 use serde::{Deserialize, Serialize};
 
@@ -142,34 +142,21 @@ pub async fn recommendations(
     let (user_id, session_id) = (p.user_id.clone(), p.session_id.clone());
     let snapshot = serving.clone();
     // Reads run on the read-only connections, beside the writer.
-    let (user, known, chosen) = state
+    let Routed {
+        user,
+        past: known,
+        chosen,
+    } = state
         .db()
-        .read(move |store| -> manirec_pipeline::Result<_> {
-            let user = training_user(store, &key, user_id.as_deref(), session_id.as_deref())?;
-            let mut chosen = snapshot.choose(user.as_deref());
-            let known = match (&user, &chosen) {
-                (Some(u), Some((live, _, _))) => {
-                    past(store, u, &weights, live.model.needs_history(Some(u)))?
-                }
-                _ => Past::default(),
-            };
-            if let (Some(u), Some((live, None, _))) = (&user, &mut chosen) {
-                if let Some(first) = snapshot.for_first_visit(u, live) {
-                    // A first visit only if nothing is known of them yet that the
-                    // model could read (`known` holds no history when the chosen
-                    // model had no use for it).
-                    let first_time = match live.model.needs_history(Some(u)) {
-                        true => !first.model.knows_any(&known.history),
-                        false => !first
-                            .model
-                            .knows_any(&past(store, u, &weights, true)?.history),
-                    };
-                    if first_time {
-                        *live = first;
-                    }
-                }
-            }
-            Ok((user, known, chosen))
+        .read(move |store| {
+            route(
+                store,
+                &snapshot,
+                &key,
+                user_id.as_deref(),
+                session_id.as_deref(),
+                &weights,
+            )
         })
         .await?
         .map_err(ApiError::internal)?;
