@@ -138,7 +138,8 @@ def main():
     manirec = [args.manirec, "--data-dir", data, "--json"]
 
     gen = os.path.join(work, "generated.csv")
-    if not os.path.exists(os.path.join(data, "manirec.db")):
+    fresh = not os.path.exists(os.path.join(data, "manirec.db"))
+    if fresh:
         if not os.path.exists(gen):
             t = time.perf_counter()
             generate_apart(gen, args.rows)
@@ -184,8 +185,11 @@ def main():
     # increment against pandas' full re-merge. Each increment runs on a fresh
     # copy of the store as it stands after the import (the copy is not timed).
     new = os.path.join(work, "new-week.csv")
-    if not os.path.exists(new):
+    generated = not os.path.exists(new)
+    if generated:
         generate_apart(new, max(args.rows // 100, 1), seed=8, start=START + DAYS * 86_400, days=7)
+    if fresh or generated:
+        # Once per store: a store kept from an earlier run has the week already.
         run(manirec + ["import", "--interactions", new, "--source", "realtime"], env)
     _, _, out = run(manirec + ["export", "--format", "csv"], env)
     all_csv = os.path.join(data, "objects", json.loads(out)["key"])

@@ -1,7 +1,7 @@
-//! What answers recommendations, held as one immutable snapshot that is swapped
-//! whole: the active model, the running experiment with its two models, and the
-//! catalogue rules. And the log of answers, written in batches off the request
-//! path (an answer is never slowed by its own log line).
+//! Loading what answers recommendations (`manirec_pipeline::serving::Serving`,
+//! held as one immutable snapshot that is swapped whole), reusing the models
+//! the current snapshot holds. And the log of answers, written in batches off
+//! the request path (an answer is never slowed by its own log line).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,8 @@
 //! What datasets and exports read, and the register of dataset versions.
 //!
 //! A dataset is built from one consistent snapshot of `training_interactions`
-//! (one read transaction), minus the purchases of orders that were refunded,
+//! (one read transaction, or one on each of several connections at one
+//! instant), minus the purchases of orders that were refunded,
 //! cancelled or voided (see [`REFUNDED_STATUSES`]). Versions are reserved before
 //! their files are written and published once their manifest is in the object
 //! store, so two concurrent builds can never write the same version.
@@ -231,12 +232,19 @@ impl DatasetSnapshot<'_> {
             progress(seen % STEP);
             return Ok((vec![state], stats));
         }
-        // Ids are dense unless rows were deleted: equal id ranges are near
-        // equal parts.
-        let low = filter.after_id.unwrap_or(0).max(0);
-        let high = filter.through_id.map_or(max_id, |t| t.min(max_id));
+        // Ids are dense unless rows were deleted: equal id ranges between the
+        // lowest and the highest are near equal parts.
+        let min_id: i64 = self.tx().query_row(
+            "SELECT COALESCE(MIN(id), 1) FROM training_interactions",
+            params![],
+            |r| r.get(0),
+        )?;
+        let low = filter.after_id.unwrap_or(i64::MIN).max(min_id - 1);
+        let high = filter.through_id.map_or(max_id, |t| t.min(max_id)).max(low);
         let n = self.parts.len() as i64;
-        let bound = |k: i64| low + (high - low).max(0) * k / n;
+        let span = i128::from(high) - i128::from(low);
+        // In i128: the span times a part number may not fit i64.
+        let bound = |k: i64| (i128::from(low) + span * i128::from(k) / i128::from(n)) as i64;
         let seen = AtomicU64::new(0);
         let (init, f, seen) = (&init, &f, &seen);
         let (done, finished) = std::sync::mpsc::channel::<()>();
@@ -286,15 +294,23 @@ impl DatasetSnapshot<'_> {
                     reported = now;
                 }
             }
-            let mut states = Vec::with_capacity(workers.len());
+            // Every worker joined before any result counts: a panic left
+            // unjoined would take the process down with the scope.
+            let joined: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+            let mut states = Vec::with_capacity(joined.len());
             let mut stats = ScanStats {
                 max_id,
                 ..ScanStats::default()
             };
             let mut handed_out = 0;
-            for worker in workers {
-                let (state, part, rows) = worker.join().map_err(|_| {
-                    Error::Invalid("a thread reading the interactions panicked".into())
+            for worker in joined {
+                let (state, part, rows) = worker.map_err(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Error::Invalid(format!("a thread reading the interactions panicked: {why}"))
                 })??;
                 stats.rows += part.rows;
                 stats.excluded_refunded += part.excluded_refunded;
@@ -309,14 +325,15 @@ impl DatasetSnapshot<'_> {
 
     /// Ends the read transaction.
     pub fn finish(mut self) -> Result<()> {
+        let mut ended = Ok(());
         if std::mem::take(&mut self.parts_open) {
             for part in &self.parts {
-                part.conn.end_reading()?;
+                ended = ended.and(part.conn.end_reading());
             }
         }
         match self.tx.take() {
-            Some(tx) => tx.commit(),
-            None => Ok(()),
+            Some(tx) => ended.and(tx.commit()),
+            None => ended,
         }
     }
 }
@@ -490,13 +507,19 @@ impl Store {
         }
         let mut readers = Vec::with_capacity(parts);
         for _ in 0..parts {
-            match self.reader()? {
-                Some(reader) => readers.push(reader),
-                None => return self.dataset_snapshot(),
+            let reader = self
+                .reader()
+                .and_then(|r| r.map(|r| r.conn.map_file(true).map(|()| r)).transpose());
+            match reader {
+                Ok(Some(reader)) => readers.push(reader),
+                // In memory: no file to share.
+                Ok(None) => return self.dataset_snapshot(),
+                Err(e) => {
+                    // A server out of connections still builds, on one.
+                    tracing::warn!(error = %e, "cannot open a reader: the build reads on one connection");
+                    return self.dataset_snapshot();
+                }
             }
-        }
-        for reader in &readers {
-            reader.conn.map_file(true)?;
         }
         let conns: Vec<&Conn> = readers.iter().map(|r| &r.conn).collect();
         match self.conn.begin_reading_at_one_instant(&conns) {

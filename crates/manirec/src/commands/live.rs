@@ -305,7 +305,11 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
         &ctx.settings.sync.weights,
     )?;
     let Some((live, experiment, variant)) = chosen else {
-        bail!("no active model yet: train one (manirec train) and promote it (manirec models promote V)");
+        bail!(
+            "no model answers this shopper: no version is active (train one with manirec \
+               train, promote it with manirec models promote V), and a running experiment \
+               answers only the shoppers it assigns to an arm"
+        );
     };
     let items = serving::recommend(
         &live,
@@ -331,7 +335,7 @@ pub async fn recommend(ctx: &Context, args: RecommendArgs) -> Result<()> {
             None => String::new(),
         };
         let mut out = format!(
-            "Model {}{arm} ({} history rows, {} bought items left out):\n",
+            "Model {}{arm} ({} history rows read, {} bought items left out):\n",
             live.version,
             known.history.len(),
             known.bought.len()

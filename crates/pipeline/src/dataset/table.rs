@@ -111,6 +111,9 @@ pub fn read_parts() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
+/// Rows from which a sort runs on rayon's threads.
+const PARALLEL_SORT_ROWS: usize = 200_000;
+
 /// Builds one [`Table`] from rows handed out one at a time.
 #[derive(Default)]
 struct Loader {
@@ -176,14 +179,17 @@ fn small(last: &mut Option<(Box<str>, u16)>, dict: &mut Dict, s: &str) -> Option
 
 impl Table {
     /// Reads the interactions `filter` selects (refunded orders' rows left out),
-    /// in a read transaction of its own, on as many connections at once as
-    /// [`read_parts`] takes.
+    /// in a read transaction of its own: every row on as many connections at
+    /// once as [`read_parts`] takes, the rows since a watermark (an increment,
+    /// read on the ingesting thread) on the store's own.
     pub fn load(
         store: &Store,
         filter: ScanFilter,
         progress: &dyn Progress,
     ) -> Result<(Table, ScanStats)> {
-        let mut snapshot = store.dataset_snapshot_in_parts(read_parts())?;
+        let everything = filter.after_id.is_none() && filter.time_range.is_none();
+        let parts = if everything { read_parts() } else { 1 };
+        let mut snapshot = store.dataset_snapshot_in_parts(parts)?;
         let (table, _, stats) =
             Table::read_all(&mut snapshot, filter, progress, |_: &mut (), _| {})?;
         snapshot.finish()?;
@@ -228,7 +234,7 @@ impl Table {
         let parts = snapshot.parts();
         // The first part's rows have room for every part's: the others are
         // appended there, not all copied to a new vector (capacity never
-        // written costs no memory).
+        // written is address space, not memory).
         let (loaders, stats) = snapshot.scan_parts(
             filter,
             |part| {
@@ -255,14 +261,14 @@ impl Table {
             tables.push(loader.finish()?);
             states.push(state);
         }
-        let mut table = Table::merge(tables);
+        let mut table = Table::merge(tables)?;
         table.renumber();
         Ok((table, states, stats))
     }
 
     /// One table of the rows of `tables` (each numbered in its own
     /// dictionaries), in the order given; dictionaries in first-seen order.
-    fn merge(tables: Vec<Table>) -> Table {
+    fn merge(tables: Vec<Table>) -> Result<Table> {
         let mut tables = tables.into_iter();
         let mut merged = tables.next().unwrap_or_default();
         for table in tables {
@@ -282,7 +288,19 @@ impl Table {
                 ..*r
             }));
         }
-        merged
+        // Each part fit 16 bits; together they may not.
+        for (dict, what) in [
+            (&merged.kinds, "interaction types"),
+            (&merged.sources, "sources"),
+        ] {
+            if dict.values().len() > usize::from(u16::MAX) + 1 {
+                return Err(crate::Error::Data(format!(
+                    "more than 65,536 distinct {what}; interaction_type and source are \
+                     meant to be short vocabularies"
+                )));
+            }
+        }
+        Ok(merged)
     }
 
     /// Renumbers every dictionary in string order.
@@ -302,10 +320,15 @@ impl Table {
     /// Sorts by time, then user, item and type (as strings), then id: a total
     /// order, so equal data gives equal files.
     pub fn sort_by_time(&mut self) {
-        // Ids are unique, so the order is total and a parallel sort's
-        // result is the sequential one's.
-        self.rows
-            .par_sort_unstable_by_key(|r| (r.timestamp, r.user, r.item, r.kind, r.id));
+        let key = |r: &Row| (r.timestamp, r.user, r.item, r.kind, r.id);
+        // Ids are unique, so the order is total and a parallel sort's result
+        // is the sequential one's. A small table (an increment, sorted on the
+        // ingesting thread) is not worth waiting for rayon's busy pool.
+        if self.rows.len() >= PARALLEL_SORT_ROWS {
+            self.rows.par_sort_unstable_by_key(key);
+        } else {
+            self.rows.sort_unstable_by_key(key);
+        }
     }
 
     /// Keeps one row per (user, item, 5-minute window): the strongest signal (the
