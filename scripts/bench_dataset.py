@@ -24,7 +24,7 @@ What it measures. One run, one machine, the same rows for both:
      re-merge of every row, and checks that a `dataset build --full` of the
      same data writes the same files (SHA-256).
 
-Usage: scripts/bench-dataset [ROWS]   (builds manirec in release mode first)
+Usage: scripts/bench-dataset [ROWS] [--baseline OLD_MANIREC]   (builds manirec in release mode first)
 Needs: python3 with numpy, pandas, pyarrow.
 """
 import argparse
@@ -128,6 +128,9 @@ def main():
     ap.add_argument("--work", default=None)
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each timed command, interleaved (medians reported)")
+    ap.add_argument("--baseline", default=None,
+                    help="another manirec binary (an older build) whose full build is timed "
+                         "interleaved with the two others, on the same store")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="manirec-bench-")
     os.makedirs(work, exist_ok=True)
@@ -157,13 +160,17 @@ def main():
     # minute swings fall on both: medians and ranges are reported.
     pandas_out = os.path.join(work, "pandas")
     os.makedirs(pandas_out, exist_ok=True)
-    rust, pandas = [], []
+    rust, pandas, baseline = [], [], []
     for _ in range(args.repeat):
         secs, mb, out = run(manirec + ["dataset", "build", "--full"], env)
         rust.append((secs, mb))
         build = json.loads(out)
         secs, mb, pout = run([sys.executable, "-c", PANDAS, csv_path, pandas_out])
         pandas.append((secs, mb))
+        if args.baseline:
+            secs, mb, _ = run([args.baseline, "--data-dir", data, "--json",
+                               "dataset", "build", "--full"], env)
+            baseline.append((secs, mb))
     total = int(pout.split("Total: ")[1].split(",")[0])
 
     result = {
@@ -177,6 +184,9 @@ def main():
         "versions": {"pandas": __import__("pandas").__version__,
                      "pyarrow": __import__("pyarrow").__version__},
     }
+    if baseline:
+        result["baseline"] = {"binary": args.baseline, **timing(baseline),
+                              "speedup_over_it": round(median(baseline) / median(rust), 2)}
     if build["rows"] != total:
         print(json.dumps(result, indent=2))
         sys.exit("manirec and pandas kept a different number of rows")
