@@ -712,7 +712,7 @@ pub fn route(
 ) -> Result<Routed> {
     let user = training_user(store, key, user_id, session_id)?;
     let mut chosen = serving.choose(user.as_deref());
-    let past = match (&user, &chosen) {
+    let known = match (&user, &chosen) {
         (Some(u), Some((live, _, _))) => {
             past(store, u, weights, live.model.needs_history(Some(u)))?
         }
@@ -720,19 +720,23 @@ pub fn route(
     };
     if let (Some(u), Some((live, None, _))) = (&user, &mut chosen) {
         if let Some(first) = serving.for_first_visit(u, live) {
-            // `past` holds no history when the chosen model had no use for it.
+            // `known` holds no history when the chosen model had no use for it.
             let first_time = match live.model.needs_history(Some(u)) {
-                true => !first.model.knows_any(&past.history),
+                true => !first.model.knows_any(&known.history),
                 false => !first
                     .model
-                    .knows_any(&self::past(store, u, weights, true)?.history),
+                    .knows_any(&past(store, u, weights, true)?.history),
             };
             if first_time {
                 *live = first;
             }
         }
     }
-    Ok(Routed { user, past, chosen })
+    Ok(Routed {
+        user,
+        past: known,
+        chosen,
+    })
 }
 
 /// A recommendation request.

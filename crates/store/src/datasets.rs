@@ -111,22 +111,16 @@ pub struct DatasetSnapshot<'s> {
     /// Its read transaction, when it reads itself (one part); `None` after
     /// `finish`.
     tx: Option<Tx<'s>>,
-    /// Readers at the snapshot's instant, one per part (empty: the store's
-    /// own connection reads).
+    /// Readers at the snapshot's instant, one per part, each in its read
+    /// transaction until `finish` (empty: the store's own connection reads).
+    /// Dropped, a reader's connection closes and its transaction with it.
     parts: Vec<Store>,
-    /// Whether the parts' transactions are open.
-    parts_open: bool,
 }
 
 impl Drop for DatasetSnapshot<'_> {
     fn drop(&mut self) {
         // Whether it finished or failed, the connection stops mapping the file.
         let _ = self.conn.map_file(false);
-        if self.parts_open {
-            for part in &self.parts {
-                let _ = part.conn.end_reading();
-            }
-        }
     }
 }
 
@@ -135,7 +129,7 @@ impl DatasetSnapshot<'_> {
     fn tx(&self) -> &Conn {
         match (&self.tx, self.parts.first()) {
             (Some(tx), _) => tx,
-            (None, Some(part)) if self.parts_open => &part.conn,
+            (None, Some(part)) => &part.conn,
             _ => panic!("a snapshot is open until finish"),
         }
     }
@@ -326,10 +320,8 @@ impl DatasetSnapshot<'_> {
     /// Ends the read transaction.
     pub fn finish(mut self) -> Result<()> {
         let mut ended = Ok(());
-        if std::mem::take(&mut self.parts_open) {
-            for part in &self.parts {
-                ended = ended.and(part.conn.end_reading());
-            }
+        for part in std::mem::take(&mut self.parts) {
+            ended = ended.and(part.conn.end_reading());
         }
         match self.tx.take() {
             Some(tx) => ended.and(tx.commit()),
@@ -492,7 +484,6 @@ impl Store {
             conn: &self.conn,
             tx: Some(self.conn.snapshot()?),
             parts: Vec::new(),
-            parts_open: false,
         })
     }
 
@@ -536,7 +527,6 @@ impl Store {
             conn: &self.conn,
             tx: None,
             parts: readers,
-            parts_open: true,
         })
     }
 
