@@ -21,14 +21,16 @@ pub const REFUNDED_STATUSES: [&str; 3] = ["refunded", "cancelled", "voided"];
 /// SQL condition true for an interaction (aliased `ti`) derived from an order
 /// that was refunded, cancelled or voided.
 ///
-/// The first term is never NULL (a NULL origin is simply not an order's row), so
-/// the subquery only runs for rows derived from an order, and the range on
-/// `origin` lets the counting query use the `origin` index.
-const REFUNDED_SQL: &str =
-    "COALESCE(ti.origin >= 'order:' AND ti.origin < 'order;', FALSE) AND EXISTS (
+/// Never NULL (a NULL origin is simply not an order's row). A `CASE`, not an
+/// `AND`: SQLite evaluates both sides of an `AND` in a selected column, and
+/// the subquery's cursor, opened for every row, cost a full read a third of
+/// its time (1M rows, none from orders). The range on `origin` lets the
+/// counting query use the `origin` index.
+const REFUNDED_SQL: &str = "CASE WHEN ti.origin >= 'order:' AND ti.origin < 'order;' THEN EXISTS (
         SELECT 1 FROM shop_orders o
          WHERE o.order_id = substr(ti.origin, 7)
-           AND lower(o.financial_status) IN ('refunded', 'cancelled', 'voided'))";
+           AND lower(o.financial_status) IN ('refunded', 'cancelled', 'voided'))
+        ELSE FALSE END";
 
 /// Why a row handed out by a scan with [`ScanFilter::with_excluded`] may not
 /// enter a dataset.
