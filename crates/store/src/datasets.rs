@@ -201,22 +201,47 @@ impl DatasetSnapshot<'_> {
 
     /// Like [`DatasetSnapshot::scan`], with the rows split by id into one
     /// part per connection of the snapshot, the parts read at once, each on a
-    /// thread of its own with a state `init` made for it (given the part's
-    /// number, from 0 in id order): `f` is called on a part's
-    /// rows, in id order, with that part's state. Returns the states, in id
-    /// order of their parts. `progress` is called on the calling thread, now
-    /// and then, with the number of rows handed out since its last call.
+    /// thread of its own with a state of its own: `f` is called on a part's
+    /// rows, in id order, with that part's state. `init` makes the states, one
+    /// per part in id order, before any is read, given the most rows each
+    /// part can hand out (the ids in its range), so that they can share out
+    /// one buffer. Returns the states, in the same order. `progress` is called
+    /// on the calling thread, now and then, with the number of rows handed
+    /// out since its last call.
     pub fn scan_parts<S: Send>(
         &mut self,
         filter: ScanFilter,
-        init: impl Fn(usize) -> S + Sync,
+        init: impl FnOnce(&[u64]) -> Vec<S>,
         f: impl Fn(&mut S, &TrainingRow<'_>) + Sync,
         mut progress: impl FnMut(u64),
     ) -> Result<(Vec<S>, ScanStats)> {
         const STEP: u64 = 65_536;
         let max_id = self.max_interaction_id()?;
+        // Ids are dense unless rows were deleted: equal id ranges between the
+        // lowest and the highest are near equal parts.
+        let min_id: i64 = self.tx().query_row(
+            "SELECT COALESCE(MIN(id), 1) FROM training_interactions",
+            params![],
+            |r| r.get(0),
+        )?;
+        let low = filter.after_id.unwrap_or(i64::MIN).max(min_id - 1);
+        let high = filter.through_id.map_or(max_id, |t| t.min(max_id)).max(low);
+        let n = self.parts.len().max(1) as i64;
+        let span = i128::from(high) - i128::from(low);
+        // In i128: the span times a part number may not fit i64.
+        let bound = |k: i64| (i128::from(low) + span * i128::from(k) / i128::from(n)) as i64;
+        // Ids are unique: a range of them holds at most as many rows.
+        let rooms: Vec<u64> = (0..n).map(|k| bound(k + 1).abs_diff(bound(k))).collect();
+        let states = init(&rooms);
+        if states.len() != rooms.len() {
+            return Err(Error::Invalid(format!(
+                "a scan in {} parts was given {} states",
+                rooms.len(),
+                states.len()
+            )));
+        }
         if self.parts.is_empty() {
-            let mut state = init(0);
+            let mut state = states.into_iter().next().expect("one state, checked");
             let mut seen = 0u64;
             let stats = scan(self.tx(), filter, max_id, |r| {
                 f(&mut state, r);
@@ -228,28 +253,16 @@ impl DatasetSnapshot<'_> {
             progress(seen % STEP);
             return Ok((vec![state], stats));
         }
-        // Ids are dense unless rows were deleted: equal id ranges between the
-        // lowest and the highest are near equal parts.
-        let min_id: i64 = self.tx().query_row(
-            "SELECT COALESCE(MIN(id), 1) FROM training_interactions",
-            params![],
-            |r| r.get(0),
-        )?;
-        let low = filter.after_id.unwrap_or(i64::MIN).max(min_id - 1);
-        let high = filter.through_id.map_or(max_id, |t| t.min(max_id)).max(low);
-        let n = self.parts.len() as i64;
-        let span = i128::from(high) - i128::from(low);
-        // In i128: the span times a part number may not fit i64.
-        let bound = |k: i64| (i128::from(low) + span * i128::from(k) / i128::from(n)) as i64;
         let seen = AtomicU64::new(0);
-        let (init, f, seen) = (&init, &f, &seen);
+        let (f, seen) = (&f, &seen);
         let (done, finished) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|scope| {
             let workers: Vec<_> = self
                 .parts
                 .iter_mut()
+                .zip(states)
                 .enumerate()
-                .map(|(k, part)| {
+                .map(|(k, (part, mut state))| {
                     let k = k as i64;
                     let filter = ScanFilter {
                         after_id: Some(bound(k)),
@@ -265,7 +278,6 @@ impl DatasetSnapshot<'_> {
                         // Dropped when this thread ends, whether it returns or
                         // panics: the caller's wait ends with the last one.
                         let _done = done;
-                        let mut state = init(k as usize);
                         let mut mine = 0u64;
                         let stats = scan(&part.conn, filter, max_id, |r| {
                             f(&mut state, r);
@@ -861,8 +873,11 @@ mod tests {
         let (parts, stats) = snapshot
             .scan_parts(
                 ScanFilter::default(),
-                |part| (part, Vec::new()),
-                |(_, ids), r| ids.push(r.id),
+                |rooms| {
+                    let parts = rooms.iter().enumerate();
+                    parts.map(|(k, &room)| (k, room, Vec::new())).collect()
+                },
+                |(_, _, ids), r| ids.push(r.id),
                 |n| reported += n,
             )
             .unwrap();
@@ -872,17 +887,26 @@ mod tests {
         );
         assert_eq!(snapshot.max_interaction_id().unwrap(), before.max_id);
         snapshot.finish().unwrap();
-        let numbers: Vec<usize> = parts.iter().map(|(k, _)| *k).collect();
+        let numbers: Vec<usize> = parts.iter().map(|(k, ..)| *k).collect();
         assert_eq!(numbers, [0, 1, 2], "the parts come back in id order");
-        assert!(parts.iter().all(|(_, ids)| !ids.is_empty()), "{parts:?}");
-        let read: Vec<i64> = parts.into_iter().flat_map(|(_, ids)| ids).collect();
+        assert!(parts.iter().all(|(.., ids)| !ids.is_empty()), "{parts:?}");
+        assert!(
+            parts.iter().all(|(_, room, ids)| ids.len() as u64 <= *room),
+            "no part hands out more rows than it was told to make room for"
+        );
+        let read: Vec<i64> = parts.into_iter().flat_map(|(.., ids)| ids).collect();
         assert_eq!(read, expected, "every row once, in id order");
         assert_eq!(reported, expected.len() as u64);
 
         // The next snapshot sees what was written since.
         let mut snapshot = reader.dataset_snapshot_in_parts(2).unwrap();
         let (_, later) = snapshot
-            .scan_parts(ScanFilter::default(), |_| (), |_, _| {}, |_| {})
+            .scan_parts(
+                ScanFilter::default(),
+                |rooms| vec![(); rooms.len()],
+                |_, _| {},
+                |_| {},
+            )
             .unwrap();
         assert_eq!(later.rows, before.rows + 500);
     }
@@ -902,7 +926,12 @@ mod tests {
         let mut snapshot = reader.dataset_snapshot_in_parts(2).unwrap();
         assert_eq!(snapshot.parts(), 1);
         let (_, stats) = snapshot
-            .scan_parts(ScanFilter::default(), |_| (), |_, _| {}, |_| {})
+            .scan_parts(
+                ScanFilter::default(),
+                |rooms| vec![(); rooms.len()],
+                |_, _| {},
+                |_| {},
+            )
             .unwrap();
         assert_eq!(stats.rows, 1400, "the rows committed before the write");
         drop(writing);

@@ -7,6 +7,7 @@
 //! so the files' bytes, depend on the data only, not on the order it was read in.
 
 use std::hash::BuildHasherDefault;
+use std::ops::Range;
 
 use manirec_store::{DatasetSnapshot, ScanFilter, ScanStats, Store, TrainingRow};
 use rayon::slice::ParallelSliceMut;
@@ -68,7 +69,7 @@ impl Dict {
 }
 
 /// One interaction, with its strings replaced by dictionary numbers.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Zeroable)]
 pub struct Row {
     /// Row id in the store: the later written of two equal rows has the larger id.
     pub id: i64,
@@ -114,10 +115,36 @@ pub fn read_parts() -> usize {
 /// Rows from which a sort runs on rayon's threads.
 const PARALLEL_SORT_ROWS: usize = 200_000;
 
-/// Builds one [`Table`] from rows handed out one at a time.
-#[derive(Default)]
-struct Loader {
+/// Where a [`Loader`] puts its rows.
+trait Rows {
+    fn push(&mut self, row: Row);
+}
+
+impl Rows for Vec<Row> {
+    fn push(&mut self, row: Row) {
+        Vec::push(self, row);
+    }
+}
+
+/// A part's share of one buffer, filled from its start; it has room for
+/// every id of the part's range, so it never runs out.
+struct Share<'a> {
+    rows: &'a mut [Row],
+    len: usize,
+}
+
+impl Rows for Share<'_> {
+    fn push(&mut self, row: Row) {
+        self.rows[self.len] = row;
+        self.len += 1;
+    }
+}
+
+/// Builds one [`Table`] (its dictionaries here, its rows in `rows`) from rows
+/// handed out one at a time.
+struct Loader<R> {
     table: Table,
+    rows: R,
     /// Types and sources repeat: the last of each, to skip hashing it.
     last_kind: Option<(Box<str>, u16)>,
     last_source: Option<(Box<str>, u16)>,
@@ -125,7 +152,17 @@ struct Loader {
     overflow: Option<i64>,
 }
 
-impl Loader {
+impl<R: Rows> Loader<R> {
+    fn new(rows: R) -> Self {
+        Loader {
+            table: Table::default(),
+            rows,
+            last_kind: None,
+            last_source: None,
+            overflow: None,
+        }
+    }
+
     fn add(&mut self, r: &TrainingRow<'_>) {
         let Some(kind) = small(
             &mut self.last_kind,
@@ -139,7 +176,7 @@ impl Loader {
             self.overflow.get_or_insert(r.id);
             return;
         };
-        self.table.rows.push(Row {
+        self.rows.push(Row {
             id: r.id,
             timestamp: r.timestamp,
             rating: r.rating,
@@ -152,15 +189,16 @@ impl Loader {
         });
     }
 
-    /// The rows, numbered in first-seen order (not yet renumbered).
-    fn finish(self) -> Result<Table> {
+    /// The dictionaries, numbered in first-seen order (not yet renumbered),
+    /// and the rows.
+    fn finish(self) -> Result<(Table, R)> {
         if let Some(id) = self.overflow {
             return Err(crate::Error::Data(format!(
                 "more than 65,536 distinct interaction types or sources (row id {id}); \
                  interaction_type and source are meant to be short vocabularies"
             )));
         }
-        Ok(self.table)
+        Ok((self.table, self.rows))
     }
 }
 
@@ -204,12 +242,13 @@ impl Table {
         filter: ScanFilter,
         mut excluded: impl FnMut(&TrainingRow<'_>),
     ) -> Result<(Table, ScanStats)> {
-        let mut loader = Loader::default();
+        let mut loader = Loader::new(Vec::new());
         let stats = snapshot.scan(filter, |r| match r.excluded {
             Some(_) => excluded(r),
             None => loader.add(r),
         })?;
-        let mut table = loader.finish()?;
+        let (mut table, rows) = loader.finish()?;
+        table.rows = rows;
         table.renumber();
         Ok((table, stats))
     }
@@ -224,29 +263,44 @@ impl Table {
         progress: &dyn Progress,
         excluded: impl Fn(&mut E, &TrainingRow<'_>) + Sync,
     ) -> Result<(Table, Vec<E>, ScanStats)> {
-        // A capacity hint that costs no scan (ids are dense unless rows were deleted).
-        let total = if filter.time_range.is_none() && filter.after_id.is_none() {
-            snapshot.max_interaction_id()?.max(0) as usize
-        } else {
-            0
-        };
-        progress.begin("reading interactions", total as u64);
-        let parts = snapshot.parts();
-        // The first part's rows have room for every part's: the others are
-        // appended there, not all copied to a new vector (capacity never
-        // written is address space, not memory).
+        progress.begin(
+            "reading interactions",
+            snapshot.max_interaction_id()?.max(0) as u64,
+        );
+        // One buffer for every part's rows, shared out by id range. Zeroed
+        // memory fresh from the allocator is not touched until a row is
+        // written: room left unused costs address space, not memory, and the
+        // parts are joined by closing up the gaps in place rather than by
+        // copying them into fresh memory (first touches of memory were a
+        // sixth of a full build's time).
+        let mut buffer: Vec<Row> = Vec::new();
+        let mut starts = Vec::new();
         let (loaders, stats) = snapshot.scan_parts(
             filter,
-            |part| {
-                let room = if part == 0 { total } else { total / parts };
-                let loader = Loader {
-                    table: Table {
-                        rows: Vec::with_capacity(room + 1),
-                        ..Table::default()
-                    },
-                    ..Loader::default()
-                };
-                (loader, E::default())
+            |rooms| {
+                let rooms: Vec<usize> = rooms
+                    .iter()
+                    .map(|&room| usize::try_from(room).unwrap_or(usize::MAX))
+                    .collect();
+                buffer = bytemuck::zeroed_vec(rooms.iter().fold(0, |a, &b| a.saturating_add(b)));
+                let mut free: &mut [Row] = &mut buffer;
+                let mut taken = 0;
+                rooms
+                    .into_iter()
+                    .map(|room| {
+                        let (share, rest) = std::mem::take(&mut free).split_at_mut(room);
+                        free = rest;
+                        starts.push(taken);
+                        taken += room;
+                        (
+                            Loader::new(Share {
+                                rows: share,
+                                len: 0,
+                            }),
+                            E::default(),
+                        )
+                    })
+                    .collect()
             },
             |(loader, excluded_state), r| match r.excluded {
                 Some(_) => excluded(excluded_state, r),
@@ -256,22 +310,28 @@ impl Table {
         )?;
         progress.end();
         let mut states = Vec::with_capacity(loaders.len());
-        let mut tables = Vec::with_capacity(loaders.len());
-        for (loader, state) in loaders {
-            tables.push(loader.finish()?);
+        let mut parts = Vec::with_capacity(loaders.len());
+        for ((loader, state), start) in loaders.into_iter().zip(starts) {
+            let (table, share) = loader.finish()?;
+            parts.push((table, start..start + share.len));
             states.push(state);
         }
-        let mut table = Table::merge(tables)?;
+        let mut table = Table::merge(buffer, parts)?;
         table.renumber();
         Ok((table, states, stats))
     }
 
-    /// One table of the rows of `tables` (each numbered in its own
-    /// dictionaries), in the order given; dictionaries in first-seen order.
-    fn merge(tables: Vec<Table>) -> Result<Table> {
-        let mut tables = tables.into_iter();
-        let mut merged = tables.next().unwrap_or_default();
-        for table in tables {
+    /// One table of the rows of `parts`, each numbered in its own
+    /// dictionaries and held in its range of `buffer`, in the order given;
+    /// dictionaries in first-seen order.
+    fn merge(mut buffer: Vec<Row>, parts: Vec<(Table, Range<usize>)>) -> Result<Table> {
+        let mut parts = parts.into_iter();
+        let Some((mut merged, first)) = parts.next() else {
+            return Ok(Table::default());
+        };
+        // The first share starts the buffer.
+        let mut end = first.len();
+        for (table, range) in parts {
             let remap = |into: &mut Dict, from: &Dict| -> Vec<u32> {
                 from.values().iter().map(|v| into.intern(v)).collect()
             };
@@ -279,15 +339,18 @@ impl Table {
             let items = remap(&mut merged.items, &table.items);
             let kinds = remap(&mut merged.kinds, &table.kinds);
             let sources = remap(&mut merged.sources, &table.sources);
-            merged.rows.reserve(table.rows.len());
-            merged.rows.extend(table.rows.iter().map(|r| Row {
-                user: users[r.user as usize],
-                item: items[r.item as usize],
-                kind: kinds[r.kind as usize] as u16,
-                source: sources[r.source as usize] as u16,
-                ..*r
-            }));
+            for r in &mut buffer[range.clone()] {
+                r.user = users[r.user as usize];
+                r.item = items[r.item as usize];
+                r.kind = kinds[r.kind as usize] as u16;
+                r.source = sources[r.source as usize] as u16;
+            }
+            let len = range.len();
+            buffer.copy_within(range, end);
+            end += len;
         }
+        buffer.truncate(end);
+        merged.rows = buffer;
         // Each part fit 16 bits; together they may not.
         for (dict, what) in [
             (&merged.kinds, "interaction types"),
