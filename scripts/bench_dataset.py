@@ -156,6 +156,9 @@ def main():
     csv_path = os.path.join(data, "objects", exported["key"])
     print(f"exported {exported['rows']:,} rows to {csv_path}", file=sys.stderr)
 
+    # The setup's writes on disk first: the kernel writing back the freshly
+    # imported store would slow whichever side runs while it does.
+    os.sync()
     # Each side several times, interleaved, so that the machine's minute-to-
     # minute swings fall on both: medians and ranges are reported.
     pandas_out = os.path.join(work, "pandas")
@@ -194,6 +197,10 @@ def main():
     # The weekly workflow: 1 % new rows in the week after the last, then an
     # increment against pandas' full re-merge. Each increment runs on a fresh
     # copy of the store as it stands after the import (the copy is not timed).
+    if args.baseline:
+        # The increments' parent is the latest version: one this build wrote
+        # (the baseline's files may be encoded otherwise).
+        run(manirec + ["dataset", "build", "--full"], env)
     new = os.path.join(work, "new-week.csv")
     generated = not os.path.exists(new)
     if generated:
@@ -250,4 +257,5 @@ def timing(runs, digits=2):
             "seconds_range": [round(min(secs), digits), round(max(secs), digits)],
             "peak_rss_mib": round(max(mb for _, mb in runs))}
 
-main()
+if __name__ == "__main__":
+    main()

@@ -77,9 +77,7 @@ pub struct Values {
 }
 
 fn values(dict: &Dict) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(
-        dict.values().iter().map(|s| &**s),
-    ))
+    Arc::new(StringArray::from_iter_values(dict.values()))
 }
 
 fn schema() -> Arc<Schema> {

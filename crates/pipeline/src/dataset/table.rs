@@ -6,66 +6,120 @@
 //! comparing two ids compares the strings they stand for: the output order, and
 //! so the files' bytes, depend on the data only, not on the order it was read in.
 
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::ops::Range;
 
+use hashbrown::hash_table::{Entry, HashTable};
 use manirec_store::{DatasetSnapshot, ScanFilter, ScanStats, Store, TrainingRow};
 use rayon::slice::ParallelSliceMut;
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::{FxBuildHasher, FxHasher};
 
 use crate::{Progress, Result};
 
 /// Seconds of the deduplication window (pandas' `floor('5min')`).
 pub const WINDOW_SECONDS: i64 = 300;
 
-/// Strings, each stored once, numbered.
+/// Strings, each stored once, numbered: their bytes one after the other in
+/// one buffer, found by hash through a table of numbers. A string costs its
+/// bytes and a few words, not two allocations of its own (a full read
+/// interns two ids a row, and fresh memory is slow to touch).
 #[derive(Debug, Default)]
 pub struct Dict {
-    map: FxHashMap<Box<str>, u32>,
-    values: Vec<Box<str>>,
+    /// Every string, in number order.
+    text: String,
+    /// Where each string ends in `text` (string n starts where n - 1 ends).
+    ends: Vec<usize>,
+    /// The numbers, by their string's hash; rebuilt after a renumbering.
+    numbers: HashTable<u32>,
+}
+
+fn hash(s: &str) -> u64 {
+    FxBuildHasher.hash_one(s)
 }
 
 impl Dict {
     /// The number of `s`, adding it when new.
     pub fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&n) = self.map.get(s) {
-            return n;
+        if self.numbers.len() < self.ends.len() {
+            self.index();
         }
-        let n = self.values.len() as u32;
-        let owned: Box<str> = s.into();
-        self.values.push(owned.clone());
-        self.map.insert(owned, n);
-        n
+        let Dict {
+            text,
+            ends,
+            numbers,
+        } = self;
+        let get = |n: &u32| string(text, ends, *n);
+        match numbers.entry(hash(s), |n| get(n) == s, |n| hash(get(n))) {
+            Entry::Occupied(number) => *number.get(),
+            Entry::Vacant(slot) => {
+                let n = ends.len() as u32;
+                text.push_str(s);
+                ends.push(text.len());
+                slot.insert(n);
+                n
+            }
+        }
+    }
+
+    /// Finds every string by hash again.
+    fn index(&mut self) {
+        let mut numbers = HashTable::with_capacity(self.ends.len());
+        for n in 0..self.ends.len() as u32 {
+            let s = string(&self.text, &self.ends, n);
+            numbers.insert_unique(hash(s), n, |n| hash(string(&self.text, &self.ends, *n)));
+        }
+        self.numbers = numbers;
     }
 
     /// The string numbered `n`.
     pub fn get(&self, n: u32) -> &str {
-        &self.values[n as usize]
+        string(&self.text, &self.ends, n)
+    }
+
+    /// How many strings there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
     }
 
     /// Every string, by number.
-    pub fn values(&self) -> &[Box<str>] {
-        &self.values
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.ends.len() as u32).map(|n| self.get(n))
     }
 
     /// Renumbers in string order; returns `old number -> new number`.
     fn sort(&mut self) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..self.values.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| self.values[a as usize].cmp(&self.values[b as usize]));
+        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.get(a).cmp(self.get(b)));
         let mut remap = vec![0u32; order.len()];
         for (new, &old) in order.iter().enumerate() {
             remap[old as usize] = new as u32;
         }
-        let mut values = std::mem::take(&mut self.values);
-        let mut sorted: Vec<Box<str>> = Vec::with_capacity(values.len());
+        let mut text = String::with_capacity(self.text.len());
+        let mut ends = Vec::with_capacity(self.ends.len());
         for &old in &order {
-            sorted.push(std::mem::take(&mut values[old as usize]));
+            text.push_str(self.get(old));
+            ends.push(text.len());
         }
-        self.values = sorted;
-        self.map.clear();
-        self.map.shrink_to_fit();
+        // Found again by hash only if another string is interned.
+        *self = Dict {
+            text,
+            ends,
+            numbers: HashTable::new(),
+        };
         remap
     }
+}
+
+/// String `n` of a dictionary's `text` and `ends`.
+fn string<'a>(text: &'a str, ends: &[usize], n: u32) -> &'a str {
+    let n = n as usize;
+    let start = if n == 0 { 0 } else { ends[n - 1] };
+    &text[start..ends[n]]
 }
 
 /// One interaction, with its strings replaced by dictionary numbers.
@@ -333,7 +387,7 @@ impl Table {
         let mut end = first.len();
         for (table, range) in parts {
             let remap = |into: &mut Dict, from: &Dict| -> Vec<u32> {
-                from.values().iter().map(|v| into.intern(v)).collect()
+                from.values().map(|v| into.intern(v)).collect()
             };
             let users = remap(&mut merged.users, &table.users);
             let items = remap(&mut merged.items, &table.items);
@@ -356,7 +410,7 @@ impl Table {
             (&merged.kinds, "interaction types"),
             (&merged.sources, "sources"),
         ] {
-            if dict.values().len() > usize::from(u16::MAX) + 1 {
+            if dict.len() > usize::from(u16::MAX) + 1 {
                 return Err(crate::Error::Data(format!(
                     "more than 65,536 distinct {what}; interaction_type and source are \
                      meant to be short vocabularies"
@@ -535,9 +589,35 @@ mod tests {
             (&one.kinds, &three.kinds),
             (&one.sources, &three.sources),
         ] {
-            assert_eq!(a.values(), b.values());
+            assert!(a.values().eq(b.values()));
         }
         assert!(one.users.values().is_sorted(), "renumbered in string order");
+        let mut users = one.users;
+        let known = users.get(3).to_owned();
+        assert_eq!(users.intern(&known), 3, "found again after renumbering");
+        assert_eq!(users.intern("a new user") as usize, users.len() - 1);
+    }
+
+    #[test]
+    fn a_dictionary_numbers_each_string_once_before_and_after_renumbering() {
+        let mut dict = Dict::default();
+        let words = ["pear", "", "apple", "péché", "apple", "pear", "fig"];
+        let numbers: Vec<u32> = words.iter().map(|w| dict.intern(w)).collect();
+        assert_eq!(numbers, [0, 1, 2, 3, 2, 0, 4]);
+        assert_eq!(dict.len(), 5);
+        assert!(words.iter().zip(&numbers).all(|(w, &n)| dict.get(n) == *w));
+        let remap = dict.sort();
+        assert_eq!(
+            dict.values().collect::<Vec<_>>(),
+            ["", "apple", "fig", "pear", "péché"]
+        );
+        assert!(words
+            .iter()
+            .zip(&numbers)
+            .all(|(w, &n)| dict.get(remap[n as usize]) == *w));
+        assert_eq!(dict.intern("fig"), 2, "found again after renumbering");
+        assert_eq!(dict.intern("kiwi"), 5);
+        assert_eq!(dict.get(5), "kiwi");
     }
 
     #[test]
