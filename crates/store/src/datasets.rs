@@ -19,18 +19,28 @@ use crate::{DatasetKind, DatasetStatus, Error, Result, Store};
 pub const REFUNDED_STATUSES: [&str; 3] = ["refunded", "cancelled", "voided"];
 
 /// SQL condition true for an interaction (aliased `ti`) derived from an order
-/// that was refunded, cancelled or voided.
-///
-/// Never NULL (a NULL origin is simply not an order's row). A `CASE`, not an
-/// `AND`: SQLite evaluates both sides of an `AND` in a selected column, and
-/// the subquery's cursor, opened for every row, cost a full read a third of
-/// its time (1M rows, none from orders). The range on `origin` lets the
-/// counting query use the `origin` index.
-const REFUNDED_SQL: &str = "CASE WHEN ti.origin >= 'order:' AND ti.origin < 'order;' THEN EXISTS (
+/// that was refunded, cancelled or voided, given that it is derived from an
+/// order (its origin is `order:<id>`): a query that filters on that first can
+/// use the `origin` index, and the engine may join the orders once.
+macro_rules! order_refunded {
+    () => {
+        "EXISTS (
         SELECT 1 FROM shop_orders o
          WHERE o.order_id = substr(ti.origin, 7)
-           AND lower(o.financial_status) IN ('refunded', 'cancelled', 'voided'))
-        ELSE FALSE END";
+           AND lower(o.financial_status) IN ('refunded', 'cancelled', 'voided'))"
+    };
+}
+
+/// SQL condition true for an interaction (aliased `ti`) derived from an order
+/// that was refunded, cancelled or voided; never NULL (a NULL origin is simply
+/// not an order's row). A `CASE`, not an `AND`: SQLite evaluates both sides of
+/// an `AND` in a selected column, and the subquery's cursor, opened for every
+/// row, cost a full read a third of its time (1M rows, none from orders).
+const REFUNDED_SQL: &str = concat!(
+    "CASE WHEN ti.origin >= 'order:' AND ti.origin < 'order;' THEN ",
+    order_refunded!(),
+    " ELSE FALSE END"
+);
 
 /// Why a row handed out by a scan with [`ScanFilter::with_excluded`] may not
 /// enter a dataset.
@@ -383,7 +393,8 @@ fn scan(
         stats.excluded_refunded = tx.query_row(
             &format!(
                 "SELECT COUNT(*) FROM {from} WHERE {conditions}
-                   AND ti.origin >= 'order:' AND ti.origin < 'order;' AND {REFUNDED_SQL}"
+                   AND ti.origin >= 'order:' AND ti.origin < 'order;' AND {}",
+                order_refunded!()
             ),
             &values,
             |r| r.get::<i64>(0),

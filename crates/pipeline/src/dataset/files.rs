@@ -209,6 +209,29 @@ pub fn parquet_groups(values: &Values, pieces: &[&[Row]]) -> Result<Vec<u8>> {
     writer.into_inner().map_err(parquet_error)
 }
 
+/// Whether every column chunk of a file is encoded as this build encodes it
+/// (its compression, and statistics or none): only such row groups may be
+/// spliced into a new file, or an increment's bytes would differ from those a
+/// full build of the same data writes.
+pub fn check_encoding(metadata: &ParquetMetaData) -> Result<()> {
+    let props = properties()?;
+    for group in metadata.row_groups() {
+        for column in group.columns() {
+            let path = column.column_path();
+            let stated = column.statistics().is_some();
+            let states = props.statistics_enabled(path) != EnabledStatistics::None;
+            if column.compression() != props.compression(path) || stated != states {
+                return Err(Error::Data(format!(
+                    "column {path} was encoded by another build of manirec ({}{})",
+                    column.compression(),
+                    if stated { ", with statistics" } else { "" }
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The most rows in one Parquet row group (the writer's default).
 pub const ROW_GROUP_ROWS: usize = 1024 * 1024;
 
@@ -384,5 +407,71 @@ pub fn encode(table: &Table, rows: &[Row], format: Format) -> Result<Vec<u8>> {
     match format {
         Format::Parquet => parquet_bytes(table, rows),
         Format::Csv => Ok(csv_bytes(table, rows)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_files_encoded_as_this_build_encodes_them_may_be_spliced() {
+        let mut table = Table::default();
+        for (i, user) in ["amy", "bo", "cy"].into_iter().enumerate() {
+            table.rows.push(Row {
+                id: i as i64 + 1,
+                timestamp: 1_700_000_000 + i as i64,
+                rating: 1.0,
+                quantity: 1,
+                user: table.users.intern(user),
+                item: table.items.intern("p1"),
+                kind: table.kinds.intern("view") as u16,
+                source: table.sources.intern("realtime") as u16,
+                synthetic: false,
+            });
+        }
+        let ours = Bytes::from(parquet_bytes(&table, &table.rows).unwrap());
+        check_encoding(&parquet_metadata(&ours).unwrap()).unwrap();
+
+        // The same rows as an earlier build wrote them: every column
+        // compressed, every column with statistics.
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap()))
+            .build();
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(DictionaryArray::<UInt32Type>::new(
+                    UInt32Array::from(vec![0, 1, 2]),
+                    values(&table.users),
+                )),
+                Arc::new(DictionaryArray::<UInt32Type>::new(
+                    UInt32Array::from(vec![0, 0, 0]),
+                    values(&table.items),
+                )),
+                Arc::new(Float64Array::from(vec![1.0; 3])),
+                Arc::new(Int64Array::from(vec![
+                    1_700_000_000,
+                    1_700_000_001,
+                    1_700_000_002,
+                ])),
+                Arc::new(DictionaryArray::<UInt16Type>::new(
+                    UInt16Array::from(vec![0, 0, 0]),
+                    values(&table.kinds),
+                )),
+                Arc::new(DictionaryArray::<UInt16Type>::new(
+                    UInt16Array::from(vec![0, 0, 0]),
+                    values(&table.sources),
+                )),
+                Arc::new(BooleanArray::from(vec![false; 3])),
+                Arc::new(Int64Array::from(vec![1; 3])),
+            ],
+        )
+        .unwrap();
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        let theirs = Bytes::from(writer.into_inner().unwrap());
+        let why = check_encoding(&parquet_metadata(&theirs).unwrap()).unwrap_err();
+        assert!(why.to_string().contains("another build"), "{why}");
     }
 }

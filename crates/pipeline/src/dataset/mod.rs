@@ -265,6 +265,7 @@ struct ParentFile {
 impl ParentFile {
     fn parse(bytes: Bytes) -> Result<ParentFile> {
         let metadata = files::parquet_metadata(&bytes)?;
+        files::check_encoding(&metadata)?;
         let mut groups: BTreeMap<i64, Range<usize>> = BTreeMap::new();
         for (i, ts) in files::row_group_first_timestamps(&metadata)?
             .into_iter()

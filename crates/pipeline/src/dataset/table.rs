@@ -181,16 +181,24 @@ impl Rows for Vec<Row> {
 }
 
 /// A part's share of one buffer, filled from its start; it has room for
-/// every id of the part's range, so it never runs out.
+/// every id of the part's range, so it does not run out unless the buffer
+/// could not be allocated.
 struct Share<'a> {
     rows: &'a mut [Row],
     len: usize,
+    /// A row came that had no room.
+    overflowed: bool,
 }
 
 impl Rows for Share<'_> {
     fn push(&mut self, row: Row) {
-        self.rows[self.len] = row;
-        self.len += 1;
+        match self.rows.get_mut(self.len) {
+            Some(slot) => {
+                *slot = row;
+                self.len += 1;
+            }
+            None => self.overflowed = true,
+        }
     }
 }
 
@@ -317,10 +325,6 @@ impl Table {
         progress: &dyn Progress,
         excluded: impl Fn(&mut E, &TrainingRow<'_>) + Sync,
     ) -> Result<(Table, Vec<E>, ScanStats)> {
-        progress.begin(
-            "reading interactions",
-            snapshot.max_interaction_id()?.max(0) as u64,
-        );
         // One buffer for every part's rows, shared out by id range. Zeroed
         // memory fresh from the allocator is not touched until a row is
         // written: room left unused costs address space, not memory, and the
@@ -328,20 +332,31 @@ impl Table {
         // copying them into fresh memory (first touches of memory were a
         // sixth of a full build's time).
         let mut buffer: Vec<Row> = Vec::new();
+        let mut unallocated = None;
         let mut starts = Vec::new();
         let (loaders, stats) = snapshot.scan_parts(
             filter,
             |rooms| {
+                let total = rooms.iter().fold(0u64, |a, &b| a.saturating_add(b));
+                progress.begin("reading interactions", total);
                 let rooms: Vec<usize> = rooms
                     .iter()
                     .map(|&room| usize::try_from(room).unwrap_or(usize::MAX))
                     .collect();
-                buffer = bytemuck::zeroed_vec(rooms.iter().fold(0, |a, &b| a.saturating_add(b)));
+                match usize::try_from(total)
+                    .ok()
+                    .and_then(|n| bytemuck::try_zeroed_vec(n).ok())
+                {
+                    Some(room) => buffer = room,
+                    // Every share empty: the first row says so.
+                    None => unallocated = Some(total),
+                }
                 let mut free: &mut [Row] = &mut buffer;
                 let mut taken = 0;
                 rooms
                     .into_iter()
                     .map(|room| {
+                        let room = room.min(free.len());
                         let (share, rest) = std::mem::take(&mut free).split_at_mut(room);
                         free = rest;
                         starts.push(taken);
@@ -350,6 +365,7 @@ impl Table {
                             Loader::new(Share {
                                 rows: share,
                                 len: 0,
+                                overflowed: false,
                             }),
                             E::default(),
                         )
@@ -367,6 +383,17 @@ impl Table {
         let mut parts = Vec::with_capacity(loaders.len());
         for ((loader, state), start) in loaders.into_iter().zip(starts) {
             let (table, share) = loader.finish()?;
+            if share.overflowed {
+                return Err(crate::Error::Data(match unallocated {
+                    Some(n) => format!(
+                        "no memory for {n} rows of {} bytes (one per interaction id in the \
+                         store); free memory, or export the interactions and import them \
+                         into a fresh store to renumber their ids",
+                        std::mem::size_of::<Row>()
+                    ),
+                    None => "a part of the scan handed out more rows than ids in its range".into(),
+                }));
+            }
             parts.push((table, start..start + share.len));
             states.push(state);
         }
@@ -404,6 +431,11 @@ impl Table {
             end += len;
         }
         buffer.truncate(end);
+        // Room for ids without a row (deleted, or left out) is given back
+        // when it is most of the buffer.
+        if buffer.capacity() > 2 * end {
+            buffer.shrink_to_fit();
+        }
         merged.rows = buffer;
         // Each part fit 16 bits; together they may not.
         for (dict, what) in [
