@@ -176,37 +176,39 @@ pub fn parquet_groups(values: &Values, pieces: &[&[Row]]) -> Result<Vec<u8>> {
             writer.flush().map_err(parquet_error)?;
             continue;
         };
-        let dict32 = |keys: UInt32Array, values: &ArrayRef| -> Result<ArrayRef> {
-            Ok(Arc::new(
-                DictionaryArray::<UInt32Type>::try_new(keys, values.clone())
-                    .map_err(parquet_error)?,
-            ))
-        };
-        let dict16 = |keys: UInt16Array, values: &ArrayRef| -> Result<ArrayRef> {
-            Ok(Arc::new(
-                DictionaryArray::<UInt16Type>::try_new(keys, values.clone())
-                    .map_err(parquet_error)?,
-            ))
-        };
-        let columns: Vec<ArrayRef> = vec![
-            dict32(chunk.iter().map(|r| r.user).collect(), &values.users)?,
-            dict32(chunk.iter().map(|r| r.item).collect(), &values.items)?,
-            Arc::new(chunk.iter().map(|r| r.rating).collect::<Float64Array>()),
-            Arc::new(chunk.iter().map(|r| r.timestamp).collect::<Int64Array>()),
-            dict16(chunk.iter().map(|r| r.kind).collect(), &values.kinds)?,
-            dict16(chunk.iter().map(|r| r.source).collect(), &values.sources)?,
-            Arc::new(
-                chunk
-                    .iter()
-                    .map(|r| Some(r.synthetic))
-                    .collect::<BooleanArray>(),
-            ),
-            Arc::new(chunk.iter().map(|r| r.quantity).collect::<Int64Array>()),
-        ];
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(parquet_error)?;
+        let batch = record_batch(values, chunk)?;
         writer.write(&batch).map_err(parquet_error)?;
     }
     writer.into_inner().map_err(parquet_error)
+}
+
+/// Rows as one record batch of the files' schema, their dictionaries shared.
+fn record_batch(values: &Values, rows: &[Row]) -> Result<RecordBatch> {
+    let dict32 = |keys: UInt32Array, values: &ArrayRef| -> Result<ArrayRef> {
+        Ok(Arc::new(
+            DictionaryArray::<UInt32Type>::try_new(keys, values.clone()).map_err(parquet_error)?,
+        ))
+    };
+    let dict16 = |keys: UInt16Array, values: &ArrayRef| -> Result<ArrayRef> {
+        Ok(Arc::new(
+            DictionaryArray::<UInt16Type>::try_new(keys, values.clone()).map_err(parquet_error)?,
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        dict32(rows.iter().map(|r| r.user).collect(), &values.users)?,
+        dict32(rows.iter().map(|r| r.item).collect(), &values.items)?,
+        Arc::new(rows.iter().map(|r| r.rating).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| r.timestamp).collect::<Int64Array>()),
+        dict16(rows.iter().map(|r| r.kind).collect(), &values.kinds)?,
+        dict16(rows.iter().map(|r| r.source).collect(), &values.sources)?,
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.synthetic))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(rows.iter().map(|r| r.quantity).collect::<Int64Array>()),
+    ];
+    RecordBatch::try_new(schema(), columns).map_err(parquet_error)
 }
 
 /// Whether every column chunk of a file is encoded as this build encodes it
@@ -438,36 +440,7 @@ mod tests {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap()))
             .build();
-        let batch = RecordBatch::try_new(
-            schema(),
-            vec![
-                Arc::new(DictionaryArray::<UInt32Type>::new(
-                    UInt32Array::from(vec![0, 1, 2]),
-                    values(&table.users),
-                )),
-                Arc::new(DictionaryArray::<UInt32Type>::new(
-                    UInt32Array::from(vec![0, 0, 0]),
-                    values(&table.items),
-                )),
-                Arc::new(Float64Array::from(vec![1.0; 3])),
-                Arc::new(Int64Array::from(vec![
-                    1_700_000_000,
-                    1_700_000_001,
-                    1_700_000_002,
-                ])),
-                Arc::new(DictionaryArray::<UInt16Type>::new(
-                    UInt16Array::from(vec![0, 0, 0]),
-                    values(&table.kinds),
-                )),
-                Arc::new(DictionaryArray::<UInt16Type>::new(
-                    UInt16Array::from(vec![0, 0, 0]),
-                    values(&table.sources),
-                )),
-                Arc::new(BooleanArray::from(vec![false; 3])),
-                Arc::new(Int64Array::from(vec![1; 3])),
-            ],
-        )
-        .unwrap();
+        let batch = record_batch(&Values::of(&table), &table.rows).unwrap();
         let mut writer = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).unwrap();
         writer.write(&batch).unwrap();
         let theirs = Bytes::from(writer.into_inner().unwrap());
