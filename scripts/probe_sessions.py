@@ -20,7 +20,6 @@ context). What it answers, in docs/bench-models.md ("The ceilings"):
 """
 import argparse
 import json
-import math
 import os
 import sys
 from collections import defaultdict
@@ -29,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from recompute_metrics import relevant_sets  # noqa: E402
+from recompute_metrics import relevant_sets, user_metrics  # noqa: E402
 
 HALF_LIFE_DAYS = 1095.0  # what manirec's tune chose on latest-small
 VISIT_GAP_S = 60
@@ -59,17 +58,16 @@ def session_cases(train, test):
 
 
 def score(cases, index, ranker):
-    """Mean NDCG@10 and Recall@20 (the contract's: Recall divides by min(20, |relevant|))."""
+    """Mean NDCG@10 and Recall@20 of `ranker`'s lists, and how many visitors."""
     ids = {v: k for k, v in index.items()}
     ndcg, recall = [], []
     for rows, context, relevant in cases:
         s = ranker(rows, context)
         for i in context:
             s[index[i]] = -np.inf
-        top = [ids[j] for j in np.argsort(-s, kind="stable")[:20]]
-        dcg = sum(1 / math.log2(p + 2) for p, i in enumerate(top[:10]) if i in relevant)
-        ndcg.append(dcg / sum(1 / math.log2(p + 2) for p in range(min(10, len(relevant)))))
-        recall.append(sum(i in relevant for i in top) / min(20, len(relevant)))
+        m = user_metrics([ids[j] for j in np.argsort(-s, kind="stable")[:20]], relevant)
+        ndcg.append(m["ndcg@10"])
+        recall.append(m["recall@20"])
     return float(np.mean(ndcg)), float(np.mean(recall)), len(cases)
 
 

@@ -61,6 +61,28 @@ def relevant_sets(train, test, protocol):
     return rel, ctx, len(items)
 
 
+def user_metrics(ranked, relevant):
+    """One user's metrics, as the contract defines them: Recall@K and MAP@K divide
+    by min(K, |relevant|)."""
+    out = {}
+    for k in (10, 20):
+        hits = [1 if x in relevant else 0 for x in ranked[:k]]
+        denom = min(k, len(relevant))
+        out[f"recall@{k}"] = sum(hits) / denom
+        dcg = sum(h / math.log2(p + 2) for p, h in enumerate(hits))
+        idcg = sum(1 / math.log2(p + 2) for p in range(denom))
+        out[f"ndcg@{k}"] = dcg / idcg
+        if k == 10:
+            out["hit_rate@10"] = 1 if any(hits) else 0
+            ap_, h = 0.0, 0
+            for p, x in enumerate(hits):
+                if x:
+                    h += 1
+                    ap_ += h / (p + 1)
+            out["map@10"] = ap_ / denom
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", required=True)
@@ -84,23 +106,8 @@ def main():
         out["context_mismatches"] = sum(1 for u, c in ctx.items() if u in dumped_ctx and dumped_ctx[u] != c)
     sums = {}
     for u, r in rel.items():
-        l = lists.get(u, [])
-        for k in (10, 20):
-            top = l[:k]
-            hits = [1 if x in r else 0 for x in top]
-            denom = min(k, len(r))
-            sums[f"recall@{k}"] = sums.get(f"recall@{k}", 0) + sum(hits) / denom
-            dcg = sum(h / math.log2(p + 2) for p, h in enumerate(hits))
-            idcg = sum(1 / math.log2(p + 2) for p in range(denom))
-            sums[f"ndcg@{k}"] = sums.get(f"ndcg@{k}", 0) + dcg / idcg
-            if k == 10:
-                sums["hit_rate@10"] = sums.get("hit_rate@10", 0) + (1 if any(hits) else 0)
-                ap_, h = 0.0, 0
-                for p, x in enumerate(hits):
-                    if x:
-                        h += 1
-                        ap_ += h / (p + 1)
-                sums["map@10"] = sums.get("map@10", 0) + ap_ / denom
+        for key, value in user_metrics(lists.get(u, []), r).items():
+            sums[key] = sums.get(key, 0) + value
     n = max(1, len(rel))
     out.update({k: v / n for k, v in sorted(sums.items())})
     covered = {x for u in rel for x in lists.get(u, [])[:20]}
